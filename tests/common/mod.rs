@@ -1,0 +1,68 @@
+//! Shared harness of the integration tests: one set of real local clusters for every test.
+//!
+//! The first test to ask starts them with `deploy/local/clusters up` (a no-op when they are
+//! already up), and every test binary reuses them. Tests that stop a cluster live in their own
+//! test binary and start it again before they end (see `ClusterOutage`).
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn clusters_script(args: &[&str]) -> String {
+    let out = Command::new(repo().join("deploy/local/clusters"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run deploy/local/clusters {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "deploy/local/clusters {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The kubeconfig of the local clusters, starting them if needed.
+pub fn kubeconfig() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| PathBuf::from(clusters_script(&["up"]))).clone()
+}
+
+/// `kubectl` against the local clusters; returns stdout, panics with stderr on failure.
+pub fn kubectl(context: &str, args: &[&str]) -> String {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(["--context", context])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"));
+    assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Stops one local cluster for the life of the guard; starts it again on drop, even if the
+/// test fails, so the next test binary finds every cluster up.
+pub struct ClusterOutage(&'static str);
+
+impl ClusterOutage {
+    pub fn begin(name: &'static str) -> Self {
+        kubeconfig();
+        clusters_script(&["stop", name]);
+        ClusterOutage(name)
+    }
+
+    /// Ends the outage early (the drop then has nothing to do).
+    pub fn end(self) {}
+}
+
+impl Drop for ClusterOutage {
+    fn drop(&mut self) {
+        clusters_script(&["start", self.0]);
+    }
+}
