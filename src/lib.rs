@@ -3,3 +3,8 @@
 //! See `docs/ARCHITECTURE.md` for the map of the crate.
 
 pub mod kubeconfig;
+pub mod lifecycle;
+pub mod progress;
+pub mod apply;
+pub mod labels;
+pub mod registry;

@@ -47,14 +47,16 @@ pub fn kubectl(context: &str, args: &[&str]) -> String {
 }
 
 /// Stops one local cluster for the life of the guard; starts it again on drop, even if the
-/// test fails, so the next test binary finds every cluster up.
-pub struct ClusterOutage(&'static str);
+/// test fails, so the next test binary finds every cluster up. Outages are one at a time.
+pub struct ClusterOutage(&'static str, #[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
 
 impl ClusterOutage {
     pub fn begin(name: &'static str) -> Self {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         kubeconfig();
         clusters_script(&["stop", name]);
-        ClusterOutage(name)
+        ClusterOutage(name, guard)
     }
 
     /// Ends the outage early (the drop then has nothing to do).
@@ -65,4 +67,20 @@ impl Drop for ClusterOutage {
     fn drop(&mut self) {
         clusters_script(&["start", self.0]);
     }
+}
+
+/// A name no earlier run used, so tests never trip over each other's leftovers.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{prefix}-{}-{:x}{}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Every object fleetspawn labelled for an instance, on one cluster, seen by kubectl (a fresh
+/// client, not fleetspawn's): `Kind/name` lines.
+pub fn objects_of(context: &str, key: &str) -> Vec<String> {
+    let kinds = "pods,services,ingresses.networking.k8s.io,secrets,serviceaccounts,configmaps,persistentvolumeclaims,roles,rolebindings,networkpolicies";
+    let out = kubectl(context, &["get", kinds, "-A", "-l", &format!("fleetspawn.io/instance={key}"), "-o", "name"]);
+    out.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
 }

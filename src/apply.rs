@@ -1,0 +1,170 @@
+//! Object I/O on one cluster: server-side apply of any kind (resolved through discovery, cached
+//! per cluster), deletion that treats "already gone" as success, and listing by label.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::core::{GroupVersionKind, TypeMeta};
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
+use kube::Client;
+use serde_json::Value;
+use tokio::sync::RwLock;
+
+use crate::kubeconfig::describe_kube_error;
+
+/// The field manager fleetspawn applies with.
+pub const FIELD_MANAGER: &str = "fleetspawn";
+
+/// An object I/O failure, naming the object and carrying the API server's message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{object}: {message}")]
+pub struct ObjectError {
+    /// `Kind namespace/name`.
+    pub object: String,
+    pub message: String,
+    /// The HTTP status the API server answered, if it answered.
+    pub code: Option<u16>,
+}
+
+/// Identifies one object of a bundle (what an inventory lists).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ObjectRef {
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {}/{}", self.kind, ns, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+impl ObjectRef {
+    /// The reference of a full manifest.
+    pub fn of(manifest: &Value) -> Result<ObjectRef, ObjectError> {
+        let text = |ptr: &str| manifest.pointer(ptr).and_then(Value::as_str).map(str::to_string);
+        let bad = |what: &str| ObjectError { object: "object".into(), message: format!("manifest has no {what}"), code: None };
+        Ok(ObjectRef {
+            api_version: text("/apiVersion").ok_or_else(|| bad("apiVersion"))?,
+            kind: text("/kind").ok_or_else(|| bad("kind"))?,
+            namespace: text("/metadata/namespace"),
+            name: text("/metadata/name").ok_or_else(|| bad("metadata.name"))?,
+        })
+    }
+
+    fn error(&self, e: &kube::Error) -> ObjectError {
+        let code = match e {
+            kube::Error::Api(s) => Some(s.code),
+            _ => None,
+        };
+        ObjectError { object: self.to_string(), message: describe_kube_error(e), code }
+    }
+}
+
+/// An object found by [`ClusterApi::list_refs`].
+#[derive(Clone, Debug)]
+pub struct Listed {
+    pub r: ObjectRef,
+    pub created: Option<k8s_openapi::jiff::Timestamp>,
+    /// Its `fleetspawn.io/instance` label.
+    pub instance: Option<String>,
+}
+
+/// One cluster's client and its discovery cache.
+#[derive(Clone)]
+pub struct ClusterApi {
+    client: Client,
+    kinds: Arc<RwLock<HashMap<(String, String), (ApiResource, ApiCapabilities)>>>,
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+impl ClusterApi {
+    pub fn new(client: Client) -> Self {
+        ClusterApi { client, kinds: Arc::default() }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Resolves a kind through discovery, once per cluster.
+    async fn resolve(&self, r: &ObjectRef) -> Result<(ApiResource, ApiCapabilities), ObjectError> {
+        let key = (r.api_version.clone(), r.kind.clone());
+        if let Some(found) = self.kinds.read().await.get(&key) {
+            return Ok(found.clone());
+        }
+        let tm = TypeMeta { api_version: r.api_version.clone(), kind: r.kind.clone() };
+        let gvk = GroupVersionKind::try_from(&tm).map_err(|e| ObjectError {
+            object: r.to_string(),
+            message: format!("bad apiVersion: {e}"),
+            code: None,
+        })?;
+        let found = kube::discovery::pinned_kind(&self.client, &gvk).await.map_err(|e| r.error(&e))?;
+        self.kinds.write().await.insert(key, found.clone());
+        Ok(found)
+    }
+
+    async fn api(&self, r: &ObjectRef) -> Result<Api<DynamicObject>, ObjectError> {
+        let (resource, caps) = self.resolve(r).await?;
+        Ok(match (caps.scope, &r.namespace) {
+            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(self.client.clone(), ns, &resource),
+            (Scope::Namespaced, None) => Api::default_namespaced_with(self.client.clone(), &resource),
+            (Scope::Cluster, _) => Api::all_with(self.client.clone(), &resource),
+        })
+    }
+
+    /// Server-side applies a full manifest with fleetspawn's field manager.
+    pub async fn apply(&self, manifest: &Value) -> Result<DynamicObject, ObjectError> {
+        let r = ObjectRef::of(manifest)?;
+        let api = self.api(&r).await?;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch(&r.name, &params, &Patch::Apply(manifest)).await.map_err(|e| r.error(&e))
+    }
+
+    /// Whether the object exists.
+    pub async fn exists(&self, r: &ObjectRef) -> Result<bool, ObjectError> {
+        let api = self.api(r).await?;
+        api.get_metadata_opt(&r.name).await.map(|o| o.is_some()).map_err(|e| r.error(&e))
+    }
+
+    /// Deletes the object; one already gone counts as deleted. Returns whether it existed.
+    pub async fn delete(&self, r: &ObjectRef) -> Result<bool, ObjectError> {
+        let api = self.api(r).await?;
+        let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+        match api.delete(&r.name, &params).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(r.error(&e)),
+        }
+    }
+
+    /// The objects of a kind matching a label selector, across namespaces (metadata only).
+    pub async fn list_refs(&self, api_version: &str, kind: &str, selector: &str) -> Result<Vec<Listed>, ObjectError> {
+        let probe = ObjectRef { api_version: api_version.into(), kind: kind.into(), namespace: None, name: String::new() };
+        let (resource, _) = self.resolve(&probe).await?;
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+        let list = api.list_metadata(&ListParams::default().labels(selector)).await.map_err(|e| probe.error(&e))?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter_map(|m| {
+                let meta = m.metadata;
+                let created = meta.creation_timestamp.as_ref().map(|t| t.0);
+                let instance = meta.labels.as_ref().and_then(|l| l.get(crate::labels::INSTANCE)).cloned();
+                let r = ObjectRef { api_version: api_version.into(), kind: kind.into(), namespace: meta.namespace, name: meta.name? };
+                Some(Listed { r, created, instance })
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,955 @@
+//! The spawner: starts, follows and stops per-user servers across clusters.
+//!
+//! A spawn is: pick a cluster (placement), render the bundle (pure), apply it tier by tier with
+//! server-side apply, then follow the Pod and its Kubernetes Events through watches until it is
+//! Ready (or fails, fast, with the cause). Every step is pushed to the spawn's [`Progress`]. At
+//! most one operation runs per instance key; a stop cancels a spawn in flight; failures roll
+//! back what the spawn created.
+//!
+//! The registry (watches over every cluster) is the source of truth for what runs; the
+//! spawner only keeps the operations in flight.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::{future::join_all, StreamExt};
+use k8s_openapi::api::core::v1::{Event as KubeEvent, ObjectReference, Pod};
+use kube::api::DynamicObject;
+use kube::runtime::events::{Event as AuditEvent, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::Api;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{ClusterApi, Listed, ObjectError, ObjectRef};
+use crate::bundle::{Bundle, BundleError, Renderer, SpawnInput, Tier};
+use crate::kubeconfig::{Fleet, Health};
+use crate::labels;
+use crate::lifecycle::{judge_pod, progress_for_event, PodVerdict, ProgressEvent};
+use crate::naming::InstanceKey;
+use crate::placement;
+use crate::profiles::{OptionError, Profile, ProfileSet};
+use crate::progress::Progress;
+use crate::registry::{Instance, InstanceState, Registry, Vanished};
+
+/// Kinds fleetspawn's own templates create, swept by stop and garbage collection.
+const DEFAULT_KINDS: &[(&str, &str)] = &[
+    ("v1", "Pod"),
+    ("v1", "Service"),
+    ("networking.k8s.io/v1", "Ingress"),
+    ("v1", "Secret"),
+    ("v1", "ServiceAccount"),
+    ("v1", "ConfigMap"),
+    ("v1", "PersistentVolumeClaim"),
+];
+
+/// How often cluster health is probed; a failed probe marks the cluster's instances unknown.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Limits and timings of a spawner.
+#[derive(Clone, Debug)]
+pub struct SpawnerSettings {
+    /// Spawns in flight at once, across all users; more are refused.
+    pub max_concurrent_spawns: usize,
+    /// Servers one user may have (named servers included).
+    pub max_servers_per_user: usize,
+    /// Age after which objects of an instance that no longer exists are collected.
+    pub gc_grace: Duration,
+    /// How often garbage collection runs.
+    pub gc_interval: Duration,
+}
+
+impl Default for SpawnerSettings {
+    fn default() -> Self {
+        SpawnerSettings {
+            max_concurrent_spawns: 64,
+            max_servers_per_user: 3,
+            gc_grace: Duration::from_secs(60),
+            gc_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a caller asks for.
+#[derive(Clone, Debug, Default)]
+pub struct SpawnRequest {
+    pub user: String,
+    /// Empty for the default server.
+    pub server: String,
+    pub profile: String,
+    pub options: BTreeMap<String, String>,
+    /// Put into the server's Secret (e.g. a hub's API token), never into the Pod spec.
+    pub env: BTreeMap<String, String>,
+    /// URL path prefix to serve under (a hub's base_url); default from `naming::url_prefix`.
+    pub url_prefix: Option<String>,
+}
+
+/// An instance as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct InstanceView {
+    pub key: String,
+    pub user: String,
+    pub server: String,
+    pub profile: String,
+    pub cluster: String,
+    pub state: InstanceState,
+    pub url: Option<String>,
+    pub started_at: Option<String>,
+    pub last_seen: Option<String>,
+    pub cause: Option<String>,
+    /// Why this cluster was chosen (spawns in flight).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
+}
+
+impl From<Instance> for InstanceView {
+    fn from(i: Instance) -> Self {
+        InstanceView {
+            key: i.key,
+            user: i.user,
+            server: i.server,
+            profile: i.profile,
+            cluster: i.cluster,
+            state: i.state,
+            url: i.url,
+            started_at: i.started_at,
+            last_seen: i.last_seen,
+            cause: i.cause,
+            placement: None,
+        }
+    }
+}
+
+/// Why a spawn or stop was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("unknown profile {0:?}")]
+    UnknownProfile(String),
+    #[error(transparent)]
+    BadOption(#[from] OptionError),
+    #[error("too many spawns in flight (limit {limit}); try again shortly")]
+    TooManySpawns { limit: usize },
+    #[error("{user} already has {limit} servers (the limit); stop one first")]
+    TooManyServers { user: String, limit: usize },
+    #[error(transparent)]
+    NoHealthyCluster(#[from] placement::NoHealthyCluster),
+    #[error("cluster {context} is not synced or unreachable: the state of this server cannot be known yet")]
+    ClusterUnavailable { context: String },
+    #[error("a stop of this server is in progress")]
+    Busy,
+    #[error("no such server")]
+    NotFound,
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("{0}")]
+    Kubernetes(#[from] ObjectError),
+    #[error("stopping did not finish within {0:?}")]
+    StopTimeout(Duration),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum OpKind {
+    Spawn,
+    Stop,
+}
+
+/// One operation in flight on one instance key.
+struct Op {
+    kind: OpKind,
+    cancel: CancellationToken,
+    progress: Progress,
+    view: Mutex<InstanceView>,
+    done: watch::Sender<bool>,
+}
+
+impl Op {
+    fn view(&self) -> InstanceView {
+        self.view.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    async fn finished(&self) {
+        let mut rx = self.done.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+}
+
+struct ClusterHandle {
+    api: ClusterApi,
+    recorder: Recorder,
+}
+
+struct Inner {
+    clusters: BTreeMap<String, ClusterHandle>,
+    fleet: Fleet,
+    registry: Registry,
+    profiles: RwLock<Arc<ProfileSet>>,
+    renderer: Renderer,
+    settings: SpawnerSettings,
+    ops: Mutex<HashMap<String, Arc<Op>>>,
+    /// Finished spawns' progress, so a late subscriber still gets the history.
+    finished: Mutex<HashMap<String, Progress>>,
+    slots: Arc<Semaphore>,
+    health: RwLock<BTreeMap<String, Health>>,
+    /// Kinds seen in bundles, swept by stop and garbage collection.
+    kinds: Mutex<BTreeSet<(String, String)>>,
+    restart_watch: BTreeMap<String, watch::Sender<u64>>,
+    shutdown: CancellationToken,
+}
+
+/// The spawner service. Cheap to clone.
+#[derive(Clone)]
+pub struct Spawner {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Spawner {
+    /// Starts the registry watches, the health monitor, the drift handler and garbage
+    /// collection, and returns once every cluster's initial list is in (or it is unreachable).
+    pub async fn start(fleet: Fleet, profiles: ProfileSet, renderer: Renderer, settings: SpawnerSettings) -> Spawner {
+        let contexts: Vec<String> = fleet.contexts().iter().map(|c| c.to_string()).collect();
+        let (registry, vanished) = Registry::new(contexts.iter().map(String::as_str));
+        let reporter = Reporter { controller: "fleetspawn".into(), instance: std::env::var("HOSTNAME").ok() };
+        let mut clusters = BTreeMap::new();
+        let mut restart_watch = BTreeMap::new();
+        for c in fleet.clusters() {
+            match &c.client {
+                Ok(client) => {
+                    clusters.insert(
+                        c.context.clone(),
+                        ClusterHandle { api: ClusterApi::new(client.clone()), recorder: Recorder::new(client.clone(), reporter.clone()) },
+                    );
+                    restart_watch.insert(c.context.clone(), watch::channel(0).0);
+                }
+                Err(cause) => registry.mark_unreachable(&c.context, cause),
+            }
+        }
+        let kinds = DEFAULT_KINDS.iter().map(|(a, k)| ((*a).to_string(), (*k).to_string())).collect();
+        let spawner = Spawner {
+            inner: Arc::new(Inner {
+                clusters,
+                fleet,
+                registry,
+                profiles: RwLock::new(Arc::new(profiles)),
+                renderer,
+                slots: Arc::new(Semaphore::new(settings.max_concurrent_spawns)),
+                settings,
+                ops: Mutex::default(),
+                finished: Mutex::default(),
+                health: RwLock::default(),
+                kinds: Mutex::new(kinds),
+                restart_watch,
+                shutdown: CancellationToken::new(),
+            }),
+        };
+        for (context, handle) in &spawner.inner.clusters {
+            let rx = spawner.inner.restart_watch.get(context).map(watch::Sender::subscribe);
+            if let Some(rx) = rx {
+                tokio::spawn(spawner.inner.registry.clone().watch_cluster(context.clone(), handle.api.client().clone(), rx));
+            }
+        }
+        spawner.probe_health().await;
+        tokio::spawn(spawner.clone().health_loop());
+        tokio::spawn(spawner.clone().drift_loop(vanished));
+        tokio::spawn(spawner.clone().gc_loop());
+        spawner.inner.registry.wait_settled(Duration::from_secs(30)).await;
+        spawner
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn profiles(&self) -> Arc<ProfileSet> {
+        self.inner.profiles.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Swaps the profile set (hot reload); spawns in flight keep the profile they started with.
+    pub fn set_profiles(&self, profiles: Arc<ProfileSet>) {
+        *self.inner.profiles.write().unwrap_or_else(PoisonError::into_inner) = profiles;
+    }
+
+    /// The last health probe of every cluster.
+    pub fn cluster_health(&self) -> Vec<Health> {
+        self.inner.health.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+    }
+
+    /// Clusters whose registry is not synced (for readiness).
+    pub fn unsynced_clusters(&self) -> Vec<String> {
+        self.inner.registry.unsynced()
+    }
+
+    fn health_of(&self, context: &str) -> Result<(), String> {
+        let health = self.inner.health.read().unwrap_or_else(PoisonError::into_inner);
+        match health.get(context) {
+            Some(h) if h.healthy => Ok(()),
+            Some(h) => Err(h.cause.clone().unwrap_or_else(|| "unhealthy".into())),
+            None => Err("not in the kubeconfig".into()),
+        }
+    }
+
+    async fn probe_health(&self) {
+        let results = self.inner.fleet.health().await;
+        let mut came_back = Vec::new();
+        {
+            let mut health = self.inner.health.write().unwrap_or_else(PoisonError::into_inner);
+            for h in results {
+                let was_healthy = health.get(&h.context).map(|old| old.healthy);
+                if !h.healthy {
+                    self.inner.registry.mark_unreachable(&h.context, h.cause.as_deref().unwrap_or("unhealthy"));
+                } else if was_healthy == Some(false) {
+                    came_back.push(h.context.clone());
+                }
+                health.insert(h.context.clone(), h);
+            }
+        }
+        for context in came_back {
+            tracing::info!(cluster = %context, "cluster reachable again; re-listing");
+            if let Some(tx) = self.inner.restart_watch.get(&context) {
+                tx.send_modify(|n| *n += 1);
+            }
+        }
+    }
+
+    async fn health_loop(self) {
+        let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.probe_health().await,
+                () = self.inner.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Every instance: the registry's, plus spawns in flight it does not show yet.
+    pub fn list(&self) -> Vec<InstanceView> {
+        let mut views: Vec<InstanceView> = self.inner.registry.list().into_iter().map(InstanceView::from).collect();
+        let ops: Vec<Arc<Op>> = lock(&self.inner.ops).values().cloned().collect();
+        for op in ops {
+            let v = op.view();
+            match views.iter_mut().find(|x| x.key == v.key) {
+                Some(existing) if op.kind == OpKind::Stop => existing.state = InstanceState::Stopping,
+                Some(_) => {}
+                None if op.kind == OpKind::Spawn => views.push(v),
+                None => {}
+            }
+        }
+        views
+    }
+
+    /// The state of one server: in flight, or as the registry has it.
+    pub fn status(&self, user: &str, server: &str) -> Result<InstanceView, SpawnError> {
+        let key = InstanceKey::new(user, server);
+        let op = lock(&self.inner.ops).get(key.key()).cloned();
+        match (op, self.inner.registry.get(key.key())) {
+            (Some(op), Ok(Some(i))) if op.kind == OpKind::Spawn && i.state != InstanceState::Running => {
+                let mut v = op.view();
+                v.started_at = i.started_at;
+                Ok(v)
+            }
+            (Some(op), Ok(Some(i))) if op.kind == OpKind::Stop => Ok(InstanceView { state: InstanceState::Stopping, ..i.into() }),
+            (Some(op), Ok(None)) if op.kind == OpKind::Spawn => Ok(op.view()),
+            (_, Ok(Some(i))) => Ok(i.into()),
+            (Some(op), Err(_)) => Ok(op.view()),
+            (None, Ok(None)) => Err(SpawnError::NotFound),
+            (None, Err(unsynced)) => {
+                // Not on any synced cluster; the unsynced ones may have it.
+                let mut v = InstanceView {
+                    key: key.key().to_string(),
+                    user: user.to_string(),
+                    server: server.to_string(),
+                    profile: String::new(),
+                    cluster: unsynced.join(","),
+                    state: InstanceState::Unknown,
+                    url: None,
+                    started_at: None,
+                    last_seen: None,
+                    cause: Some(format!("cluster(s) not reachable or not synced: {}", unsynced.join(", "))),
+                    placement: None,
+                };
+                v.profile.clear();
+                Ok(v)
+            }
+        }
+    }
+
+    /// The progress of the current (or last) spawn of a server: history first, then live.
+    pub fn progress(&self, user: &str, server: &str) -> Option<Progress> {
+        let key = InstanceKey::new(user, server);
+        if let Some(op) = lock(&self.inner.ops).get(key.key()).filter(|op| op.kind == OpKind::Spawn) {
+            return Some(op.progress.clone());
+        }
+        lock(&self.inner.finished).get(key.key()).cloned()
+    }
+
+    /// Starts a spawn and returns at once with the instance (pending), or the one in flight,
+    /// or the running one.
+    pub async fn spawn(&self, req: SpawnRequest) -> Result<InstanceView, SpawnError> {
+        let key = InstanceKey::new(&req.user, &req.server);
+        let profiles = self.profiles();
+        let profile = profiles.get(&req.profile).ok_or_else(|| SpawnError::UnknownProfile(req.profile.clone()))?.clone();
+        // Refuse bad options before anything else happens.
+        profile.resolve_options(&req.options)?;
+
+        if let Some(op) = lock(&self.inner.ops).get(key.key()) {
+            return match op.kind {
+                OpKind::Spawn => Ok(op.view()),
+                OpKind::Stop => Err(SpawnError::Busy),
+            };
+        }
+        let existing = match self.inner.registry.get(key.key()) {
+            Ok(found) => found,
+            Err(unsynced) => {
+                let context = unsynced.into_iter().find(|c| profile.contexts.contains(c));
+                match context {
+                    Some(context) => return Err(SpawnError::ClusterUnavailable { context }),
+                    None => None,
+                }
+            }
+        };
+        match &existing {
+            Some(i) if matches!(i.state, InstanceState::Running | InstanceState::Pending) => return Ok(i.clone().into()),
+            Some(i) if i.state == InstanceState::Unknown => return Err(SpawnError::ClusterUnavailable { context: i.cluster.clone() }),
+            Some(i) if i.state == InstanceState::Stopping => return Err(SpawnError::Busy),
+            _ => {}
+        }
+        let limit = self.inner.settings.max_servers_per_user;
+        let servers = self.servers_of(&req.user, key.key());
+        if servers >= limit {
+            return Err(SpawnError::TooManyServers { user: req.user.clone(), limit });
+        }
+        let permit = self.inner.slots.clone().try_acquire_owned().map_err(|_| SpawnError::TooManySpawns {
+            limit: self.inner.settings.max_concurrent_spawns,
+        })?;
+        let choice = placement::choose(&profile.contexts, &profile.placement, |c| self.health_of(c), &self.load(), key.key())?;
+        let url_prefix = req.url_prefix.clone();
+        let input = SpawnInput {
+            user: &req.user,
+            server: &req.server,
+            profile: &profile,
+            options: &req.options,
+            context: &choice.context,
+            secret_env: &req.env,
+            url_prefix: url_prefix.as_deref(),
+        };
+        let bundle = self.inner.renderer.render(&input)?;
+
+        let view = InstanceView {
+            key: key.key().to_string(),
+            user: req.user.clone(),
+            server: req.server.clone(),
+            profile: profile.slug.clone(),
+            cluster: choice.context.clone(),
+            state: InstanceState::Pending,
+            url: Some(bundle.url.clone()),
+            started_at: None,
+            last_seen: None,
+            cause: None,
+            placement: Some(choice.reason.clone()),
+        };
+        let op = Arc::new(Op {
+            kind: OpKind::Spawn,
+            cancel: CancellationToken::new(),
+            progress: Progress::default(),
+            view: Mutex::new(view.clone()),
+            done: watch::channel(false).0,
+        });
+        {
+            let mut ops = lock(&self.inner.ops);
+            if let Some(other) = ops.get(key.key()) {
+                // Lost a race with another caller: theirs wins.
+                return match other.kind {
+                    OpKind::Spawn => Ok(other.view()),
+                    OpKind::Stop => Err(SpawnError::Busy),
+                };
+            }
+            ops.insert(key.key().to_string(), op.clone());
+        }
+        lock(&self.inner.finished).remove(key.key());
+        tracing::info!(key = %key.key(), user = %req.user, server = %req.server, profile = %profile.slug, cluster = %choice.context, reason = %choice.reason, "spawn started");
+        op.progress.push(ProgressEvent::step(5, format!("Placing on {}: {}", choice.context, choice.reason)));
+        if let Some(i) = existing.filter(|i| i.state == InstanceState::Failed) {
+            // The previous attempt failed and kept its objects: clear them first.
+            op.progress.push(ProgressEvent::step(7, "Removing the previous failed attempt"));
+            self.delete_instance_objects(&i.cluster, key.key(), false).await.ok();
+        }
+        let spawner = self.clone();
+        let task_op = op.clone();
+        tokio::spawn(async move {
+            spawner.run_spawn(&task_op, &profile, bundle, &choice).await;
+            drop(permit);
+            spawner.finish(key.key(), &task_op);
+        });
+        Ok(view)
+    }
+
+    /// Instances per cluster, counting spawns in flight the registry does not show yet.
+    fn load(&self) -> BTreeMap<String, usize> {
+        let mut load = self.inner.registry.load();
+        for op in lock(&self.inner.ops).values().filter(|op| op.kind == OpKind::Spawn) {
+            *load.entry(op.view().cluster).or_default() += 1;
+        }
+        load
+    }
+
+    /// Servers a user has (live or being spawned), other than `except`.
+    fn servers_of(&self, user: &str, except: &str) -> usize {
+        let live: BTreeSet<String> = self
+            .inner
+            .registry
+            .list()
+            .into_iter()
+            .filter(|i| i.user == user && i.key != except && i.state != InstanceState::Stopping)
+            .map(|i| i.key)
+            .collect();
+        let ops = lock(&self.inner.ops);
+        let in_flight = ops.values().filter(|op| op.kind == OpKind::Spawn).map(|op| op.view()).filter(|v| v.user == user && v.key != except && !live.contains(&v.key)).count();
+        live.len() + in_flight
+    }
+
+    fn finish(&self, key: &str, op: &Arc<Op>) {
+        {
+            let mut ops = lock(&self.inner.ops);
+            if ops.get(key).is_some_and(|o| Arc::ptr_eq(o, op)) {
+                ops.remove(key);
+            }
+        }
+        if op.kind == OpKind::Spawn {
+            lock(&self.inner.finished).insert(key.to_string(), op.progress.clone());
+        }
+        op.done.send_replace(true);
+    }
+
+    async fn run_spawn(&self, op: &Op, profile: &Profile, mut bundle: Bundle, choice: &placement::Choice) {
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            outcome = self.apply_and_wait(op, profile, &mut bundle, choice) => outcome,
+            () = op.cancel.cancelled() => Err(Failure { cause: "the spawn was cancelled".into(), cleanup: true }),
+        };
+        match outcome {
+            Ok(url) => {
+                tracing::info!(key = %bundle.key.key(), seconds = started.elapsed().as_secs_f64(), "spawn ready");
+                lock(&op.view).state = InstanceState::Running;
+                op.progress.push(ProgressEvent::ready(&url));
+            }
+            Err(failure) => {
+                tracing::warn!(key = %bundle.key.key(), cause = %failure.cause, "spawn failed");
+                {
+                    let mut view = lock(&op.view);
+                    view.state = InstanceState::Failed;
+                    view.cause = Some(failure.cause.clone());
+                }
+                if failure.cleanup || !profile.keep_on_failure {
+                    op.progress.push(ProgressEvent::step(95, "Removing what this spawn created"));
+                    if let Err(e) = self.rollback(&choice.context, &bundle).await {
+                        tracing::warn!(key = %bundle.key.key(), error = %e, "rollback incomplete; garbage collection will finish it");
+                    }
+                }
+                op.progress.push(ProgressEvent::failed(failure.cause));
+            }
+        }
+    }
+
+    fn cluster(&self, context: &str) -> Result<&ClusterHandle, ObjectError> {
+        self.inner.clusters.get(context).ok_or_else(|| ObjectError {
+            object: format!("cluster {context}"),
+            message: "no client for this context".into(),
+            code: None,
+        })
+    }
+
+    async fn apply_and_wait(&self, op: &Op, profile: &Profile, bundle: &mut Bundle, choice: &placement::Choice) -> Result<String, Failure> {
+        let cluster = self.cluster(&choice.context).map_err(Failure::from)?;
+        let refs: Vec<ObjectRef> = bundle.objects.iter().map(|o| ObjectRef::of(&o.object)).collect::<Result<_, _>>().map_err(Failure::from)?;
+        {
+            let mut kinds = lock(&self.inner.kinds);
+            for r in &refs {
+                kinds.insert((r.api_version.clone(), r.kind.clone()));
+            }
+        }
+        // The Pod carries the bundle's inventory and the placement decision.
+        let inventory = serde_json::to_string(&refs).unwrap_or_default();
+        let mut pod_ref = None;
+        for (o, r) in bundle.objects.iter_mut().zip(&refs) {
+            if o.tier == Tier::Workload && r.kind == "Pod" {
+                if let Some(ann) = o.object.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+                    ann.insert(labels::INVENTORY.into(), Value::String(inventory.clone()));
+                    ann.insert(labels::PLACEMENT.into(), Value::String(choice.reason.clone()));
+                }
+                pod_ref = Some(r.clone());
+            }
+        }
+        let pod_ref = pod_ref.ok_or_else(|| Failure { cause: "the bundle has no Pod".into(), cleanup: true })?;
+        let namespace = pod_ref.namespace.clone().unwrap_or_else(|| bundle.namespace.clone());
+
+        // Watches first, so no Event of the new Pod is missed.
+        let client = cluster.api.client().clone();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+        let events: Api<KubeEvent> = Api::namespaced(client, &namespace);
+        let pod_watch = watcher::watcher(pods, watcher::Config::default().fields(&format!("metadata.name={}", pod_ref.name)));
+        let event_watch = watcher::watcher(
+            events,
+            watcher::Config::default().fields(&format!("involvedObject.kind=Pod,involvedObject.name={}", pod_ref.name)),
+        );
+
+        let tiers: BTreeSet<Tier> = bundle.objects.iter().map(|o| o.tier).collect();
+        let total = bundle.objects.len();
+        let mut applied = 0usize;
+        let mut pod_obj: Option<DynamicObject> = None;
+        for tier in tiers {
+            let batch: Vec<&Value> = bundle.objects.iter().filter(|o| o.tier == tier).map(|o| &o.object).collect();
+            let results = join_all(batch.iter().map(|m| cluster.api.apply(m))).await;
+            for result in results {
+                let obj = result.map_err(Failure::from)?;
+                applied += 1;
+                if obj.types.as_ref().is_some_and(|t| t.kind == "Pod") {
+                    pod_obj = Some(obj);
+                }
+            }
+            let pct = 10 + u8::try_from(applied * 30 / total.max(1)).unwrap_or(30);
+            op.progress.push(ProgressEvent::step(pct, format!("Applied {applied}/{total} objects ({tier:?})")));
+        }
+        let pod_uid = pod_obj.as_ref().and_then(|p| p.metadata.uid.clone()).unwrap_or_default();
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod_ref.name.clone()),
+            namespace: Some(namespace.clone()),
+            uid: Some(pod_uid.clone()),
+            ..Default::default()
+        };
+        let view = op.view();
+        let note = format!(
+            "Spawning server {:?} of user {:?} with profile {} on cluster {} ({})",
+            view.server, view.user, profile.slug, choice.context, choice.reason
+        );
+        self.audit(&choice.context, &reference, EventType::Normal, "Spawning", "Spawn", note).await;
+        op.progress.push(ProgressEvent::step(45, "Waiting for the server's pod to be scheduled"));
+
+        let deadline = tokio::time::Instant::now() + profile.start_timeout;
+        let mut unschedulable_since: Option<tokio::time::Instant> = None;
+        let mut seen_events: BTreeSet<String> = BTreeSet::new();
+        let mut last_unschedulable = String::new();
+        let mut pod_watch = pod_watch.boxed();
+        let mut event_watch = event_watch.boxed();
+        loop {
+            let grace_end = unschedulable_since.map(|t| t + profile.scheduling_grace);
+            let wake = grace_end.map_or(deadline, |g| g.min(deadline));
+            tokio::select! {
+                ev = pod_watch.next() => {
+                    let pod = match ev {
+                        Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => p,
+                        Some(Ok(watcher::Event::Delete(_))) => return Err(Failure { cause: "the server's pod was deleted while starting".into(), cleanup: true }),
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => { tracing::debug!(error = %e, "pod watch error; retrying"); tokio::time::sleep(Duration::from_millis(200)).await; continue }
+                        None => return Err(Failure { cause: "lost the watch on the server's pod".into(), cleanup: true }),
+                    };
+                    if pod.metadata.uid.as_deref() != Some(pod_uid.as_str()) { continue; }
+                    match judge_pod(&pod) {
+                        PodVerdict::Ready => break,
+                        PodVerdict::Failed(cause) => {
+                            self.audit(&choice.context, &reference, EventType::Warning, "SpawnFailed", "Spawn", cause.clone()).await;
+                            return Err(Failure { cause, cleanup: false });
+                        }
+                        PodVerdict::Unschedulable(message) => {
+                            unschedulable_since.get_or_insert_with(tokio::time::Instant::now);
+                            if message != last_unschedulable {
+                                op.progress.push(ProgressEvent::step(45, format!("Cannot be scheduled yet: {message}")));
+                                last_unschedulable = message;
+                            }
+                        }
+                        PodVerdict::Starting => unschedulable_since = None,
+                        PodVerdict::Terminating => return Err(Failure { cause: "the server's pod is being deleted".into(), cleanup: true }),
+                    }
+                }
+                ev = event_watch.next() => {
+                    if let Some(Ok(watcher::Event::Apply(e) | watcher::Event::InitApply(e))) = ev {
+                        let uid_ok = e.involved_object.uid.as_deref() == Some(pod_uid.as_str());
+                        let id = e.metadata.uid.clone().unwrap_or_default();
+                        // Our own audit Events come back here too; they are not progress.
+                        let ours = e.reporting_component.as_deref() == Some("fleetspawn");
+                        if uid_ok && !ours && seen_events.insert(id) {
+                            let current = op.progress.last().map_or(0, |l| l.progress);
+                            op.progress.push(progress_for_event(&e, current));
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(wake) => {
+                    if grace_end.is_some_and(|g| g <= tokio::time::Instant::now()) {
+                        let cause = format!("the server could not be scheduled within {}s: {last_unschedulable}", profile.scheduling_grace.as_secs());
+                        self.audit(&choice.context, &reference, EventType::Warning, "SpawnFailed", "Spawn", cause.clone()).await;
+                        return Err(Failure { cause, cleanup: false });
+                    }
+                    let cause = format!("the server did not become ready within {}s", profile.start_timeout.as_secs());
+                    self.audit(&choice.context, &reference, EventType::Warning, "SpawnFailed", "Spawn", cause.clone()).await;
+                    return Err(Failure { cause, cleanup: false });
+                }
+            }
+        }
+        op.progress.push(ProgressEvent::step(90, "The server's pod is ready"));
+        if profile.ready_check_url {
+            self.wait_url(op, &bundle.url, deadline).await?;
+        }
+        self.audit(&choice.context, &reference, EventType::Normal, "Ready", "Spawn", format!("Server ready at {}", bundle.url)).await;
+        Ok(bundle.url.clone())
+    }
+
+    /// Waits until the user's URL answers through the ingress (any HTTP status below 500).
+    async fn wait_url(&self, op: &Op, url: &str, deadline: tokio::time::Instant) -> Result<(), Failure> {
+        op.progress.push(ProgressEvent::step(92, format!("Waiting for {url} to answer")));
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(|e| Failure { cause: e.to_string(), cleanup: false })?;
+        let mut last = String::new();
+        while tokio::time::Instant::now() < deadline {
+            match client.get(url).send().await {
+                Ok(r) if r.status().as_u16() < 500 => return Ok(()),
+                Ok(r) => last = format!("HTTP {}", r.status()),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(Failure { cause: format!("the server's URL {url} did not answer: {last}"), cleanup: false })
+    }
+
+    /// Records a Kubernetes Event (events.k8s.io) on an object: the audit trail `kubectl
+    /// describe` shows. Failures to record are logged, never fatal.
+    async fn audit(&self, context: &str, reference: &ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
+        let Ok(cluster) = self.cluster(context) else { return };
+        let event = AuditEvent { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+        if let Err(e) = cluster.recorder.publish(&event, reference).await {
+            tracing::debug!(cluster = context, error = %e, "recording an Event failed");
+        }
+    }
+
+    /// Deletes a failed spawn's objects in reverse tier order; never a Namespace, and never a
+    /// PVC (storage survives failures like it survives stops).
+    async fn rollback(&self, context: &str, bundle: &Bundle) -> Result<(), ObjectError> {
+        let cluster = self.cluster(context)?;
+        let tiers: BTreeSet<Tier> = bundle.objects.iter().map(|o| o.tier).collect();
+        for tier in tiers.into_iter().rev() {
+            let refs: Vec<ObjectRef> = bundle
+                .objects
+                .iter()
+                .filter(|o| o.tier == tier)
+                .filter_map(|o| ObjectRef::of(&o.object).ok())
+                .filter(|r| r.kind != "Namespace" && r.kind != "PersistentVolumeClaim")
+                .collect();
+            for result in join_all(refs.iter().map(|r| cluster.api.delete(r))).await {
+                result?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops a server: cancels a spawn in flight, deletes its objects (its PVC too only with
+    /// `remove_storage`), and waits until its Pod is gone. Already stopped is success.
+    pub async fn stop(&self, user: &str, server: &str, remove_storage: bool) -> Result<(), SpawnError> {
+        let key = InstanceKey::new(user, server);
+        let key = key.key().to_string();
+        let op = Arc::new(Op {
+            kind: OpKind::Stop,
+            cancel: CancellationToken::new(),
+            progress: Progress::default(),
+            view: Mutex::new(InstanceView {
+                key: key.clone(),
+                user: user.into(),
+                server: server.into(),
+                profile: String::new(),
+                cluster: String::new(),
+                state: InstanceState::Stopping,
+                url: None,
+                started_at: None,
+                last_seen: None,
+                cause: None,
+                placement: None,
+            }),
+            done: watch::channel(false).0,
+        });
+        // Take the key: cancel a spawn in flight and wait for its rollback; join a stop in flight.
+        let stop_timeout = loop {
+            let previous = {
+                let mut ops = lock(&self.inner.ops);
+                match ops.get(&key).cloned() {
+                    None => {
+                        ops.insert(key.clone(), op.clone());
+                        None
+                    }
+                    Some(other) => Some(other),
+                }
+            };
+            match previous {
+                None => break self.stop_timeout_for(&key),
+                Some(other) if other.kind == OpKind::Stop => {
+                    other.finished().await;
+                    return Ok(());
+                }
+                Some(other) => {
+                    other.cancel.cancel();
+                    other.finished().await;
+                }
+            }
+        };
+        let result = tokio::time::timeout(stop_timeout, self.stop_objects(&key, remove_storage)).await;
+        self.finish(&key, &op);
+        match result {
+            Ok(r) => r,
+            Err(_) => Err(SpawnError::StopTimeout(stop_timeout)),
+        }
+    }
+
+    fn stop_timeout_for(&self, key: &str) -> Duration {
+        let profile = self.inner.registry.get(key).ok().flatten().map(|i| i.profile);
+        profile
+            .and_then(|slug| self.profiles().get(&slug).map(|p| p.stop_timeout))
+            .unwrap_or(Duration::from_secs(30))
+    }
+
+    async fn stop_objects(&self, key: &str, remove_storage: bool) -> Result<(), SpawnError> {
+        let clusters: Vec<String> = match self.inner.registry.get(key) {
+            Ok(Some(i)) if i.state == InstanceState::Unknown => return Err(SpawnError::ClusterUnavailable { context: i.cluster }),
+            Ok(Some(i)) => vec![i.cluster],
+            // Not live anywhere: still sweep every reachable cluster for leftovers.
+            _ => self.inner.clusters.keys().filter(|c| self.health_of(c).is_ok()).cloned().collect(),
+        };
+        for context in clusters {
+            self.delete_instance_objects(&context, key, remove_storage).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every object labelled with the instance key on one cluster (the Pod's
+    /// inventory's kinds and every kind fleetspawn has applied), then waits for the Pod to go.
+    async fn delete_instance_objects(&self, context: &str, key: &str, remove_storage: bool) -> Result<(), SpawnError> {
+        let cluster = self.cluster(context)?;
+        let selector = format!("{}={key}", labels::INSTANCE);
+        let kinds: Vec<(String, String)> = lock(&self.inner.kinds).iter().cloned().collect();
+        let mut refs = Vec::new();
+        for (api_version, kind) in &kinds {
+            if kind == "Namespace" || (kind == "PersistentVolumeClaim" && !remove_storage) {
+                continue;
+            }
+            match cluster.api.list_refs(api_version, kind, &selector).await {
+                Ok(found) => refs.extend(found.into_iter().map(|l| l.r)),
+                Err(e) if e.code == Some(404) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Extra kinds only the Pod's inventory knows (a profile changed since this spawn).
+        for r in refs.clone().iter().filter(|r| r.kind == "Pod") {
+            let pods: Api<Pod> = Api::namespaced(cluster.api.client().clone(), r.namespace.as_deref().unwrap_or("default"));
+            if let Ok(Some(pod)) = pods.get_opt(&r.name).await {
+                let listed = pod.metadata.annotations.as_ref().and_then(|a| a.get(labels::INVENTORY)).and_then(|s| serde_json::from_str::<Vec<ObjectRef>>(s).ok());
+                for extra in listed.into_iter().flatten() {
+                    let skip = extra.kind == "Namespace" || (extra.kind == "PersistentVolumeClaim" && !remove_storage);
+                    if !skip && !refs.contains(&extra) {
+                        refs.push(extra);
+                    }
+                }
+            }
+        }
+        let (pods, others): (Vec<ObjectRef>, Vec<ObjectRef>) = refs.into_iter().partition(|r| r.kind == "Pod");
+        for result in join_all(pods.iter().chain(others.iter()).map(|r| cluster.api.delete(r))).await {
+            result?;
+        }
+        for pod in &pods {
+            let api: Api<Pod> = Api::namespaced(cluster.api.client().clone(), pod.namespace.as_deref().unwrap_or("default"));
+            kube::runtime::wait::await_condition(api, &pod.name, |p: Option<&Pod>| p.is_none())
+                .await
+                .map_err(|e| ObjectError { object: pod.to_string(), message: e.to_string(), code: None })?;
+        }
+        Ok(())
+    }
+
+    /// Cleans up after Pods that vanished without a stop (deleted out of band, evicted...).
+    async fn drift_loop(self, mut vanished: tokio::sync::mpsc::UnboundedReceiver<Vanished>) {
+        while let Some(v) = vanished.recv().await {
+            if lock(&self.inner.ops).contains_key(&v.key) {
+                continue;
+            }
+            if matches!(self.inner.registry.get(&v.key), Ok(Some(_))) {
+                continue; // a new Pod of the same instance is already live
+            }
+            tracing::info!(cluster = %v.cluster, key = %v.key, "pod vanished out of band; removing its leftovers");
+            if let Err(e) = self.delete_instance_objects(&v.cluster, &v.key, false).await {
+                tracing::warn!(cluster = %v.cluster, key = %v.key, error = %e, "drift cleanup incomplete; garbage collection will retry");
+            }
+        }
+    }
+
+    async fn gc_loop(self) {
+        let mut tick = tokio::time::interval(self.inner.settings.gc_interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.collect_garbage().await,
+                () = self.inner.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Deletes objects labelled for an instance that has no Pod and no operation in flight,
+    /// once older than the grace period, recording an Event for each.
+    pub async fn collect_garbage(&self) -> usize {
+        let kinds: Vec<(String, String)> = lock(&self.inner.kinds).iter().cloned().collect();
+        let mut collected = 0;
+        for (context, cluster) in &self.inner.clusters {
+            if !self.inner.registry.is_synced(context) {
+                continue;
+            }
+            let live: BTreeSet<String> = self.inner.registry.list().into_iter().filter(|i| &i.cluster == context).map(|i| i.key).collect();
+            for (api_version, kind) in &kinds {
+                if matches!(kind.as_str(), "Pod" | "PersistentVolumeClaim" | "Namespace") {
+                    continue;
+                }
+                let Ok(found) = cluster.api.list_refs(api_version, kind, labels::MANAGED_SELECTOR).await else { continue };
+                for Listed { r, created, instance } in found {
+                    let Some(key) = instance else { continue };
+                    let grace = i64::try_from(self.inner.settings.gc_grace.as_secs()).unwrap_or(i64::MAX);
+                    let now = k8s_openapi::jiff::Timestamp::now();
+                    let old_enough = created.is_some_and(|t| now.as_second() - t.as_second() >= grace);
+                    if live.contains(&key) || lock(&self.inner.ops).contains_key(&key) || !old_enough {
+                        continue;
+                    }
+                    if matches!(cluster.api.delete(&r).await, Ok(true)) {
+                        collected += 1;
+                        tracing::info!(cluster = %context, object = %r, key, "garbage-collected");
+                        let reference = ObjectReference {
+                            api_version: Some(r.api_version.clone()),
+                            kind: Some(r.kind.clone()),
+                            name: Some(r.name.clone()),
+                            namespace: r.namespace.clone(),
+                            ..Default::default()
+                        };
+                        let note = format!("Deleted {r}: its instance {key} no longer exists");
+                        self.audit(context, &reference, EventType::Normal, "GarbageCollected", "Delete", note).await;
+                    }
+                }
+            }
+        }
+        collected
+    }
+
+    /// Stops the background loops and waits for spawns in flight to reach a consistent point
+    /// (ready, or failed and rolled back), at most `timeout`.
+    pub async fn shutdown(&self, timeout: Duration) {
+        self.inner.shutdown.cancel();
+        let ops: Vec<Arc<Op>> = lock(&self.inner.ops).values().cloned().collect();
+        let _ = tokio::time::timeout(timeout, join_all(ops.iter().map(|op| op.finished()))).await;
+    }
+}
+
+/// Why a spawn failed; `cleanup` forces removal even when the profile keeps failures.
+struct Failure {
+    cause: String,
+    cleanup: bool,
+}
+
+impl From<ObjectError> for Failure {
+    fn from(e: ObjectError) -> Self {
+        Failure { cause: format!("applying {}: {}", e.object, e.message), cleanup: true }
+    }
+}

@@ -1,0 +1,237 @@
+//! The spawn lifecycle against the real local clusters: spawn, progress, readiness, failures,
+//! drift, concurrency and stop. Each test uses users of its own.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use fleetspawn::bundle::Renderer;
+use fleetspawn::kubeconfig::{self, Fleet};
+use fleetspawn::lifecycle::ProgressEvent;
+use fleetspawn::naming::InstanceKey;
+use fleetspawn::profiles;
+use fleetspawn::registry::InstanceState;
+use fleetspawn::spawner::{SpawnError, SpawnRequest, Spawner, SpawnerSettings};
+
+async fn spawner_with(settings: SpawnerSettings) -> Spawner {
+    let loaded = kubeconfig::load(Some(&common::kubeconfig())).expect("kubeconfig");
+    let fleet = Fleet::connect(&loaded).await;
+    let profiles = profiles::load(&common::repo().join("tests/fixtures/profiles.toml")).expect("test profiles");
+    let renderer = Renderer::new(None).expect("templates");
+    Spawner::start(fleet, profiles, renderer, settings).await
+}
+
+async fn spawner() -> Spawner {
+    spawner_with(SpawnerSettings { max_concurrent_spawns: 256, max_servers_per_user: 3, ..Default::default() }).await
+}
+
+fn request(user: &str, server: &str, profile: &str) -> SpawnRequest {
+    SpawnRequest { user: user.into(), server: server.into(), profile: profile.into(), ..Default::default() }
+}
+
+/// Follows a spawn's progress to its end.
+async fn progress_to_end(s: &Spawner, user: &str, server: &str) -> Vec<ProgressEvent> {
+    let progress = s.progress(user, server).expect("a spawn in flight");
+    tokio::time::timeout(Duration::from_secs(90), progress.subscribe().collect::<Vec<_>>()).await.expect("spawn ends within 90s")
+}
+
+fn messages(events: &[ProgressEvent]) -> String {
+    events.iter().map(|e| format!("[{:3}] {}", e.progress, e.message)).collect::<Vec<_>>().join("\n")
+}
+
+#[tokio::test]
+async fn spawn_ready_url_and_stop_on_each_cluster_leaves_nothing_behind() {
+    let s = spawner().await;
+    for (profile, cluster) in [("a", "cluster-a"), ("b", "cluster-b"), ("c", "cluster-c")] {
+        let user = common::unique("Alice.Smith@example.org");
+        let started = s.spawn(request(&user, "", profile)).await.expect("spawn accepted");
+        assert_eq!(started.cluster, cluster);
+        assert_eq!(started.state, InstanceState::Pending);
+        let events = progress_to_end(&s, &user, "").await;
+        let last = events.last().expect("events");
+        assert_eq!(last.ready, Some(true), "{}", messages(&events));
+        let url = last.url.clone().expect("url");
+        assert!(url.starts_with(&format!("http://{cluster}.127.0.0.1.nip.io:8080/user/")), "{url}");
+        let key = InstanceKey::new(&user, "").key().to_string();
+        assert!(common::objects_of(cluster, &key).len() >= 5, "bundle applied: {:?}", common::objects_of(cluster, &key));
+        // The registry sees it running, from the watch.
+        for _ in 0..50 {
+            if s.status(&user, "").map(|v| v.state) == Ok(InstanceState::Running) { break; }
+            s.registry().changed(Duration::from_millis(200)).await;
+        }
+        let status = s.status(&user, "").expect("status");
+        assert_eq!((status.state, status.url.as_deref(), status.cluster.as_str()), (InstanceState::Running, Some(url.as_str()), cluster));
+        s.stop(&user, "", false).await.expect("stop");
+        assert_eq!(common::objects_of(cluster, &key), Vec::<String>::new(), "every object gone after stop");
+        assert!(matches!(s.status(&user, ""), Err(SpawnError::NotFound)));
+    }
+}
+
+#[tokio::test]
+async fn progress_reports_the_scheduler_and_kubelet_events_in_order() {
+    let s = spawner().await;
+    let user = common::unique("events");
+    s.spawn(request(&user, "nb", "b")).await.expect("spawn");
+    let events = progress_to_end(&s, &user, "nb").await;
+    let text = messages(&events);
+    let pos = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle} missing from:\n{text}"));
+    assert!(pos("Scheduled: Successfully assigned") < pos("Pulling") && pos("Pulling") < pos("Started"), "{text}");
+    assert!(events.windows(2).all(|w| w[0].progress <= w[1].progress), "progress never goes back:\n{text}");
+    // fleetspawn's own decisions are Kubernetes Events on the pod (the audit trail).
+    let key = InstanceKey::new(&user, "nb").key().to_string();
+    let described = common::kubectl("cluster-b", &["get", "events", "-n", "fleetspawn-test", "--field-selector", &format!("reason=Spawning,regarding.name=fs-{key}"), "-o", "jsonpath={.items[*].note}"]);
+    assert!(described.contains(&format!("user {user:?}")) && described.contains("cluster-b"), "{described}");
+    s.stop(&user, "nb", false).await.expect("stop");
+}
+
+#[tokio::test]
+async fn more_cpu_than_any_node_fails_with_the_scheduler_message() {
+    let s = spawner().await;
+    let user = common::unique("greedy");
+    let t = std::time::Instant::now();
+    s.spawn(request(&user, "", "huge")).await.expect("spawn");
+    let events = progress_to_end(&s, &user, "").await;
+    let last = events.last().expect("events");
+    assert_eq!(last.failed, Some(true), "{}", messages(&events));
+    assert!(last.message.contains("Insufficient cpu"), "{}", last.message);
+    assert!(t.elapsed() < Duration::from_secs(20), "fails within seconds, took {:?}", t.elapsed());
+    // Reported to the user at once, before the grace period ended.
+    assert!(events.iter().any(|e| e.failed.is_none() && e.message.contains("Insufficient cpu")), "{}", messages(&events));
+    let key = InstanceKey::new(&user, "").key().to_string();
+    assert_eq!(common::objects_of("cluster-a", &key), Vec::<String>::new(), "rolled back");
+}
+
+#[tokio::test]
+async fn an_image_that_cannot_be_pulled_fails_fast_with_the_cause() {
+    let s = spawner().await;
+    let user = common::unique("pull");
+    let t = std::time::Instant::now();
+    s.spawn(request(&user, "", "broken-image")).await.expect("spawn");
+    let events = progress_to_end(&s, &user, "").await;
+    let last = events.last().expect("events");
+    assert_eq!(last.failed, Some(true), "{}", messages(&events));
+    assert!(last.message.contains("ErrImagePull") && last.message.contains("not found"), "{}", last.message);
+    assert!(t.elapsed() < Duration::from_secs(15), "fast, not start_timeout: {:?}", t.elapsed());
+    let status = s.status(&user, "");
+    assert!(matches!(&status, Err(SpawnError::NotFound)) || status.as_ref().is_ok_and(|v| v.state == InstanceState::Failed), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_crashing_container_fails_fast() {
+    let s = spawner().await;
+    let user = common::unique("crash");
+    s.spawn(request(&user, "", "crashing")).await.expect("spawn");
+    let events = progress_to_end(&s, &user, "").await;
+    let last = events.last().expect("events");
+    assert!(last.failed == Some(true) && last.message.contains("CrashLoopBackOff"), "{}", messages(&events));
+}
+
+#[tokio::test]
+async fn a_second_spawn_returns_the_one_in_flight_and_bad_input_is_refused() {
+    let s = spawner().await;
+    let user = common::unique("twice");
+    let first = s.spawn(request(&user, "", "a")).await.expect("spawn");
+    let second = s.spawn(request(&user, "", "a")).await.expect("same spawn");
+    assert_eq!(first.key, second.key);
+    assert!(matches!(s.spawn(request(&user, "x", "nope")).await, Err(SpawnError::UnknownProfile(p)) if p == "nope"));
+    progress_to_end(&s, &user, "").await;
+    // Running: spawning again answers the running one.
+    assert_eq!(s.spawn(request(&user, "", "a")).await.expect("running").state, InstanceState::Running);
+    // Named servers count towards the per-user limit of 3.
+    for name in ["n1", "n2"] {
+        s.spawn(request(&user, name, "a")).await.expect("named server");
+    }
+    assert!(matches!(s.spawn(request(&user, "n3", "a")).await, Err(SpawnError::TooManyServers { limit: 3, .. })));
+    for name in ["", "n1", "n2"] {
+        s.stop(&user, name, false).await.expect("stop");
+    }
+}
+
+#[tokio::test]
+async fn stop_during_spawn_leaves_nothing_and_stop_is_idempotent() {
+    let s = spawner().await;
+    let user = common::unique("impatient");
+    s.spawn(request(&user, "", "with-extras")).await.expect("spawn");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    s.stop(&user, "", false).await.expect("stop during spawn");
+    let key = InstanceKey::new(&user, "").key().to_string();
+    assert_eq!(common::objects_of("cluster-b", &key), Vec::<String>::new());
+    let events = s.progress(&user, "").expect("history").history();
+    assert_eq!(events.last().and_then(|e| e.failed), Some(true), "{}", messages(&events));
+    s.stop(&user, "", false).await.expect("second stop");
+    s.stop(&user, "", false).await.expect("third stop");
+    assert!(matches!(s.status(&user, ""), Err(SpawnError::NotFound)));
+}
+
+#[tokio::test]
+async fn a_pod_deleted_out_of_band_makes_the_instance_stopped_and_its_objects_go() {
+    let s = spawner().await;
+    let user = common::unique("drift");
+    s.spawn(request(&user, "", "with-extras")).await.expect("spawn");
+    assert_eq!(progress_to_end(&s, &user, "").await.last().and_then(|e| e.ready), Some(true));
+    let key = InstanceKey::new(&user, "").key().to_string();
+    common::kubectl("cluster-b", &["delete", "pod", "-n", "fleetspawn-test", &format!("fs-{key}"), "--wait=true"]);
+    let mut leftovers = Vec::new();
+    for _ in 0..100 {
+        leftovers = common::objects_of("cluster-b", &key);
+        if leftovers.is_empty() && matches!(s.status(&user, ""), Err(SpawnError::NotFound)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("after 10s: status {:?}, leftovers {leftovers:?}", s.status(&user, ""));
+}
+
+#[tokio::test]
+async fn a_spawner_dropped_mid_spawn_is_picked_up_by_the_next_one() {
+    let user = common::unique("restart");
+    let key = InstanceKey::new(&user, "").key().to_string();
+    {
+        let s = spawner().await;
+        s.spawn(request(&user, "", "c")).await.expect("spawn");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.shutdown(Duration::ZERO).await;
+    }
+    let s = spawner().await;
+    // Exactly once in the registry, and it either completes or is cleaned up.
+    let mut state = None;
+    for _ in 0..100 {
+        let views: Vec<_> = s.list().into_iter().filter(|v| v.key == key).collect();
+        assert!(views.len() <= 1, "listed twice: {views:?}");
+        state = views.first().map(|v| v.state);
+        if state == Some(InstanceState::Running) || (state.is_none() && common::objects_of("cluster-c", &key).is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(matches!(state, Some(InstanceState::Running) | None), "{state:?}");
+    s.stop(&user, "", false).await.expect("stop");
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_spawns_across_three_clusters_all_succeed() {
+    let s = spawner().await;
+    let prefix = common::unique("storm");
+    let users: Vec<String> = (0..200).map(|i| format!("{prefix}-{i}")).collect();
+    let accepted = futures::future::join_all(users.iter().map(|u| s.spawn(request(u, "", "spread")))).await;
+    let mut per_cluster = BTreeMap::new();
+    for (u, r) in users.iter().zip(&accepted) {
+        let v = r.as_ref().unwrap_or_else(|e| panic!("{u}: {e}"));
+        *per_cluster.entry(v.cluster.clone()).or_insert(0) += 1;
+    }
+    assert_eq!(per_cluster.len(), 3, "spread over three clusters: {per_cluster:?}");
+    let ends = futures::future::join_all(users.iter().map(|u| progress_to_end(&s, u, ""))).await;
+    for (u, events) in users.iter().zip(&ends) {
+        assert_eq!(events.last().and_then(|e| e.ready), Some(true), "{u}:\n{}", messages(events));
+    }
+    // No duplicate objects: exactly one Pod per user, across all clusters.
+    let mut pods = 0;
+    for c in ["cluster-a", "cluster-b", "cluster-c"] {
+        let out = common::kubectl(c, &["get", "pods", "-A", "-l", "app.kubernetes.io/managed-by=fleetspawn", "-o", "jsonpath={range .items[*]}{.metadata.annotations.fleetspawn\\.io/username}{\"\\n\"}{end}"]);
+        pods += out.lines().filter(|l| l.starts_with(&prefix)).count();
+    }
+    assert_eq!(pods, 200);
+    futures::future::join_all(users.iter().map(|u| s.stop(u, "", false))).await.into_iter().collect::<Result<Vec<_>, _>>().expect("stops");
+}
