@@ -6,12 +6,28 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use futures::StreamExt;
+
+use fleetspawn::bundle::{self, Renderer, SpawnInput};
+use fleetspawn::config::Config;
 use fleetspawn::kubeconfig::{self, Fleet, Health};
+use fleetspawn::profiles::{self, ProfileSet};
+use fleetspawn::spawner::{InstanceView, SpawnRequest, Spawner, SpawnerSettings};
 
 /// fleetspawn: spawn per-user servers across many Kubernetes clusters.
 #[derive(Parser)]
 #[command(name = "fleetspawn", version, about, long_about = None)]
 struct Cli {
+    /// Daemon settings file (default: config/fleetspawn.toml if present, else built-in
+    /// defaults); `FLEETSPAWN_*` environment variables override it.
+    #[arg(long, global = true, env = "FLEETSPAWN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Profiles file (default: the `profiles` setting).
+    #[arg(long, global = true)]
+    profiles: Option<PathBuf>,
     /// Kubeconfig file (default: $KUBECONFIG, then ~/.kube/config). One context per cluster.
     #[arg(long, global = true, env = "FLEETSPAWN_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -36,6 +52,59 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Validate the settings and profiles (and, when the clusters answer, that every profile's
+    /// contexts exist); exits non-zero listing every error.
+    Check,
+    /// Print the objects a spawn would apply, as multi-document YAML (like `helm template`).
+    Render {
+        #[arg(long)]
+        profile: String,
+        #[arg(long)]
+        user: String,
+        /// Named server (default: the user's default server).
+        #[arg(long, default_value = "")]
+        server: String,
+        /// The kubeconfig context to render for (default: the profile's first).
+        #[arg(long)]
+        context: Option<String>,
+        /// A user option, `key=value`; repeatable.
+        #[arg(long = "option", value_parser = parse_key_value)]
+        options: Vec<(String, String)>,
+    },
+    /// Start a server, print its progress, then its URL.
+    Spawn {
+        #[arg(long)]
+        user: String,
+        /// Profile slug (default: the default profile).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Named server (default: the user's default server).
+        #[arg(long, default_value = "")]
+        server: String,
+        /// A user option, `key=value`; repeatable.
+        #[arg(long = "option", value_parser = parse_key_value)]
+        options: Vec<(String, String)>,
+    },
+    /// List the live instances on every cluster.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a server (its PVC survives unless --remove-storage).
+    Stop {
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = "")]
+        server: String,
+        /// Also delete the server's PersistentVolumeClaim ("delete forever").
+        #[arg(long)]
+        remove_storage: bool,
+    },
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("expected key=value, got {s:?}"))
 }
 
 fn init_logging(format: LogFormat) {
@@ -62,9 +131,129 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    let kubeconfig_path = cli.kubeconfig.clone().or_else(|| config.kubeconfig.clone());
+    let profiles_path = cli.profiles.clone().unwrap_or_else(|| config.profiles.clone());
     match cli.command {
-        Command::Clusters { json } => clusters(cli.kubeconfig, json).await,
+        Command::Clusters { json } => clusters(kubeconfig_path, json).await,
+        Command::Check => check(kubeconfig_path.as_deref(), &profiles_path).await,
+        Command::Render { profile, user, server, context, options } => {
+            let set = load_profiles(&profiles_path)?;
+            let p = set.get(&profile).with_context(|| format!("unknown profile {profile:?} in {}", profiles_path.display()))?;
+            let context = context.unwrap_or_else(|| p.contexts.first().cloned().unwrap_or_default());
+            let renderer = Renderer::new(config.templates_dir.as_deref())?;
+            let options: BTreeMap<String, String> = options.into_iter().collect();
+            let secret_env = BTreeMap::new();
+            let input = SpawnInput { user: &user, server: &server, profile: p, options: &options, context: &context, secret_env: &secret_env, url_prefix: None };
+            print!("{}", bundle::to_yaml(&renderer.render(&input)?));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Spawn { user, profile, server, options } => {
+            let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path).await?;
+            let profile = match profile {
+                Some(p) => p,
+                None => spawner.profiles().default_profile().map(|p| p.slug.clone()).context("no --profile given and no default profile")?,
+            };
+            let req = SpawnRequest { user: user.clone(), server: server.clone(), profile, options: options.into_iter().collect(), ..Default::default() };
+            let started = spawner.spawn(req).await?;
+            eprintln!("spawning {} on {}", started.key, started.cluster);
+            let progress = spawner.progress(&user, &server).context("the spawn has no progress")?;
+            let mut events = progress.subscribe();
+            let mut code = ExitCode::FAILURE;
+            while let Some(e) = events.next().await {
+                if e.ready == Some(true) {
+                    println!("{}", e.url.unwrap_or_default());
+                    code = ExitCode::SUCCESS;
+                } else if e.failed == Some(true) {
+                    eprintln!("failed: {}", e.message);
+                } else {
+                    eprintln!("[{:3}%] {}", e.progress, e.message);
+                }
+            }
+            Ok(code)
+        }
+        Command::List { json } => {
+            let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path).await?;
+            let list = spawner.list();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list).context("encoding JSON")?);
+            } else {
+                print!("{}", instances_table(&list));
+            }
+            let unsynced = spawner.unsynced_clusters();
+            if !unsynced.is_empty() {
+                eprintln!("warning: not synced (instances there show as unknown): {}", unsynced.join(", "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stop { user, server, remove_storage } => {
+            let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path).await?;
+            spawner.stop(&user, &server, remove_storage).await?;
+            eprintln!("stopped");
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+fn load_profiles(path: &Path) -> anyhow::Result<ProfileSet> {
+    // ProfileErrors lists every problem, one `file:line: key: message` per line.
+    profiles::load(path).map_err(|errors| anyhow::anyhow!("invalid profiles:\n{errors}"))
+}
+
+async fn start_spawner(config: &Config, kubeconfig_path: Option<&Path>, profiles_path: &Path) -> anyhow::Result<Spawner> {
+    let set = load_profiles(profiles_path)?;
+    let renderer = Renderer::new(config.templates_dir.as_deref())?;
+    let loaded = kubeconfig::load(kubeconfig_path)?;
+    let fleet = Fleet::connect(&loaded).await;
+    let settings = SpawnerSettings {
+        max_concurrent_spawns: config.max_concurrent_spawns,
+        max_servers_per_user: config.max_servers_per_user,
+        gc_grace: config.gc_grace,
+        ..Default::default()
+    };
+    Ok(Spawner::start(fleet, set, renderer, settings).await)
+}
+
+async fn check(kubeconfig_path: Option<&Path>, profiles_path: &Path) -> anyhow::Result<ExitCode> {
+    let set = match profiles::load(profiles_path) {
+        Ok(set) => set,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let count = set.iter().count();
+    // Contexts: checked against the kubeconfig when there is one (a warning, not an error).
+    match kubeconfig::load(kubeconfig_path) {
+        Ok(loaded) => {
+            let contexts = loaded.contexts();
+            let names: Vec<&str> = contexts.iter().map(String::as_str).collect();
+            for warning in set.check_contexts(&names) {
+                eprintln!("warning: {warning}");
+            }
+        }
+        Err(e) => eprintln!("warning: contexts not checked: {e}"),
+    }
+    println!("{}: {count} profiles OK", profiles_path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn instances_table(rows: &[InstanceView]) -> String {
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|i| {
+            [
+                i.user.clone(),
+                if i.server.is_empty() { "(default)".into() } else { i.server.clone() },
+                i.profile.clone(),
+                i.cluster.clone(),
+                i.state.as_str().into(),
+                i.started_at.clone().unwrap_or_default(),
+                i.cause.clone().or_else(|| i.url.clone()).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["USER", "SERVER", "PROFILE", "CLUSTER", "STATE", "STARTED", "URL / CAUSE"], &cells)
 }
 
 async fn clusters(kubeconfig: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {

@@ -1,0 +1,790 @@
+//! The bundle: every Kubernetes object a spawn applies, computed from a
+//! profile, a user, a server name and the user's options, without I/O.
+//!
+//! Objects come from minijinja templates shipped in the binary
+//! (`src/templates/*.yaml.j2`, overridable by files of the same name in the
+//! configured `templates_dir`) and from the profile's `objects`. Then the
+//! profile's `patches` are applied (strategic merge), and finally the
+//! fleetspawn labels and annotations are forced onto every object.
+//!
+//! **User values are data.** Templates receive them as variables, never as
+//! template source, and every `{{ ... }}` in a YAML template (names ending in
+//! `.yaml` or `.yaml.j2`) is written as JSON, which YAML reads back as the
+//! same scalar: a username such as `{{ 7*7 }}` or `a\nkind: ClusterRole` comes
+//! out literally. Compose strings inside the expression
+//! (`{{ name ~ "-dask" }}`), not around it. Plain-string templates (the
+//! namespace, environment values, patch target names) are not escaped: their
+//! output is used as a value, and a namespace must be a DNS-1123 label.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use minijinja::value::Serde;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde_json::{json, Map, Value};
+
+use crate::labels;
+use crate::merge_patch::strategic_merge;
+use crate::naming::{self, is_dns1123_label, InstanceKey};
+use crate::profiles::spans::{KeyPath, Seg};
+use crate::profiles::{OptionError, Profile};
+
+/// Port the notebook server listens on.
+pub const NOTEBOOK_PORT: u16 = 8888;
+
+/// The built-in templates, in the order they are rendered.
+const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
+    (
+        "namespace.yaml.j2",
+        include_str!("templates/namespace.yaml.j2"),
+    ),
+    (
+        "serviceaccount.yaml.j2",
+        include_str!("templates/serviceaccount.yaml.j2"),
+    ),
+    ("secret.yaml.j2", include_str!("templates/secret.yaml.j2")),
+    ("pvc.yaml.j2", include_str!("templates/pvc.yaml.j2")),
+    ("pod.yaml.j2", include_str!("templates/pod.yaml.j2")),
+    ("service.yaml.j2", include_str!("templates/service.yaml.j2")),
+    ("ingress.yaml.j2", include_str!("templates/ingress.yaml.j2")),
+];
+
+/// Kinds that live outside namespaces (no `metadata.namespace` is added).
+const CLUSTER_SCOPED_KINDS: &[&str] = &[
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "PersistentVolume",
+    "StorageClass",
+    "PriorityClass",
+    "IngressClass",
+    "RuntimeClass",
+    "CustomResourceDefinition",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+];
+
+/// What a spawn is asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct SpawnInput<'a> {
+    /// The raw username.
+    pub user: &'a str,
+    /// The raw server name (`""` for the default server).
+    pub server: &'a str,
+    /// The profile.
+    pub profile: &'a Profile,
+    /// The user's option values.
+    pub options: &'a BTreeMap<String, String>,
+    /// The kubeconfig context chosen (one of the profile's).
+    pub context: &'a str,
+    /// Secret environment variables (e.g. `JUPYTERHUB_API_TOKEN`): they go
+    /// only into the Secret, which the pod reads through `envFrom`.
+    pub secret_env: &'a BTreeMap<String, String>,
+    /// URL path prefix override (e.g. from the hub); default
+    /// [`naming::url_prefix`].
+    pub url_prefix: Option<&'a str>,
+}
+
+/// Order in which objects are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tier {
+    /// The namespace (only with `create_namespace`).
+    Namespace,
+    /// ServiceAccount, Secret, PVC and the profile's extra objects.
+    Prerequisites,
+    /// The Pod.
+    Workload,
+    /// Service and Ingress.
+    Exposure,
+}
+
+impl Tier {
+    fn of(kind: &str) -> Self {
+        match kind {
+            "Namespace" => Tier::Namespace,
+            "Pod" => Tier::Workload,
+            "Service" | "Ingress" => Tier::Exposure,
+            _ => Tier::Prerequisites,
+        }
+    }
+}
+
+/// One object of a bundle.
+#[derive(Clone, PartialEq)]
+pub struct BundleObject {
+    /// When it is applied.
+    pub tier: Tier,
+    /// The full manifest.
+    pub object: Value,
+}
+
+impl BundleObject {
+    /// `kind` of the manifest.
+    pub fn kind(&self) -> &str {
+        self.object["kind"].as_str().unwrap_or_default()
+    }
+
+    /// `metadata.name` of the manifest.
+    pub fn name(&self) -> &str {
+        self.object["metadata"]["name"].as_str().unwrap_or_default()
+    }
+}
+
+/// Debug output never shows a Secret's values.
+impl fmt::Debug for BundleObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown = self.object.clone();
+        if self.kind() == "Secret" {
+            for field in ["data", "stringData"] {
+                if let Some(Value::Object(map)) = shown.get_mut(field) {
+                    map.values_mut().for_each(|v| *v = json!("<redacted>"));
+                }
+            }
+        }
+        f.debug_struct("BundleObject")
+            .field("tier", &self.tier)
+            .field("object", &shown)
+            .finish()
+    }
+}
+
+/// Everything a spawn applies.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The instance key.
+    pub key: InstanceKey,
+    /// The namespace of the namespaced objects.
+    pub namespace: String,
+    /// The server's public URL: the context's ingress URL + the prefix.
+    pub url: String,
+    /// The objects, sorted by (tier, kind, name).
+    pub objects: Vec<BundleObject>,
+}
+
+/// Where a template comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateRef {
+    /// A built-in (or operator-overridden) template file.
+    Builtin(String),
+    /// A template in the profile, at this key path.
+    Profile(KeyPath),
+}
+
+impl fmt::Display for TemplateRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TemplateRef::Builtin(name) => f.write_str(name),
+            TemplateRef::Profile(path) => write!(f, "{path}"),
+        }
+    }
+}
+
+/// Why a bundle cannot be computed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BundleError {
+    /// An operator template file cannot be read.
+    #[error("cannot read template {path}: {message}")]
+    TemplateFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        message: String,
+    },
+    /// A file in `templates_dir` overrides no built-in template.
+    #[error("{path}: not a template fleetspawn knows (expected one of: {known})")]
+    UnknownTemplateFile {
+        /// The file.
+        path: PathBuf,
+        /// The built-in template names.
+        known: String,
+    },
+    /// A template does not parse or fails to render.
+    #[error("template {template}: {message}")]
+    Template {
+        /// The template.
+        template: TemplateRef,
+        /// minijinja's error.
+        message: String,
+    },
+    /// A rendered template is not one YAML mapping.
+    #[error("template {template}: rendered output is not a YAML object: {message}")]
+    Yaml {
+        /// The template.
+        template: TemplateRef,
+        /// What is wrong.
+        message: String,
+    },
+    /// A rendered object is malformed or clashes with another.
+    #[error("template {template}: object {object}: {message}")]
+    Object {
+        /// The template it came from (or the patch that changed it).
+        template: TemplateRef,
+        /// `Kind/name` of the object.
+        object: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A patch cannot be applied.
+    #[error("{template}: cannot patch {object}: {message}")]
+    Patch {
+        /// The patch.
+        template: TemplateRef,
+        /// `Kind/name` of the object.
+        object: String,
+        /// The merge error.
+        message: String,
+    },
+    /// The rendered namespace is not a DNS-1123 label.
+    #[error("namespace: {namespace:?} is not a DNS-1123 label")]
+    Namespace {
+        /// The rendered namespace.
+        namespace: String,
+    },
+    /// The user's options cannot be applied.
+    #[error(transparent)]
+    Option(#[from] OptionError),
+    /// The context is not one of the profile's.
+    #[error("context {context:?} is not one of profile {profile:?}'s contexts ({contexts})")]
+    UnknownContext {
+        /// The context asked for.
+        context: String,
+        /// The profile.
+        profile: String,
+        /// Its contexts.
+        contexts: String,
+    },
+    /// The URL prefix override is not an absolute path.
+    #[error("url prefix {0:?} must start with '/'")]
+    UrlPrefix(String),
+}
+
+impl BundleError {
+    /// The profile key path to blame, when the error comes from a profile
+    /// template.
+    pub fn profile_path(&self) -> Option<KeyPath> {
+        match self {
+            BundleError::Template { template, .. }
+            | BundleError::Yaml { template, .. }
+            | BundleError::Object { template, .. }
+            | BundleError::Patch { template, .. } => match template {
+                TemplateRef::Profile(path) => Some(path.clone()),
+                TemplateRef::Builtin(_) => None,
+            },
+            BundleError::Namespace { .. } => Some(key_path(&["namespace"])),
+            _ => None,
+        }
+    }
+}
+
+/// Renders bundles; holds the templates, loaded once.
+#[derive(Debug)]
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+fn key_path(keys: &[&str]) -> KeyPath {
+    KeyPath(keys.iter().map(|k| Seg::Key((*k).to_owned())).collect())
+}
+
+/// Templates whose name ends in `.yaml` or `.yaml.j2` write every value as
+/// JSON; others (plain strings) are not escaped.
+fn template_env() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".yaml") || name.ends_with(".yaml.j2") {
+            AutoEscape::Json
+        } else {
+            AutoEscape::None
+        }
+    });
+    env
+}
+
+impl Renderer {
+    /// Loads the built-in templates, each replaced by the file of the same
+    /// name in `templates_dir` when there is one. Any other `*.j2` file
+    /// there is an error (a misspelt override would otherwise be ignored).
+    pub fn new(templates_dir: Option<&Path>) -> Result<Self, BundleError> {
+        let mut env = template_env();
+        if let Some(dir) = templates_dir {
+            let entries = std::fs::read_dir(dir).map_err(|err| BundleError::TemplateFile {
+                path: dir.to_owned(),
+                message: err.to_string(),
+            })?;
+            for entry in entries.flatten() {
+                let file_name = entry.file_name().to_string_lossy().into_owned();
+                if file_name.ends_with(".j2")
+                    && !BUILTIN_TEMPLATES.iter().any(|(n, _)| *n == file_name)
+                {
+                    return Err(BundleError::UnknownTemplateFile {
+                        path: entry.path(),
+                        known: BUILTIN_TEMPLATES
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    });
+                }
+            }
+        }
+        for (name, builtin) in BUILTIN_TEMPLATES {
+            let override_path = templates_dir
+                .map(|dir| dir.join(name))
+                .filter(|p| p.is_file());
+            let source = match override_path {
+                Some(path) => {
+                    std::fs::read_to_string(&path).map_err(|err| BundleError::TemplateFile {
+                        path: path.clone(),
+                        message: err.to_string(),
+                    })?
+                }
+                None => (*builtin).to_owned(),
+            };
+            env.add_template_owned(*name, source)
+                .map_err(|err| template_error(TemplateRef::Builtin((*name).to_owned()), &err))?;
+        }
+        Ok(Self { env })
+    }
+
+    /// Computes the bundle for `input`.
+    pub fn render(&self, input: &SpawnInput<'_>) -> Result<Bundle, BundleError> {
+        let resolved = input.profile.resolve_options(input.options)?;
+        let profile = &resolved.profile;
+        let ingress_url = profile
+            .ingress_public_url(input.context)
+            .filter(|_| profile.contexts.iter().any(|c| c == input.context))
+            .ok_or_else(|| BundleError::UnknownContext {
+                context: input.context.to_owned(),
+                profile: profile.slug.clone(),
+                contexts: profile.contexts.join(", "),
+            })?;
+        let key = InstanceKey::new(input.user, input.server);
+        let name = key.object_name();
+        let url_prefix = match input.url_prefix {
+            Some(prefix) if !prefix.starts_with('/') => {
+                return Err(BundleError::UrlPrefix(prefix.to_owned()))
+            }
+            Some(prefix) if prefix.ends_with('/') => prefix.to_owned(),
+            Some(prefix) => format!("{prefix}/"),
+            None => naming::url_prefix(input.user, input.server),
+        };
+        let url = format!("{}{url_prefix}", ingress_url.trim_end_matches('/'));
+        let labels = json!({
+            labels::MANAGED_BY: labels::MANAGED_BY_VALUE,
+            labels::INSTANCE: key.key(),
+            labels::USER: key.safe_user(),
+            labels::SERVER: key.safe_server(),
+            labels::PROFILE: profile.slug,
+        });
+        let annotations = json!({
+            labels::USERNAME: input.user,
+            labels::SERVERNAME: input.server,
+            labels::CONTEXT: input.context,
+            labels::URL: url,
+        });
+        let mut profile_value = profile.settings().clone();
+        if let Value::Object(map) = &mut profile_value {
+            map.insert("slug".to_owned(), json!(profile.slug));
+            map.insert("display_name".to_owned(), json!(profile.display_name));
+        }
+        let mut ctx = json!({
+            "key": key.key(),
+            "user_key": InstanceKey::new(input.user, "").key(),
+            "name": name,
+            "username": input.user,
+            "safe_username": key.safe_user(),
+            "servername": input.server,
+            "safe_servername": key.safe_server(),
+            "profile_slug": profile.slug,
+            "profile": profile_value,
+            "options": resolved.chosen,
+            "url_prefix": url_prefix,
+            "url": url,
+            "context": input.context,
+            "ingress_public_url": ingress_url,
+            "labels": labels,
+            "annotations": annotations,
+            "selector": { labels::INSTANCE: key.key() },
+            "port": NOTEBOOK_PORT,
+        });
+
+        let namespace = self
+            .render_text(
+                TemplateRef::Profile(key_path(&["namespace"])),
+                &profile.namespace,
+                &ctx,
+            )?
+            .trim()
+            .to_owned();
+        if !is_dns1123_label(&namespace) {
+            return Err(BundleError::Namespace { namespace });
+        }
+        ctx["namespace"] = json!(namespace);
+        self.add_pod_settings(&mut ctx, profile, &url_prefix)?;
+
+        let spec = &profile.spec;
+        let mut rendered: Vec<(TemplateRef, Value)> = Vec::new();
+        for (file, _) in BUILTIN_TEMPLATES {
+            let wanted = match *file {
+                "namespace.yaml.j2" => spec.create_namespace,
+                "pvc.yaml.j2" => spec.storage.is_some(),
+                _ => true,
+            };
+            if !wanted {
+                continue;
+            }
+            let template = TemplateRef::Builtin((*file).to_owned());
+            let text = if *file == "secret.yaml.j2" {
+                let mut secret_ctx = ctx.clone();
+                secret_ctx["secret_env"] = json!(input.secret_env);
+                self.render_builtin(file, &secret_ctx)?
+            } else {
+                self.render_builtin(file, &ctx)?
+            };
+            if let Some(object) = parse_object(&template, &text)? {
+                rendered.push((template, object));
+            }
+        }
+        for (id, source) in &spec.objects {
+            let template = TemplateRef::Profile(key_path(&["objects", id]));
+            let text =
+                self.render_text_named(&template, &format!("objects.{id}.yaml"), source, &ctx)?;
+            if let Some(object) = parse_object(&template, &text)? {
+                rendered.push((template, object));
+            }
+        }
+        for (id, patch) in &spec.patches {
+            let template = TemplateRef::Profile(key_path(&["patches", id]));
+            let target_name = patch
+                .target
+                .name
+                .as_ref()
+                .map(|n| {
+                    self.render_text(
+                        TemplateRef::Profile(key_path(&["patches", id, "target", "name"])),
+                        n,
+                        &ctx,
+                    )
+                    .map(|s| s.trim().to_owned())
+                })
+                .transpose()?;
+            let patch_ref = TemplateRef::Profile(key_path(&["patches", id, "patch"]));
+            let text = self.render_text_named(
+                &patch_ref,
+                &format!("patches.{id}.yaml"),
+                &patch.patch,
+                &ctx,
+            )?;
+            let Some(patch_value) = parse_object(&patch_ref, &text)? else {
+                continue;
+            };
+            for (origin, object) in rendered.iter_mut() {
+                let matches = object["kind"] == json!(patch.target.kind)
+                    && target_name
+                        .as_ref()
+                        .is_none_or(|n| object["metadata"]["name"] == json!(n));
+                if !matches {
+                    continue;
+                }
+                let before = object_id(object);
+                let patched =
+                    strategic_merge(object, &patch_value).map_err(|err| BundleError::Patch {
+                        template: template.clone(),
+                        object: before.clone(),
+                        message: err.to_string(),
+                    })?;
+                if object_id(&patched) != before {
+                    return Err(BundleError::Patch {
+                        template: template.clone(),
+                        object: before,
+                        message: "a patch may not change an object's kind or name".to_owned(),
+                    });
+                }
+                *object = patched;
+                *origin = template.clone();
+            }
+        }
+
+        let mut objects = Vec::with_capacity(rendered.len());
+        let mut seen = BTreeMap::new();
+        for (template, mut object) in rendered {
+            finish_object(&template, &mut object, &namespace, &labels, &annotations)?;
+            let id = object_id(&object);
+            if seen.insert(id.clone(), ()).is_some() {
+                return Err(BundleError::Object {
+                    template,
+                    object: id,
+                    message: "another object of the bundle has the same kind and name".to_owned(),
+                });
+            }
+            let tier = Tier::of(object["kind"].as_str().unwrap_or_default());
+            objects.push(BundleObject { tier, object });
+        }
+        objects.sort_by(|a, b| (a.tier, a.kind(), a.name()).cmp(&(b.tier, b.kind(), b.name())));
+        Ok(Bundle {
+            key,
+            namespace,
+            url,
+            objects,
+        })
+    }
+
+    /// Adds the pod's settings, shaped as Kubernetes expects them, to `ctx`.
+    fn add_pod_settings(
+        &self,
+        ctx: &mut Value,
+        profile: &Profile,
+        url_prefix: &str,
+    ) -> Result<(), BundleError> {
+        let spec = &profile.spec;
+        let mut env = BTreeMap::from([
+            ("JUPYTERHUB_USER".to_owned(), ctx["username"].clone()),
+            (
+                "JUPYTERHUB_SERVER_NAME".to_owned(),
+                ctx["servername"].clone(),
+            ),
+            ("JUPYTERHUB_SERVICE_PREFIX".to_owned(), json!(url_prefix)),
+            (
+                "JUPYTERHUB_SERVICE_URL".to_owned(),
+                json!(format!("http://0.0.0.0:{NOTEBOOK_PORT}{url_prefix}")),
+            ),
+        ]);
+        for (var, template) in &spec.environment {
+            let value = self.render_text(
+                TemplateRef::Profile(key_path(&["environment", var])),
+                template,
+                ctx,
+            )?;
+            env.insert(var.clone(), json!(value));
+        }
+        let env: Vec<Value> = env
+            .into_iter()
+            .map(|(name, value)| json!({"name": name, "value": value}))
+            .collect();
+
+        let mut limits = Map::new();
+        let mut requests = Map::new();
+        put(&mut limits, "cpu", spec.cpu_limit.as_ref().map(|q| &q.0));
+        put(
+            &mut requests,
+            "cpu",
+            spec.cpu_guarantee.as_ref().map(|q| &q.0),
+        );
+        put(&mut limits, "memory", spec.mem_limit.as_ref().map(|q| &q.0));
+        put(
+            &mut requests,
+            "memory",
+            spec.mem_guarantee.as_ref().map(|q| &q.0),
+        );
+        for (name, q) in &spec.extra_resource_limits {
+            put(&mut limits, name, Some(&q.0));
+        }
+        for (name, q) in &spec.extra_resource_guarantees {
+            put(&mut requests, name, Some(&q.0));
+        }
+        let mut resources = Map::new();
+        for (key, map) in [("limits", limits), ("requests", requests)] {
+            if !map.is_empty() {
+                resources.insert(key.to_owned(), Value::Object(map));
+            }
+        }
+
+        let sc = &spec.security_context;
+        let mut pod_sc = Map::new();
+        put(&mut pod_sc, "runAsUser", sc.uid);
+        put(&mut pod_sc, "runAsGroup", sc.gid);
+        put(&mut pod_sc, "fsGroup", sc.fs_gid);
+        put(&mut pod_sc, "runAsNonRoot", Some(sc.run_as_non_root));
+        let mut container_sc = Map::new();
+        put(
+            &mut container_sc,
+            "allowPrivilegeEscalation",
+            Some(sc.allow_privilege_escalation),
+        );
+        put(&mut container_sc, "runAsNonRoot", Some(sc.run_as_non_root));
+
+        let mut volumes: Vec<Value> = spec.volumes.iter().cloned().map(Value::Object).collect();
+        let mut mounts: Vec<Value> = spec
+            .volume_mounts
+            .iter()
+            .cloned()
+            .map(Value::Object)
+            .collect();
+        if let Some(storage) = &spec.storage {
+            volumes
+                .push(json!({"name": "home", "persistentVolumeClaim": {"claimName": ctx["name"]}}));
+            mounts.push(json!({"name": "home", "mountPath": storage.mount_path}));
+        }
+
+        let fields = [
+            ("image", json!(profile.image)),
+            ("image_pull_policy", json!(spec.image_pull_policy)),
+            ("cmd", json!(spec.cmd)),
+            ("args", json!(spec.args)),
+            ("env", json!(env)),
+            ("resources", Value::Object(resources)),
+            ("pod_security_context", Value::Object(pod_sc)),
+            ("security_context", Value::Object(container_sc)),
+            ("node_selector", json!(spec.node_selector)),
+            ("tolerations", json!(spec.tolerations)),
+            ("volumes", json!(volumes)),
+            ("volume_mounts", json!(mounts)),
+            ("storage", json!(spec.storage)),
+            ("ingress", json!(spec.ingress)),
+        ];
+        for (key, value) in fields {
+            ctx[key] = value;
+        }
+        Ok(())
+    }
+
+    fn render_builtin(&self, name: &str, ctx: &Value) -> Result<String, BundleError> {
+        let template = TemplateRef::Builtin(name.to_owned());
+        self.env
+            .get_template(name)
+            .and_then(|t| t.render(Serde(ctx)))
+            .map_err(|err| template_error(template, &err))
+    }
+
+    /// Renders a plain-string profile template (not escaped).
+    fn render_text(
+        &self,
+        template: TemplateRef,
+        source: &str,
+        ctx: &Value,
+    ) -> Result<String, BundleError> {
+        let name = template.to_string();
+        self.render_text_named(&template, &name, source, ctx)
+    }
+
+    /// Renders a profile template under `name` (which selects escaping).
+    fn render_text_named(
+        &self,
+        template: &TemplateRef,
+        name: &str,
+        source: &str,
+        ctx: &Value,
+    ) -> Result<String, BundleError> {
+        self.env
+            .render_named_str(name, source, Serde(ctx))
+            .map_err(|err| template_error(template.clone(), &err))
+    }
+}
+
+/// Sets `map[key]` when there is a value.
+fn put<T: serde::Serialize>(map: &mut Map<String, Value>, key: &str, value: Option<T>) {
+    if let Some(value) = value {
+        map.insert(key.to_owned(), json!(value));
+    }
+}
+
+fn template_error(template: TemplateRef, err: &minijinja::Error) -> BundleError {
+    let mut message = err.to_string();
+    if let Some(line) = err.line() {
+        if !message.contains("line") {
+            message.push_str(&format!(" (template line {line})"));
+        }
+    }
+    BundleError::Template { template, message }
+}
+
+/// Parses rendered YAML: `None` for an empty document (a template may render
+/// nothing to drop its object), an error for anything but one mapping.
+fn parse_object(template: &TemplateRef, text: &str) -> Result<Option<Value>, BundleError> {
+    let value: Value = serde_yaml::from_str(text).map_err(|err| BundleError::Yaml {
+        template: template.clone(),
+        message: err.to_string(),
+    })?;
+    match value {
+        Value::Null => Ok(None),
+        Value::Object(_) => Ok(Some(value)),
+        other => Err(BundleError::Yaml {
+            template: template.clone(),
+            message: format!("expected a mapping, got {}", type_name(&other)),
+        }),
+    }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+fn object_id(object: &Value) -> String {
+    format!(
+        "{}/{}",
+        object["kind"].as_str().unwrap_or("?"),
+        object["metadata"]["name"].as_str().unwrap_or("?")
+    )
+}
+
+/// Checks an object's identity fields, adds the namespace to namespaced
+/// objects that have none, and forces the fleetspawn labels and annotations.
+/// A Namespace, shared by many servers, only gets the managed-by label.
+fn finish_object(
+    template: &TemplateRef,
+    object: &mut Value,
+    namespace: &str,
+    labels: &Value,
+    annotations: &Value,
+) -> Result<(), BundleError> {
+    let id = object_id(object);
+    let invalid = |message: &str| BundleError::Object {
+        template: template.clone(),
+        object: id.clone(),
+        message: message.to_owned(),
+    };
+    let non_empty = |v: &Value| v.as_str().is_some_and(|s| !s.is_empty());
+    if !non_empty(&object["apiVersion"]) || !non_empty(&object["kind"]) {
+        return Err(invalid("needs a string apiVersion and kind"));
+    }
+    if !non_empty(&object["metadata"]["name"]) {
+        return Err(invalid("needs a string metadata.name"));
+    }
+    let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+    let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return Err(invalid("metadata must be a mapping"));
+    };
+    if !CLUSTER_SCOPED_KINDS.contains(&kind.as_str()) && !metadata.contains_key("namespace") {
+        metadata.insert("namespace".to_owned(), json!(namespace));
+    }
+    let (labels, annotations) = if kind == "Namespace" {
+        (json!({ labels::MANAGED_BY: labels::MANAGED_BY_VALUE }), json!({}))
+    } else {
+        (labels.clone(), annotations.clone())
+    };
+    for (field, forced) in [("labels", labels), ("annotations", annotations)] {
+        let entry = metadata.entry(field).or_insert_with(|| json!({}));
+        if entry.is_null() {
+            *entry = json!({});
+        }
+        let Some(map) = entry.as_object_mut() else {
+            return Err(invalid(&format!("metadata.{field} must be a mapping")));
+        };
+        if let Value::Object(forced) = forced {
+            map.extend(forced);
+        }
+    }
+    Ok(())
+}
+
+/// The bundle as multi-document YAML, `---` separated, in apply order.
+pub fn to_yaml(bundle: &Bundle) -> String {
+    bundle
+        .objects
+        .iter()
+        .map(|o| {
+            serde_yaml::to_string(&o.object)
+                .unwrap_or_else(|err| format!("# cannot write {}: {err}\n", object_id(&o.object)))
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}

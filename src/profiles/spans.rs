@@ -1,0 +1,223 @@
+//! TOML documents as JSON values plus the line of every key, so that errors
+//! found after parsing (semantic checks, serde type errors) can still name the
+//! file line they come from.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde_json::{Map, Number, Value};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// One step in a path into a document: a table key or an array index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Seg {
+    /// A key of a table.
+    Key(String),
+    /// An element of an array.
+    Index(usize),
+}
+
+/// A path into a document, displayed as `a.b[0].c`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyPath(pub Vec<Seg>);
+
+impl KeyPath {
+    /// The path extended by a key.
+    pub fn key(&self, key: &str) -> Self {
+        let mut segs = self.0.clone();
+        segs.push(Seg::Key(key.to_owned()));
+        Self(segs)
+    }
+
+    /// The path extended by another path.
+    pub fn join(&self, tail: &KeyPath) -> Self {
+        Self(self.0.iter().chain(&tail.0).cloned().collect())
+    }
+
+    /// The path a `serde_path_to_error` error points at.
+    pub fn from_serde(path: &serde_path_to_error::Path) -> Self {
+        use serde_path_to_error::Segment;
+        Self(
+            path.iter()
+                .filter_map(|seg| match seg {
+                    Segment::Seq { index } => Some(Seg::Index(*index)),
+                    Segment::Map { key } => Some(Seg::Key(key.clone())),
+                    Segment::Enum { .. } | Segment::Unknown => None,
+                })
+                .collect(),
+        )
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                Seg::Key(k) if i == 0 => write!(f, "{k}")?,
+                Seg::Key(k) => write!(f, ".{k}")?,
+                Seg::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A parsed TOML document.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// The document's content (datetimes become strings).
+    pub value: Value,
+    lines: HashMap<KeyPath, usize>,
+}
+
+/// A TOML syntax error.
+#[derive(Debug, Clone)]
+pub struct SyntaxError {
+    /// 1-based line of the error.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Document {
+    /// Parses `text`.
+    pub fn parse(text: &str) -> Result<Self, SyntaxError> {
+        let table = DeTable::parse(text).map_err(|err| SyntaxError {
+            line: err.span().map_or(1, |span| line_of(text, span.start)),
+            message: err.message().trim().to_owned(),
+        })?;
+        let mut lines = HashMap::new();
+        let value = convert_table(text, table.get_ref(), &KeyPath::default(), &mut lines);
+        Ok(Self { value, lines })
+    }
+
+    /// The line of `path`, or of its longest prefix present in the document.
+    pub fn line(&self, path: &KeyPath) -> Option<usize> {
+        (0..=path.0.len())
+            .rev()
+            .find_map(|n| self.lines.get(&KeyPath(path.0[..n].to_vec())).copied())
+    }
+
+    /// Whether `path` itself is written in the document.
+    pub fn has(&self, path: &KeyPath) -> bool {
+        self.lines.contains_key(path)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+fn convert_table(
+    text: &str,
+    table: &DeTable<'_>,
+    path: &KeyPath,
+    lines: &mut HashMap<KeyPath, usize>,
+) -> Value {
+    let mut map = Map::new();
+    for (key, value) in table.iter() {
+        let child = path.key(key.get_ref());
+        lines
+            .entry(child.clone())
+            .or_insert_with(|| line_of(text, key.span().start));
+        let converted = convert(text, value, &child, lines);
+        map.insert(key.get_ref().to_string(), converted);
+    }
+    Value::Object(map)
+}
+
+fn convert(
+    text: &str,
+    value: &Spanned<DeValue<'_>>,
+    path: &KeyPath,
+    lines: &mut HashMap<KeyPath, usize>,
+) -> Value {
+    match value.get_ref() {
+        DeValue::String(s) => Value::String(s.to_string()),
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+            .map_or_else(|_| Value::String(i.to_string()), Value::from),
+        DeValue::Float(f) => f
+            .as_str()
+            .parse::<f64>()
+            .ok()
+            .and_then(Number::from_f64)
+            .map_or_else(|| Value::String(f.to_string()), Value::Number),
+        DeValue::Boolean(b) => Value::Bool(*b),
+        DeValue::Datetime(d) => Value::String(d.to_string()),
+        DeValue::Array(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(n, item)| {
+                    let child = KeyPath(path.0.iter().cloned().chain([Seg::Index(n)]).collect());
+                    let start = item.span().start;
+                    // Elements of `[[array]]` tables may carry no span of
+                    // their own: fall back to the array's line.
+                    let line = if item.span().is_empty() && start == 0 {
+                        lines.get(path).copied().unwrap_or(1)
+                    } else {
+                        line_of(text, start)
+                    };
+                    lines.entry(child.clone()).or_insert(line);
+                    convert(text, item, &child, lines)
+                })
+                .collect(),
+        ),
+        DeValue::Table(table) => convert_table(text, table, path, lines),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_of_keys_and_array_tables() {
+        let doc = Document::parse(
+            "a = 1\n[b]\nc = \"x\"\n\n[[p]]\nname = \"one\"\n\n[[p]]\nname = \"two\"\n[p.o.image]\nregex = \"x\"\n",
+        )
+        .unwrap();
+        let path = |s: &[Seg]| KeyPath(s.to_vec());
+        let k = |s: &str| Seg::Key(s.to_owned());
+        assert_eq!(doc.line(&path(&[k("a")])), Some(1));
+        assert_eq!(doc.line(&path(&[k("b"), k("c")])), Some(3));
+        assert_eq!(
+            doc.line(&path(&[k("p"), Seg::Index(1), k("name")])),
+            Some(9)
+        );
+        assert_eq!(
+            doc.line(&path(&[
+                k("p"),
+                Seg::Index(1),
+                k("o"),
+                k("image"),
+                k("regex")
+            ])),
+            Some(11)
+        );
+        // Missing keys fall back to their closest written ancestor.
+        assert_eq!(doc.line(&path(&[k("b"), k("zzz")])), Some(2));
+        assert_eq!(doc.value["p"][1]["o"]["image"]["regex"], "x");
+    }
+
+    #[test]
+    fn syntax_errors_have_lines() {
+        let err = Document::parse("a = 1\nb = \n").unwrap_err();
+        assert_eq!(err.line, 2);
+    }
+
+    #[test]
+    fn paths_display_like_code() {
+        let p = KeyPath(vec![
+            Seg::Key("a".into()),
+            Seg::Index(2),
+            Seg::Key("b".into()),
+        ]);
+        assert_eq!(p.to_string(), "a[2].b");
+    }
+}
