@@ -681,13 +681,11 @@ fn put<T: serde::Serialize>(map: &mut Map<String, Value>, key: &str, value: Opti
 }
 
 fn template_error(template: TemplateRef, err: &minijinja::Error) -> BundleError {
-    let mut message = err.to_string();
-    if let Some(line) = err.line() {
-        if !message.contains("line") {
-            message.push_str(&format!(" (template line {line})"));
-        }
+    // minijinja's message ends with "(in <name>:<line>)".
+    BundleError::Template {
+        template,
+        message: err.to_string(),
     }
-    BundleError::Template { template, message }
 }
 
 /// Parses rendered YAML: `None` for an empty document (a template may render
@@ -757,7 +755,10 @@ fn finish_object(
         metadata.insert("namespace".to_owned(), json!(namespace));
     }
     let (labels, annotations) = if kind == "Namespace" {
-        (json!({ labels::MANAGED_BY: labels::MANAGED_BY_VALUE }), json!({}))
+        (
+            json!({ labels::MANAGED_BY: labels::MANAGED_BY_VALUE }),
+            json!({}),
+        )
     } else {
         (labels.clone(), annotations.clone())
     };

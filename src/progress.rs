@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use futures::Stream;
+use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::watch;
 
 use crate::lifecycle::ProgressEvent;
@@ -59,7 +59,7 @@ impl Progress {
     }
 
     /// History first, then live events; ends after the terminal event.
-    pub fn subscribe(&self) -> impl Stream<Item = ProgressEvent> + Send + 'static {
+    pub fn subscribe(&self) -> BoxStream<'static, ProgressEvent> {
         let inner = self.inner.clone();
         let rx = inner.count.subscribe();
         futures::stream::unfold((inner, rx, 0usize, false), |(inner, mut rx, next, done)| async move {
@@ -78,13 +78,13 @@ impl Progress {
                 }
             }
         })
+        .boxed()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::StreamExt;
 
     #[tokio::test]
     async fn late_subscribers_get_history_then_live_events_and_the_stream_ends() {

@@ -21,7 +21,7 @@ use kube::runtime::watcher;
 use kube::Api;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{ClusterApi, Listed, ObjectError, ObjectRef};
@@ -347,35 +347,33 @@ impl Spawner {
     pub fn status(&self, user: &str, server: &str) -> Result<InstanceView, SpawnError> {
         let key = InstanceKey::new(user, server);
         let op = lock(&self.inner.ops).get(key.key()).cloned();
-        match (op, self.inner.registry.get(key.key())) {
-            (Some(op), Ok(Some(i))) if op.kind == OpKind::Spawn && i.state != InstanceState::Running => {
-                let mut v = op.view();
-                v.started_at = i.started_at;
-                Ok(v)
-            }
-            (Some(op), Ok(Some(i))) if op.kind == OpKind::Stop => Ok(InstanceView { state: InstanceState::Stopping, ..i.into() }),
-            (Some(op), Ok(None)) if op.kind == OpKind::Spawn => Ok(op.view()),
-            (_, Ok(Some(i))) => Ok(i.into()),
-            (Some(op), Err(_)) => Ok(op.view()),
-            (None, Ok(None)) => Err(SpawnError::NotFound),
-            (None, Err(unsynced)) => {
-                // Not on any synced cluster; the unsynced ones may have it.
-                let mut v = InstanceView {
-                    key: key.key().to_string(),
-                    user: user.to_string(),
-                    server: server.to_string(),
-                    profile: String::new(),
-                    cluster: unsynced.join(","),
-                    state: InstanceState::Unknown,
-                    url: None,
-                    started_at: None,
-                    last_seen: None,
-                    cause: Some(format!("cluster(s) not reachable or not synced: {}", unsynced.join(", "))),
-                    placement: None,
-                };
-                v.profile.clear();
-                Ok(v)
-            }
+        let registered = self.inner.registry.get(key.key());
+        if let Some(op) = op {
+            let view = match (op.kind, registered) {
+                (OpKind::Stop, Ok(Some(i))) => InstanceView { state: InstanceState::Stopping, ..i.into() },
+                (OpKind::Spawn, Ok(Some(i))) if i.state == InstanceState::Running => i.into(),
+                (OpKind::Spawn, Ok(Some(i))) => InstanceView { started_at: i.started_at, ..op.view() },
+                _ => op.view(),
+            };
+            return Ok(view);
+        }
+        match registered {
+            Ok(Some(i)) => Ok(i.into()),
+            Ok(None) => Err(SpawnError::NotFound),
+            // Not on any synced cluster; the unsynced ones may have it.
+            Err(unsynced) => Ok(InstanceView {
+                key: key.key().to_string(),
+                user: user.to_string(),
+                server: server.to_string(),
+                profile: String::new(),
+                cluster: unsynced.join(","),
+                state: InstanceState::Unknown,
+                url: None,
+                started_at: None,
+                last_seen: None,
+                cause: Some(format!("cluster(s) not reachable or not synced: {}", unsynced.join(", "))),
+                placement: None,
+            }),
         }
     }
 
@@ -636,6 +634,7 @@ impl Spawner {
         let mut unschedulable_since: Option<tokio::time::Instant> = None;
         let mut seen_events: BTreeSet<String> = BTreeSet::new();
         let mut last_unschedulable = String::new();
+        let mut started_seen = false;
         let mut pod_watch = pod_watch.boxed();
         let mut event_watch = event_watch.boxed();
         loop {
@@ -670,14 +669,7 @@ impl Spawner {
                 }
                 ev = event_watch.next() => {
                     if let Some(Ok(watcher::Event::Apply(e) | watcher::Event::InitApply(e))) = ev {
-                        let uid_ok = e.involved_object.uid.as_deref() == Some(pod_uid.as_str());
-                        let id = e.metadata.uid.clone().unwrap_or_default();
-                        // Our own audit Events come back here too; they are not progress.
-                        let ours = e.reporting_component.as_deref() == Some("fleetspawn");
-                        if uid_ok && !ours && seen_events.insert(id) {
-                            let current = op.progress.last().map_or(0, |l| l.progress);
-                            op.progress.push(progress_for_event(&e, current));
-                        }
+                        started_seen |= report_event(&op.progress, &e, &pod_uid, &mut seen_events);
                     }
                 }
                 () = tokio::time::sleep_until(wake) => {
@@ -690,6 +682,18 @@ impl Spawner {
                     self.audit(&choice.context, &reference, EventType::Warning, "SpawnFailed", "Spawn", cause.clone()).await;
                     return Err(Failure { cause, cleanup: false });
                 }
+            }
+        }
+        // The kubelet's last Events may trail the Pod's status: let them in, briefly, so the
+        // progress tells the whole story in order.
+        let drain_until = tokio::time::Instant::now() + Duration::from_millis(500);
+        while !started_seen {
+            match tokio::time::timeout_at(drain_until, event_watch.next()).await {
+                Ok(Some(Ok(watcher::Event::Apply(e) | watcher::Event::InitApply(e)))) => {
+                    started_seen |= report_event(&op.progress, &e, &pod_uid, &mut seen_events);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
             }
         }
         op.progress.push(ProgressEvent::step(90, "The server's pod is ready"));
@@ -885,7 +889,7 @@ impl Spawner {
         let mut tick = tokio::time::interval(self.inner.settings.gc_interval);
         loop {
             tokio::select! {
-                _ = tick.tick() => self.collect_garbage().await,
+                _ = tick.tick() => { self.collect_garbage().await; }
                 () = self.inner.shutdown.cancelled() => return,
             }
         }
@@ -940,6 +944,19 @@ impl Spawner {
         let ops: Vec<Arc<Op>> = lock(&self.inner.ops).values().cloned().collect();
         let _ = tokio::time::timeout(timeout, join_all(ops.iter().map(|op| op.finished()))).await;
     }
+}
+
+/// Pushes a Kubernetes Event of the spawn's Pod to its progress, once per Event; fleetspawn's
+/// own audit Events are not progress. Returns whether it was the container's `Started`.
+fn report_event(progress: &Progress, e: &KubeEvent, pod_uid: &str, seen: &mut BTreeSet<String>) -> bool {
+    let ours = e.reporting_component.as_deref() == Some("fleetspawn");
+    let id = e.metadata.uid.clone().unwrap_or_default();
+    if e.involved_object.uid.as_deref() != Some(pod_uid) || ours || !seen.insert(id) {
+        return false;
+    }
+    let current = progress.last().map_or(0, |l| l.progress);
+    progress.push(progress_for_event(e, current));
+    e.reason.as_deref() == Some("Started")
 }
 
 /// Why a spawn failed; `cleanup` forces removal even when the profile keeps failures.

@@ -56,6 +56,24 @@ slug = "plain"
 context = "cluster-a"
 ingress_public_url = "http://a.example"
 image = "img:1"
+
+[[profiles]]
+slug = "free"
+context = "cluster-a"
+ingress_public_url = "http://a.example"
+image = "img:1"
+[profiles.options.tag.free_text]
+regex = "(?s).*"
+override = { node_selector = { tag = "{value}" } }
+[profiles.objects]
+cm = """
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ name }}
+data:
+  tag: {{ options.tag | default("none") }}
+"""
 "#;
 
 fn set() -> ProfileSet {
@@ -302,6 +320,22 @@ fn user_values_are_data_not_template_code_or_yaml() {
 }
 
 #[test]
+fn free_text_options_are_data_too() {
+    let set = set();
+    let profile = set.get("free").expect("free");
+    for text in ["{{ 7*7 }}", "a\nkind: ClusterRole", "{value}"] {
+        let options = BTreeMap::from([("tag".to_owned(), text.to_owned())]);
+        let bundle = render_with(profile, "alice", "", &options).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(find(&bundle, "ConfigMap")["data"]["tag"], text);
+        assert_eq!(find(&bundle, "Pod")["spec"]["nodeSelector"]["tag"], text);
+        assert_eq!(bundle.objects.len(), 6);
+    }
+    let bundle =
+        render_with(profile, "alice", "", &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(find(&bundle, "ConfigMap")["data"]["tag"], "none");
+}
+
+#[test]
 fn secrets_only_go_into_the_secret_and_are_never_debug_printed() {
     let bundle = render("full", "alice", "");
     let secret = find(&bundle, "Secret");
@@ -434,6 +468,23 @@ fn operators_can_override_templates() {
         "{err}"
     );
     std::fs::remove_file(dir.path().join("servise.yaml.j2")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.path().join("pod.yaml.j2"),
+        "kind: {{ no_such_variable }}",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let renderer = Renderer::new(Some(dir.path())).unwrap_or_else(|e| panic!("{e}"));
+    let problems: Vec<String> = set
+        .check_templates(&renderer)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(
+        problems[1]
+            .starts_with("p.toml:42: profiles[plain]: template pod.yaml.j2: undefined value"),
+        "{problems:?}"
+    );
     std::fs::write(dir.path().join("pod.yaml.j2"), "{% if %}").unwrap_or_else(|e| panic!("{e}"));
     let err = Renderer::new(Some(dir.path())).unwrap_err();
     assert!(

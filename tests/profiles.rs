@@ -303,6 +303,13 @@ fn option_rules_are_checked_at_load() {
         "cannot override",
     );
 
+    let injection = format!("{BASIC}[profiles.options.x.free_text]\nregex = \".*\"\noverride = {{ environment = {{ X = \"{{value}}\" }} }}\n");
+    assert_error(
+        &injection,
+        "p.toml:9: profiles[basic].options.x.free_text.override.environment: ",
+        "use {{ options.x }} in the template instead",
+    );
+
     let empty = format!("{BASIC}[profiles.options.x]\ndisplay_name = \"X\"\n");
     assert_error(
         &empty,
@@ -317,7 +324,7 @@ fn templates_and_patches_are_checked_at_load() {
     assert_error(
         &bad_template,
         "p.toml:8: profiles[basic].objects.role: ",
-        "template",
+        "syntax error",
     );
 
     let bad_env = format!("{BASIC}environment = {{ A = \"{{% if %}}\" }}\n");

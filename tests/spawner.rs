@@ -58,7 +58,7 @@ async fn spawn_ready_url_and_stop_on_each_cluster_leaves_nothing_behind() {
         assert!(common::objects_of(cluster, &key).len() >= 5, "bundle applied: {:?}", common::objects_of(cluster, &key));
         // The registry sees it running, from the watch.
         for _ in 0..50 {
-            if s.status(&user, "").map(|v| v.state) == Ok(InstanceState::Running) { break; }
+            if s.status(&user, "").is_ok_and(|v| v.state == InstanceState::Running) { break; }
             s.registry().changed(Duration::from_millis(200)).await;
         }
         let status = s.status(&user, "").expect("status");
@@ -81,8 +81,10 @@ async fn progress_reports_the_scheduler_and_kubelet_events_in_order() {
     assert!(events.windows(2).all(|w| w[0].progress <= w[1].progress), "progress never goes back:\n{text}");
     // fleetspawn's own decisions are Kubernetes Events on the pod (the audit trail).
     let key = InstanceKey::new(&user, "nb").key().to_string();
-    let described = common::kubectl("cluster-b", &["get", "events", "-n", "fleetspawn-test", "--field-selector", &format!("reason=Spawning,regarding.name=fs-{key}"), "-o", "jsonpath={.items[*].note}"]);
-    assert!(described.contains(&format!("user {user:?}")) && described.contains("cluster-b"), "{described}");
+    let described = common::kubectl("cluster-b", &["describe", "pod", "-n", "fleetspawn-test", &format!("fs-{key}")]);
+    let audit = described.lines().find(|l| l.contains("Spawning")).unwrap_or_else(|| panic!("no Spawning event:\n{described}"));
+    assert!(audit.contains("fleetspawn") && audit.contains(&format!("user {user:?}")) && audit.contains("cluster-b"), "{audit}");
+    assert!(described.lines().any(|l| l.contains("Ready") && l.contains("Server ready at")), "{described}");
     s.stop(&user, "nb", false).await.expect("stop");
 }
 

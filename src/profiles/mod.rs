@@ -35,6 +35,8 @@ pub use spec::{ContextSpec, IngressUrlSpec, PlacementKind, ProfileSpec};
 
 /// Keys only a profile's own table may set, never `[defaults]` or an option.
 const IDENTITY_KEYS: &[&str] = &["slug", "display_name", "description", "default"];
+/// Keys whose strings are templates.
+const TEMPLATE_KEYS: &[&str] = &["namespace", "environment", "objects", "patches"];
 /// Keys an option override may not change (it may not widen access either).
 const NOT_OVERRIDABLE: &[&str] = &[
     "slug",
@@ -462,6 +464,20 @@ impl Profile {
                         "options cannot override this key".to_owned(),
                     );
                 }
+                // User text must never become template source.
+                for key in TEMPLATE_KEYS.iter().filter(|k| {
+                    ft.overrides
+                        .get(**k)
+                        .is_some_and(|v| v.to_string().contains("{value}"))
+                }) {
+                    option_issue(
+                        &["free_text", "override", key],
+                        format!(
+                            "{{value}} cannot go into a template (user text is never template code): \
+                             use {{{{ options.{name} }}}} in the template instead"
+                        ),
+                    );
+                }
                 // Compiled alone first, so errors quote the regex as written.
                 match Regex::new(&ft.regex).and_then(|_| Regex::new(&format!("^(?:{})$", ft.regex)))
                 {
@@ -763,6 +779,23 @@ impl ProfileSet {
     }
 }
 
+impl ProfileSet {
+    /// Renders every profile once for a sample user with `renderer` (e.g. one
+    /// using the operator's `templates_dir`), reporting what fails. [`load`]
+    /// already does this with the built-in templates.
+    pub fn check_templates(&self, renderer: &Renderer) -> Vec<Diagnostic> {
+        self.profiles
+            .iter()
+            .enumerate()
+            .filter_map(|(index, profile)| {
+                check_render(renderer, profile).err().map(|(at, message)| {
+                    locate(&self.file, &self.doc, index, &profile.slug, &at, message)
+                })
+            })
+            .collect()
+    }
+}
+
 /// Reads and checks the profiles file at `path`. Has no side effects.
 pub fn load(path: &Path) -> Result<ProfileSet, ProfileErrors> {
     let file = path.display().to_string();
@@ -916,7 +949,11 @@ pub fn parse(file: &str, text: &str) -> Result<ProfileSet, ProfileErrors> {
             }
         }
         if valid {
-            if let Err(err) = check_render(&renderer, &profile) {
+            let checked = match &renderer {
+                Ok(renderer) => check_render(renderer, &profile),
+                Err(err) => Err((KeyPath::default(), err.to_string())),
+            };
+            if let Err(err) = checked {
                 located(&err.0, err.1);
                 valid = false;
             }
@@ -973,13 +1010,7 @@ fn choice_message(err: &OptionError) -> String {
 /// Renders the profile for a sample user on its first context, so templates
 /// that do not parse or render, and patches or objects that are not YAML, are
 /// reported at load. Returns the key path to blame and the message.
-fn check_render(
-    renderer: &Result<Renderer, crate::bundle::BundleError>,
-    profile: &Profile,
-) -> Result<(), (KeyPath, String)> {
-    let renderer = renderer
-        .as_ref()
-        .map_err(|err| (KeyPath::default(), err.to_string()))?;
+fn check_render(renderer: &Renderer, profile: &Profile) -> Result<(), (KeyPath, String)> {
     let context = profile
         .contexts
         .first()
