@@ -7,6 +7,7 @@ use fleetspawn::kubeconfig::{self, Fleet};
 
 #[tokio::test]
 async fn a_stopped_cluster_is_reported_unhealthy_by_name_and_the_others_still_work() {
+    let _serial = common::serial();
     let loaded = kubeconfig::load(Some(&common::kubeconfig())).expect("load kubeconfig");
     let fleet = Fleet::connect(&loaded).await;
     let outage = common::ClusterOutage::begin("cluster-b");
@@ -27,6 +28,7 @@ async fn instances_on_a_stopped_cluster_are_unknown_not_stopped_and_come_back_ru
     use fleetspawn::spawner::{SpawnRequest, Spawner, SpawnerSettings};
     use futures::StreamExt;
     use std::time::Duration;
+    let _serial = common::serial();
 
     let loaded = kubeconfig::load(Some(&common::kubeconfig())).expect("kubeconfig");
     let profiles = fleetspawn::profiles::load(&common::repo().join("tests/fixtures/profiles.toml")).expect("profiles");
@@ -36,7 +38,7 @@ async fn instances_on_a_stopped_cluster_are_unknown_not_stopped_and_come_back_ru
     let on_b = common::unique("outage-b");
     s.spawn(req(&on_b, "b")).await.expect("spawn on b");
     let end = s.progress(&on_b, "").expect("progress").subscribe().collect::<Vec<_>>().await;
-    assert_eq!(end.last().and_then(|e| e.ready), Some(true));
+    assert_eq!(end.last().and_then(|e| e.ready), Some(true), "{end:?}");
 
     let outage = common::ClusterOutage::begin("cluster-b");
     let state_of = |s: &Spawner, u: &str| s.status(u, "").map(|v| v.state).ok();
@@ -51,7 +53,7 @@ async fn instances_on_a_stopped_cluster_are_unknown_not_stopped_and_come_back_ru
     let on_a = common::unique("outage-a");
     s.spawn(req(&on_a, "a")).await.expect("spawn on a during the outage");
     let end = s.progress(&on_a, "").expect("progress").subscribe().collect::<Vec<_>>().await;
-    assert_eq!(end.last().and_then(|e| e.ready), Some(true));
+    assert_eq!(end.last().and_then(|e| e.ready), Some(true), "{end:?}");
     // Spawning on the down cluster is refused with the cluster named.
     let err = s.spawn(req(&common::unique("outage-b2"), "b")).await.expect_err("cluster-b is down");
     assert!(err.to_string().contains("cluster-b"), "{err}");

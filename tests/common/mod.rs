@@ -46,17 +46,21 @@ pub fn kubectl(context: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// Held for the whole of a test that stops clusters: such tests run one at a time.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Stops one local cluster for the life of the guard; starts it again on drop, even if the
-/// test fails, so the next test binary finds every cluster up. Outages are one at a time.
-pub struct ClusterOutage(&'static str, #[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+/// test fails, so the next test binary finds every cluster up.
+pub struct ClusterOutage(&'static str);
 
 impl ClusterOutage {
     pub fn begin(name: &'static str) -> Self {
-        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         kubeconfig();
         clusters_script(&["stop", name]);
-        ClusterOutage(name, guard)
+        ClusterOutage(name)
     }
 
     /// Ends the outage early (the drop then has nothing to do).

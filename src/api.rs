@@ -1,0 +1,1085 @@
+//! The REST API under `/api/v1`, and the operations endpoints `/healthz`, `/readyz`, `/metrics`.
+//!
+//! Every error is JSON `{"error": "<code>", "detail": "<sentence>"}` (plus `"field"` when one
+//! input is at fault) with the matching status. The wire types live here, converted from the
+//! spawner's types, so the OpenAPI document (derived from these types and the handlers'
+//! annotations, served at `/api/v1/openapi.json`) describes exactly what is sent.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::LazyLock;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use axum_extra::extract::WithRejection;
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::auth::{validate_name, AuthError, Caller};
+use crate::kubeconfig::Health;
+use crate::profiles::{Profile, ProfileSet};
+use crate::server::AppState;
+use crate::lifecycle::ProgressEvent;
+use crate::profiles::OptionError;
+use crate::registry::InstanceState;
+use crate::spawner::{InstanceView, SpawnError, SpawnRequest};
+
+/// Largest accepted request body.
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// Most entries in `options` or in `env`.
+pub const MAX_MAP_ENTRIES: usize = 64;
+/// Longest option value (free-text options included).
+pub const MAX_OPTION_VALUE: usize = 1024;
+/// Longest environment variable value.
+pub const MAX_ENV_VALUE: usize = 8 * 1024;
+/// Longest option key, environment variable name or profile slug.
+pub const MAX_KEY_LEN: usize = 128;
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// An API error: a status, a stable code, a sentence, and the field at fault if any.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{message}")]
+    BadBody { status: StatusCode, message: String },
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code such as `bad_option` or `too_many_spawns`.
+    pub error: String,
+    /// What went wrong, in a sentence.
+    pub detail: String,
+    /// The input at fault (`options.image`, `env.FOO`, `user`...), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Auth(AuthError::Csrf) => StatusCode::FORBIDDEN,
+            ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadBody { status, .. } => *status,
+            ApiError::Spawn(e) => match e {
+                SpawnError::UnknownProfile(_) | SpawnError::NotFound => StatusCode::NOT_FOUND,
+                SpawnError::BadOption(_) => StatusCode::BAD_REQUEST,
+                SpawnError::TooManySpawns { .. } => StatusCode::TOO_MANY_REQUESTS,
+                SpawnError::TooManyServers { .. } | SpawnError::Busy => StatusCode::CONFLICT,
+                SpawnError::ClusterUnavailable { .. } | SpawnError::NoHealthyCluster(_) => StatusCode::SERVICE_UNAVAILABLE,
+                SpawnError::Kubernetes(_) => StatusCode::BAD_GATEWAY,
+                SpawnError::Bundle(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                SpawnError::StopTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            },
+        }
+    }
+
+    /// The stable code in the `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Auth(AuthError::Csrf) => "csrf",
+            ApiError::Auth(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Invalid { .. } => "invalid_input",
+            ApiError::BadBody { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+            ApiError::BadBody { .. } => "invalid_body",
+            ApiError::Spawn(e) => match e {
+                SpawnError::UnknownProfile(_) => "unknown_profile",
+                SpawnError::NotFound => "not_found",
+                SpawnError::BadOption(_) => "bad_option",
+                SpawnError::TooManySpawns { .. } => "too_many_spawns",
+                SpawnError::TooManyServers { .. } => "too_many_servers",
+                SpawnError::Busy => "busy",
+                SpawnError::ClusterUnavailable { .. } => "cluster_unavailable",
+                SpawnError::NoHealthyCluster(_) => "no_healthy_cluster",
+                SpawnError::Kubernetes(_) => "kubernetes_error",
+                SpawnError::Bundle(_) => "profile_error",
+                SpawnError::StopTimeout(_) => "stop_timeout",
+            },
+        }
+    }
+
+    /// The input at fault, if one is (`options.NAME` for a bad option).
+    pub fn field(&self) -> Option<String> {
+        match self {
+            ApiError::Invalid { field, .. } => Some(field.clone()),
+            ApiError::Spawn(SpawnError::BadOption(e)) => Some(format!("options.{}", option_name(e))),
+            _ => None,
+        }
+    }
+
+    /// The error in words for a person at a browser rather than a program.
+    pub fn user_message(&self) -> String {
+        match self {
+            ApiError::Auth(AuthError::Csrf) => "This page had expired. Please try again.".into(),
+            ApiError::Auth(_) => "You are not signed in. Sign in and try again.".into(),
+            ApiError::Forbidden(_) => "You are not allowed to do that.".into(),
+            ApiError::Invalid { field, message } => format!("The value for “{field}” {message}."),
+            ApiError::Spawn(SpawnError::BadOption(e)) => bad_option_message(e),
+            ApiError::Spawn(SpawnError::UnknownProfile(_)) => "That environment is no longer offered. Please pick another one.".into(),
+            ApiError::Spawn(SpawnError::TooManySpawns { .. }) => "Many servers are starting right now. Please try again in a minute.".into(),
+            ApiError::Spawn(SpawnError::TooManyServers { limit, .. }) => format!("You already have {limit} servers, the most allowed. Stop one to start another."),
+            ApiError::Spawn(SpawnError::ClusterUnavailable { context }) => format!("The cluster “{context}” cannot be reached right now, so the state of this server is not known. Please try again in a moment."),
+            ApiError::Spawn(SpawnError::NoHealthyCluster(_)) => "No cluster for this environment can be reached right now. Please try again later or pick another environment.".into(),
+            ApiError::Spawn(SpawnError::Busy) => "Your server is still shutting down. Please wait a moment and try again.".into(),
+            ApiError::Spawn(SpawnError::Kubernetes(_)) => "The cluster refused to start your server. Please try again; if it keeps failing, tell your administrators.".into(),
+            ApiError::Spawn(SpawnError::Bundle(_)) => "This environment is misconfigured and cannot start. Please tell your administrators.".into(),
+            ApiError::Spawn(SpawnError::StopTimeout(_)) => "Your server is taking long to stop. It will be cleaned up; please try again in a minute.".into(),
+            ApiError::NotFound(_) | ApiError::Spawn(SpawnError::NotFound) => "There is no such server.".into(),
+            ApiError::BadBody { .. } => "The request could not be read.".into(),
+        }
+    }
+
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError::Invalid { field: field.into(), message: message.into() }
+    }
+}
+
+/// The option an [`OptionError`] is about.
+fn option_name(e: &OptionError) -> &str {
+    match e {
+        OptionError::Unknown { option, .. }
+        | OptionError::NotAChoice { option, .. }
+        | OptionError::NoMatch { option, .. }
+        | OptionError::ImageNotAllowed { option, .. }
+        | OptionError::Invalid { option, .. } => option,
+    }
+}
+
+fn bad_option_message(e: &OptionError) -> String {
+    match e {
+        OptionError::Unknown { option, .. } => format!("This environment has no option “{option}”. Please reload the page."),
+        OptionError::NotAChoice { option, value, .. } => format!("“{value}” is not one of the choices for “{option}”."),
+        OptionError::NoMatch { option, value, .. } => format!("“{value}” is not a valid value for “{option}”."),
+        OptionError::ImageNotAllowed { image, .. } => format!("The image “{image}” is not allowed here."),
+        OptionError::Invalid { option, .. } => format!("The value for “{option}” cannot be used with this environment."),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "request failed");
+        }
+        let body = ErrorBody { error: self.code().into(), detail: self.to_string(), field: self.field() };
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Spawn(SpawnError::TooManySpawns { .. }) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+            }
+            ApiError::Auth(AuthError::Missing | AuthError::BadToken) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError::BadBody { status: r.status(), message: r.body_text() }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::BadBody { status: StatusCode::BAD_REQUEST, message: r.body_text() }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::BadBody { status: StatusCode::BAD_REQUEST, message: r.body_text() }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire types
+// ---------------------------------------------------------------------------------------------
+
+/// The lifecycle state of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerState {
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    Failed,
+    Unknown,
+}
+
+impl From<InstanceState> for ServerState {
+    fn from(s: InstanceState) -> Self {
+        match s {
+            InstanceState::Pending => ServerState::Pending,
+            InstanceState::Running => ServerState::Running,
+            InstanceState::Stopping => ServerState::Stopping,
+            InstanceState::Stopped => ServerState::Stopped,
+            InstanceState::Failed => ServerState::Failed,
+            InstanceState::Unknown => ServerState::Unknown,
+        }
+    }
+}
+
+/// One user server.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Instance {
+    /// Unique key of the instance across clusters.
+    pub key: String,
+    pub user: String,
+    /// The server's name; empty for the user's default server.
+    pub server: String,
+    pub profile: String,
+    /// The kubeconfig context (cluster) it runs on.
+    pub cluster: String,
+    pub state: ServerState,
+    /// Where the server answers, once known.
+    pub url: Option<String>,
+    /// RFC 3339.
+    pub started_at: Option<String>,
+    /// RFC 3339: when the registry last saw the instance's objects.
+    pub last_seen: Option<String>,
+    /// Why it failed, when it did.
+    pub cause: Option<String>,
+    /// Why this cluster was chosen (spawns in flight).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
+}
+
+impl From<InstanceView> for Instance {
+    fn from(v: InstanceView) -> Self {
+        Instance {
+            key: v.key,
+            user: v.user,
+            server: v.server,
+            profile: v.profile,
+            cluster: v.cluster,
+            state: v.state.into(),
+            url: v.url,
+            started_at: v.started_at,
+            last_seen: v.last_seen,
+            cause: v.cause,
+            placement: v.placement,
+        }
+    }
+}
+
+/// One progress message, the `data` of every SSE event (JupyterHub's progress shape).
+/// The event name is `progress`, then `ready` or `failed` for the last one.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Progress {
+    /// 0 to 100.
+    pub progress: u8,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<bool>,
+}
+
+impl Progress {
+    /// The SSE event name: `ready`, `failed` or `progress`.
+    pub fn event_name(&self) -> &'static str {
+        if self.ready == Some(true) {
+            "ready"
+        } else if self.failed == Some(true) {
+            "failed"
+        } else {
+            "progress"
+        }
+    }
+}
+
+impl From<ProgressEvent> for Progress {
+    fn from(e: ProgressEvent) -> Self {
+        Progress { progress: e.progress.min(100), message: e.message, ready: e.ready, url: e.url, failed: e.failed }
+    }
+}
+
+/// A profile the caller may use.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProfileInfo {
+    pub slug: String,
+    pub display_name: String,
+    pub description: String,
+    /// The clusters (kubeconfig contexts) it can run on.
+    pub clusters: Vec<String>,
+    /// Whether it is the default profile.
+    pub default: bool,
+    pub options: Vec<OptionInfo>,
+}
+
+/// One user-selectable option of a profile.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OptionInfo {
+    /// The key to send in `options`.
+    pub name: String,
+    pub display_name: String,
+    /// Help text.
+    pub description: String,
+    /// The listed choices (may be empty for a free-text-only option).
+    pub choices: Vec<ChoiceInfo>,
+    /// The value preselected.
+    pub default: Option<String>,
+    /// Present when a free-text value is accepted.
+    pub free_text: Option<FreeTextInfo>,
+}
+
+/// One listed choice of an option.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChoiceInfo {
+    pub value: String,
+    pub display_name: String,
+    /// Help text.
+    pub description: String,
+}
+
+/// How a free-text option value is checked.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FreeTextInfo {
+    /// The regular expression the whole value must match.
+    pub regex: String,
+    /// What to type, in words.
+    pub hint: String,
+}
+
+impl ProfileInfo {
+    /// The wire form of `profile`.
+    pub fn new(profile: &Profile, is_default: bool) -> ProfileInfo {
+        let options = profile
+            .options
+            .iter()
+            .map(|(name, opt)| OptionInfo {
+                name: name.clone(),
+                display_name: opt.display_name.clone(),
+                description: opt.description.clone(),
+                choices: opt
+                    .choices
+                    .iter()
+                    .map(|(value, c)| ChoiceInfo {
+                        value: value.clone(),
+                        display_name: c.display_name.clone(),
+                        description: c.description.clone(),
+                    })
+                    .collect(),
+                default: opt.default.clone(),
+                free_text: opt.free_text.as_ref().map(|f| FreeTextInfo { regex: f.regex.clone(), hint: f.display_name.clone() }),
+            })
+            .collect();
+        ProfileInfo {
+            slug: profile.slug.clone(),
+            display_name: profile.display_name.clone(),
+            description: profile.description.clone(),
+            clusters: profile.contexts.clone(),
+            default: is_default,
+            options,
+        }
+    }
+}
+
+/// The profiles of `set` that `caller` may use, the default first.
+pub fn visible_profiles(set: &ProfileSet, caller: &Caller) -> Vec<ProfileInfo> {
+    let default = set.default_profile().map(|p| p.slug.clone());
+    let mut list: Vec<ProfileInfo> = set
+        .iter()
+        .filter(|p| caller.can_use_profile(&p.allowed_groups))
+        .map(|p| ProfileInfo::new(p, default.as_deref() == Some(p.slug.as_str())))
+        .collect();
+    list.sort_by_key(|p| !p.default);
+    list
+}
+
+/// The body of a start request. Every field may be left out: `{}` starts the default profile.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct StartRequest {
+    /// The profile's slug; the default profile when absent.
+    pub profile: Option<String>,
+    /// Option values by option name; absent options take their default.
+    pub options: BTreeMap<String, String>,
+    /// Extra environment variables for the server (JupyterHub passes its API token here).
+    pub env: BTreeMap<String, String>,
+    /// The path the server is served under (e.g. `/user/alice/`), when a hub proxies it.
+    pub url_prefix: Option<String>,
+}
+
+/// The health of one cluster (kubeconfig context).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ClusterHealth {
+    pub context: String,
+    pub server: Option<String>,
+    pub healthy: bool,
+    pub version: Option<String>,
+    pub latency_ms: Option<u64>,
+    pub cause: Option<String>,
+}
+
+impl From<Health> for ClusterHealth {
+    fn from(h: Health) -> Self {
+        ClusterHealth { context: h.context, server: h.server, healthy: h.healthy, version: h.version, latency_ms: h.latency_ms, cause: h.cause }
+    }
+}
+
+/// The `/readyz` answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Readiness {
+    /// True when the registry is synced for every reachable cluster.
+    pub ready: bool,
+    /// Reachable clusters whose registry is not synced yet.
+    pub unsynced_clusters: Vec<String>,
+    /// The error of the last profiles reload, when it failed (the previous profiles are in use).
+    pub profiles_error: Option<String>,
+}
+
+/// A user and one of their servers; the default server's name is empty.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ServerPath {
+    /// The user's name.
+    pub user: String,
+    /// The server's name (the route `/users/{user}/server` is the default server).
+    #[serde(default)]
+    pub server: String,
+}
+
+/// `DELETE` query parameters.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(default)]
+pub struct StopQuery {
+    /// Also delete the server's persistent volume claim (its files).
+    pub remove: bool,
+}
+
+/// Filters of `GET /instances`; each one narrows the list.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(default, deny_unknown_fields)]
+pub struct InstanceFilter {
+    pub cluster: Option<String>,
+    pub profile: Option<String>,
+    pub state: Option<ServerState>,
+    pub user: Option<String>,
+}
+
+impl InstanceFilter {
+    /// Whether `i` passes every filter that is set.
+    pub fn matches(&self, i: &Instance) -> bool {
+        let eq = |filter: &Option<String>, value: &str| filter.as_deref().is_none_or(|f| f == value);
+        eq(&self.cluster, &i.cluster)
+            && eq(&self.profile, &i.profile)
+            && eq(&self.user, &i.user)
+            && self.state.is_none_or(|s| s == i.state)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation and authorization
+// ---------------------------------------------------------------------------------------------
+
+/// Checks the user and server names of a path.
+pub fn validate_path(p: &ServerPath) -> Result<(), ApiError> {
+    validate_name(&p.user).map_err(|m| ApiError::invalid("user", m))?;
+    if p.user.is_empty() {
+        return Err(ApiError::invalid("user", "is empty"));
+    }
+    validate_name(&p.server).map_err(|m| ApiError::invalid("server", m))
+}
+
+fn is_key(s: &str, extra: &[char]) -> bool {
+    !s.is_empty() && s.len() <= MAX_KEY_LEN && s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+}
+
+/// Checks the shape of a start request: sizes, names and characters. Option values are checked
+/// against the profile (choices, regexes) by the spawner.
+pub fn validate_start(req: &StartRequest) -> Result<(), ApiError> {
+    if let Some(slug) = &req.profile {
+        if !is_key(slug, &['-', '_', '.']) {
+            return Err(ApiError::invalid("profile", "must be a profile slug (letters, digits, '-', '_', '.')"));
+        }
+    }
+    if req.options.len() > MAX_MAP_ENTRIES {
+        return Err(ApiError::invalid("options", format!("has more than {MAX_MAP_ENTRIES} entries")));
+    }
+    for (key, value) in &req.options {
+        let field = format!("options.{key}");
+        if !is_key(key, &['-', '_', '.']) {
+            return Err(ApiError::invalid(field, "is not an option name"));
+        }
+        if value.len() > MAX_OPTION_VALUE {
+            return Err(ApiError::invalid(field, format!("is longer than {MAX_OPTION_VALUE} bytes")));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(ApiError::invalid(field, "contains control characters"));
+        }
+    }
+    if req.env.len() > MAX_MAP_ENTRIES {
+        return Err(ApiError::invalid("env", format!("has more than {MAX_MAP_ENTRIES} entries")));
+    }
+    for (key, value) in &req.env {
+        let field = format!("env.{key}");
+        if !is_key(key, &['_']) || key.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(ApiError::invalid(field, "is not an environment variable name"));
+        }
+        if value.len() > MAX_ENV_VALUE {
+            return Err(ApiError::invalid(field, format!("is longer than {MAX_ENV_VALUE} bytes")));
+        }
+        if value.contains('\0') {
+            return Err(ApiError::invalid(field, "contains a NUL character"));
+        }
+    }
+    if let Some(prefix) = &req.url_prefix {
+        let ok = prefix.starts_with('/')
+            && prefix.len() <= 255
+            && !prefix.split('/').any(|seg| seg == "..")
+            && !prefix.chars().any(|c| c.is_control() || c.is_whitespace());
+        if !ok {
+            return Err(ApiError::invalid("url_prefix", "must be an absolute path without spaces or '..'"));
+        }
+    }
+    Ok(())
+}
+
+/// Fails unless `caller` may act for `user`.
+pub fn authorize(caller: &Caller, user: &str) -> Result<(), ApiError> {
+    if caller.can_act_for(user) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!("{} may not act for user {user:?}", caller.label())))
+    }
+}
+
+fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("this needs an administrator".into()))
+    }
+}
+
+/// Validates and authorizes a start request, then starts (or returns) the server. Shared by the
+/// API and the web form.
+pub async fn start_server(state: &AppState, caller: &Caller, path: &ServerPath, req: StartRequest) -> Result<InstanceView, ApiError> {
+    validate_path(path)?;
+    authorize(caller, &path.user)?;
+    validate_start(&req)?;
+    let profiles = state.spawner.profiles();
+    let profile = match &req.profile {
+        Some(slug) => profiles.get(slug),
+        None => profiles.default_profile(),
+    }
+    .ok_or_else(|| SpawnError::UnknownProfile(req.profile.clone().unwrap_or_default()))?;
+    if !caller.can_use_profile(&profile.allowed_groups) {
+        return Err(ApiError::Forbidden(format!("profile {:?} is limited to other groups", profile.slug)));
+    }
+    tracing::info!(caller = %caller.label(), user = %path.user, server = %path.server, profile = %profile.slug,
+        options = ?req.options, env_vars = req.env.len(), "start requested");
+    let request = SpawnRequest {
+        user: path.user.clone(),
+        server: path.server.clone(),
+        profile: profile.slug.clone(),
+        options: req.options,
+        env: req.env,
+        url_prefix: req.url_prefix,
+    };
+    Ok(state.spawner.spawn(request).await?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+// ---------------------------------------------------------------------------------------------
+
+type ApiPath = WithRejection<Path<ServerPath>, ApiError>;
+
+/// The profiles the caller may use, with their options.
+#[utoipa::path(get, path = "/api/v1/profiles", tag = "profiles",
+    responses((status = 200, body = Vec<ProfileInfo>), (status = 401, body = ErrorBody)))]
+async fn list_profiles(State(state): State<AppState>, caller: Caller) -> Json<Vec<ProfileInfo>> {
+    Json(visible_profiles(&state.spawner.profiles(), &caller))
+}
+
+/// Starts a server, or returns the one starting or running.
+#[utoipa::path(put, path = "/api/v1/users/{user}/servers/{server}", tag = "servers", params(ServerPath),
+    request_body = StartRequest,
+    responses(
+        (status = 200, description = "Already running", body = Instance),
+        (status = 202, description = "Starting; follow `/progress`", body = Instance),
+        (status = 400, description = "Bad input (the field is named)", body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, description = "Unknown profile", body = ErrorBody),
+        (status = 409, description = "Stopping, or too many servers", body = ErrorBody),
+        (status = 429, description = "Too many spawns in flight", body = ErrorBody),
+        (status = 503, description = "Cluster unavailable", body = ErrorBody)))]
+async fn start(
+    State(state): State<AppState>,
+    caller: Caller,
+    WithRejection(Path(path), _): ApiPath,
+    WithRejection(Json(body), _): WithRejection<Json<StartRequest>, ApiError>,
+) -> Result<(StatusCode, Json<Instance>), ApiError> {
+    let view = start_server(&state, &caller, &path, body).await?;
+    let status = if view.state == InstanceState::Running { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((status, Json(view.into())))
+}
+
+/// Same as `PUT`.
+#[utoipa::path(post, path = "/api/v1/users/{user}/servers/{server}", tag = "servers", params(ServerPath),
+    request_body = StartRequest,
+    responses((status = 200, body = Instance), (status = 202, body = Instance), (status = "4XX", body = ErrorBody)))]
+async fn start_post(
+    state: State<AppState>,
+    caller: Caller,
+    path: ApiPath,
+    body: WithRejection<Json<StartRequest>, ApiError>,
+) -> Result<(StatusCode, Json<Instance>), ApiError> {
+    start(state, caller, path, body).await
+}
+
+/// A server's state, URL, cluster, profile, times and cause of failure.
+#[utoipa::path(get, path = "/api/v1/users/{user}/servers/{server}", tag = "servers", params(ServerPath),
+    responses((status = 200, body = Instance), (status = 404, body = ErrorBody)))]
+async fn status(
+    State(state): State<AppState>,
+    caller: Caller,
+    WithRejection(Path(path), _): ApiPath,
+) -> Result<Json<Instance>, ApiError> {
+    validate_path(&path)?;
+    authorize(&caller, &path.user)?;
+    state.spawner.status(&path.user, &path.server).map(|v| Json(v.into())).map_err(|e| not_found_names(e, &path))
+}
+
+/// [`SpawnError::NotFound`] with the user and server named.
+pub fn not_found_names(e: SpawnError, path: &ServerPath) -> ApiError {
+    match e {
+        SpawnError::NotFound => no_server(path),
+        other => other.into(),
+    }
+}
+
+fn no_server(path: &ServerPath) -> ApiError {
+    ApiError::NotFound(format!("user {:?} has no server {:?}", path.user, path.server))
+}
+
+/// Stops a server (idempotent); `?remove=true` also deletes its storage.
+#[utoipa::path(delete, path = "/api/v1/users/{user}/servers/{server}", tag = "servers", params(ServerPath, StopQuery),
+    responses((status = 204, description = "Stopped (or was not running)"), (status = 403, body = ErrorBody)))]
+async fn stop(
+    State(state): State<AppState>,
+    caller: Caller,
+    WithRejection(Path(path), _): ApiPath,
+    WithRejection(Query(q), _): WithRejection<Query<StopQuery>, ApiError>,
+) -> Result<StatusCode, ApiError> {
+    validate_path(&path)?;
+    authorize(&caller, &path.user)?;
+    tracing::info!(caller = %caller.label(), user = %path.user, server = %path.server, remove = q.remove, "stop requested");
+    state.spawner.stop(&path.user, &path.server, q.remove).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Server-Sent Events with the spawn's progress: the history first, then live events; the last
+/// one is named `ready` (with `url`) or `failed` (the cause in `message`).
+#[utoipa::path(get, path = "/api/v1/users/{user}/servers/{server}/progress", tag = "servers", params(ServerPath),
+    responses((status = 200, content_type = "text/event-stream", body = Progress), (status = 404, body = ErrorBody)))]
+async fn progress(
+    State(state): State<AppState>,
+    caller: Caller,
+    WithRejection(Path(path), _): ApiPath,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    validate_path(&path)?;
+    authorize(&caller, &path.user)?;
+    let log = state.spawner.progress(&path.user, &path.server).ok_or_else(|| no_server(&path))?;
+    let events = log.subscribe().map(|e| Ok(sse_event(Progress::from(e)))).take_until(state.shutdown.clone().wait());
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// One SSE event for a progress message.
+pub fn sse_event(p: Progress) -> Event {
+    // Serializing a struct of strings and numbers cannot fail.
+    let data = serde_json::to_string(&p).unwrap_or_default();
+    Event::default().event(p.event_name()).data(data)
+}
+
+/// Every instance across clusters (administrators only), filtered.
+#[utoipa::path(get, path = "/api/v1/instances", tag = "admin", params(InstanceFilter),
+    responses((status = 200, body = Vec<Instance>), (status = 403, body = ErrorBody)))]
+async fn instances(
+    State(state): State<AppState>,
+    caller: Caller,
+    WithRejection(Query(filter), _): WithRejection<Query<InstanceFilter>, ApiError>,
+) -> Result<Json<Vec<Instance>>, ApiError> {
+    require_admin(&caller)?;
+    Ok(Json(state.spawner.list().into_iter().map(Instance::from).filter(|i| filter.matches(i)).collect()))
+}
+
+/// The health of each cluster (administrators and the hub).
+#[utoipa::path(get, path = "/api/v1/clusters", tag = "admin",
+    responses((status = 200, body = Vec<ClusterHealth>), (status = 403, body = ErrorBody)))]
+async fn clusters(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<ClusterHealth>>, ApiError> {
+    if !(caller.is_admin() || matches!(&caller, Caller::Token { role: crate::auth::Role::Hub, .. })) {
+        return Err(ApiError::Forbidden("cluster health is for administrators and the hub".into()));
+    }
+    Ok(Json(state.spawner.cluster_health().into_iter().map(ClusterHealth::from).collect()))
+}
+
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = String)))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready when the registry is synced for every reachable cluster; the body lists what is not,
+/// and the last profiles reload error (which does not make the daemon unready).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let unsynced = state.spawner.unsynced_clusters();
+    let ready = unsynced.is_empty();
+    let body = Readiness { ready, unsynced_clusters: unsynced, profiles_error: state.reload.last_error() };
+    (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+}
+
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON.as_str())
+}
+
+async fn unknown_api_route() -> ApiError {
+    ApiError::NotFound("no such API route".into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routers and the OpenAPI document
+// ---------------------------------------------------------------------------------------------
+
+/// The routes under `/api/v1`.
+pub fn router() -> Router<AppState> {
+    let server = || get(status).put(start).post(start_post).delete(stop);
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/api/v1/profiles", get(list_profiles))
+        .route("/api/v1/users/{user}/server", server())
+        .route("/api/v1/users/{user}/server/progress", get(progress))
+        .route("/api/v1/users/{user}/servers/{server}", server())
+        .route("/api/v1/users/{user}/servers/{server}/progress", get(progress))
+        .route("/api/v1/instances", get(instances))
+        .route("/api/v1/clusters", get(clusters))
+        .route("/api/v1/{*rest}", axum::routing::any(unknown_api_route))
+}
+
+/// `/healthz`, `/readyz`, `/metrics`.
+pub fn ops_router() -> Router<AppState> {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "fleetspawn", description = "Start, watch and stop per-user servers across many Kubernetes clusters."),
+    paths(list_profiles, start, start_post, status, stop, progress, instances, clusters, healthz, readyz, metrics),
+    components(schemas(ErrorBody, Instance, ServerState, Progress, ProfileInfo, OptionInfo, ChoiceInfo, FreeTextInfo, StartRequest, ClusterHealth, Readiness)),
+    modifiers(&Security),
+    security(("token" = [])),
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API token from the daemon's config (role admin, hub, or one user)"))
+                    .build(),
+            ),
+        );
+        add_default_server_routes(openapi);
+    }
+}
+
+/// Documents `/users/{user}/server[...]` (the default server) as a copy of the named-server
+/// routes without the `server` parameter, so both stay in step.
+fn add_default_server_routes(openapi: &mut utoipa::openapi::OpenApi) {
+    let copies: Vec<(String, utoipa::openapi::path::PathItem)> = openapi
+        .paths
+        .paths
+        .iter()
+        .filter(|(path, _)| path.contains("/servers/{server}"))
+        .map(|(path, item)| {
+            let mut item = item.clone();
+            let ops: [&mut Option<Operation>; 4] = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete];
+            for op in ops.into_iter().flatten() {
+                if let Some(params) = op.parameters.as_mut() {
+                    params.retain(|p| !matches!(p, RefOr::T(p) if p.name == "server"));
+                }
+                op.operation_id = op.operation_id.as_ref().map(|id| format!("{id}_default"));
+                op.summary = op.summary.as_ref().map(|s| format!("{s} (default server)"));
+            }
+            (path.replace("/servers/{server}", "/server"), item)
+        })
+        .collect();
+    openapi.paths.paths.extend(copies);
+}
+
+/// The OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The OpenAPI document as JSON, built once.
+static OPENAPI_JSON: LazyLock<String> = LazyLock::new(|| {
+    openapi().to_pretty_json().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "encoding the OpenAPI document");
+        String::from("{}")
+    })
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+
+    fn not_a_choice() -> OptionError {
+        OptionError::NotAChoice { option: "image".into(), value: "x".into(), choices: "base, scipy".into() }
+    }
+
+    fn start_req(options: &[(&str, &str)], env: &[(&str, &str)]) -> StartRequest {
+        StartRequest {
+            options: options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn field_of(r: Result<(), ApiError>) -> String {
+        match r {
+            Err(ApiError::Invalid { field, .. }) => field,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn spawn_errors_map_to_statuses_and_codes() {
+        let cases: Vec<(SpawnError, u16, &str)> = vec![
+            (SpawnError::UnknownProfile("x".into()), 404, "unknown_profile"),
+            (SpawnError::BadOption(not_a_choice()), 400, "bad_option"),
+            (SpawnError::NoHealthyCluster(crate::placement::NoHealthyCluster { unhealthy: vec![] }), 503, "no_healthy_cluster"),
+            (SpawnError::StopTimeout(std::time::Duration::from_secs(30)), 504, "stop_timeout"),
+            (SpawnError::TooManySpawns { limit: 3 }, 429, "too_many_spawns"),
+            (SpawnError::TooManyServers { user: "a".into(), limit: 2 }, 409, "too_many_servers"),
+            (SpawnError::ClusterUnavailable { context: "east".into() }, 503, "cluster_unavailable"),
+            (SpawnError::Busy, 409, "busy"),
+            (SpawnError::NotFound, 404, "not_found"),
+            (SpawnError::Kubernetes(crate::apply::ObjectError { object: "Pod jupyter/x".into(), message: "denied".into(), code: Some(403) }), 502, "kubernetes_error"),
+        ];
+        for (e, status, code) in cases {
+            let e = ApiError::from(e);
+            assert_eq!((e.status().as_u16(), e.code()), (status, code), "{e:?}");
+            assert!(!e.user_message().is_empty());
+        }
+        assert_eq!(ApiError::from(AuthError::Csrf).status(), StatusCode::FORBIDDEN);
+        assert_eq!(ApiError::from(AuthError::BadToken).status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn error_bodies_are_json_with_the_field() {
+        let response = ApiError::from(SpawnError::BadOption(not_a_choice())).into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let bytes = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["error"], "bad_option");
+        assert_eq!(body["field"], "options.image");
+        assert!(body["detail"].as_str().unwrap().contains("is not one of"));
+        let busy = ApiError::from(SpawnError::TooManySpawns { limit: 1 }).into_response();
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "10");
+        let anon = ApiError::from(AuthError::Missing).into_response();
+        assert_eq!(anon.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    }
+
+    #[test]
+    fn start_requests_are_validated_with_the_field_named() {
+        assert!(validate_start(&start_req(&[("image", "python:3.12")], &[("JUPYTERHUB_API_TOKEN", "x")])).is_ok());
+        assert_eq!(field_of(validate_start(&start_req(&[("bad key", "x")], &[]))), "options.bad key");
+        assert_eq!(field_of(validate_start(&start_req(&[("image", "a\nb")], &[]))), "options.image");
+        let long = "x".repeat(MAX_OPTION_VALUE + 1);
+        assert_eq!(field_of(validate_start(&start_req(&[("image", &long)], &[]))), "options.image");
+        assert_eq!(field_of(validate_start(&start_req(&[], &[("1ABC", "x")]))), "env.1ABC");
+        assert_eq!(field_of(validate_start(&start_req(&[], &[("A-B", "x")]))), "env.A-B");
+        assert_eq!(field_of(validate_start(&start_req(&[], &[("A", "x\0")]))), "env.A");
+        let many: Vec<(String, String)> = (0..=MAX_MAP_ENTRIES).map(|i| (format!("k{i}"), String::new())).collect();
+        let req = StartRequest { options: many.into_iter().collect(), ..Default::default() };
+        assert_eq!(field_of(validate_start(&req)), "options");
+        for bad in ["relative/", "/a/../b", "/a b", "/a\n"] {
+            let req = StartRequest { url_prefix: Some(bad.into()), ..Default::default() };
+            assert_eq!(field_of(validate_start(&req)), "url_prefix", "{bad:?}");
+        }
+        let req = StartRequest { url_prefix: Some("/user/alice/".into()), profile: Some("gpu-large".into()), ..Default::default() };
+        assert!(validate_start(&req).is_ok());
+        let req = StartRequest { profile: Some("../etc".into()), ..Default::default() };
+        assert_eq!(field_of(validate_start(&req)), "profile");
+    }
+
+    #[test]
+    fn start_request_bodies_reject_unknown_fields() {
+        assert!(serde_json::from_str::<StartRequest>(r#"{"profile":"cpu","image":"x"}"#).is_err());
+        let empty: StartRequest = serde_json::from_str("{}").unwrap();
+        assert!(empty.profile.is_none() && empty.options.is_empty());
+    }
+
+    #[test]
+    fn paths_are_validated() {
+        let p = |user: &str, server: &str| ServerPath { user: user.into(), server: server.into() };
+        assert!(validate_path(&p("alice", "")).is_ok());
+        assert_eq!(field_of(validate_path(&p("", "x"))), "user");
+        assert_eq!(field_of(validate_path(&p("alice", "a\tb"))), "server");
+        assert_eq!(field_of(validate_path(&p(&"u".repeat(256), ""))), "user");
+    }
+
+    #[test]
+    fn only_the_user_or_their_delegates_act_for_them() {
+        let alice = Caller::User { user: "alice".into(), groups: vec![], admin: false };
+        assert!(authorize(&alice, "alice").is_ok());
+        assert_eq!(authorize(&alice, "bob").unwrap_err().status(), StatusCode::FORBIDDEN);
+        assert!(authorize(&Caller::Token { name: "hub".into(), role: Role::Hub }, "bob").is_ok());
+        assert!(require_admin(&alice).is_err());
+    }
+
+    fn profiles() -> ProfileSet {
+        let text = r#"
+[defaults]
+image = "quay.io/jupyter/base-notebook:latest"
+ingress_public_url = "http://east.example.org"
+allowed_images = ["quay.io/jupyter/*"]
+
+[[profiles]]
+slug = "gpu"
+display_name = "GPU"
+context = "east"
+allowed_groups = ["gpu"]
+
+[[profiles]]
+slug = "cpu"
+display_name = "CPU"
+default = true
+context = "east"
+
+[profiles.options.image]
+display_name = "Image"
+default = "scipy"
+
+[profiles.options.image.choices.scipy]
+display_name = "SciPy"
+description = "NumPy, pandas, SciPy"
+override = { image = "quay.io/jupyter/scipy-notebook:latest" }
+
+[profiles.options.image.free_text]
+display_name = "an image name"
+regex = 'quay\.io/jupyter/[a-z-]+:[a-z0-9.-]+'
+override = { image = "{value}" }
+"#;
+        crate::profiles::parse("profiles.toml", text).unwrap()
+    }
+
+    #[test]
+    fn profiles_are_filtered_by_group_and_the_default_comes_first() {
+        let set = profiles();
+        let alice = Caller::User { user: "alice".into(), groups: vec![], admin: false };
+        let list = visible_profiles(&set, &alice);
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].slug, "cpu");
+        assert!(list[0].default);
+        assert_eq!(list[0].options[0].choices[0].value, "scipy");
+        assert_eq!(list[0].options[0].free_text.as_ref().unwrap().hint, "an image name");
+        assert_eq!(list[0].options[0].choices[0].description, "NumPy, pandas, SciPy");
+        assert_eq!(list[0].clusters, ["east"]);
+        let gpu_user = Caller::User { user: "g".into(), groups: vec!["gpu".into()], admin: false };
+        let list = visible_profiles(&set, &gpu_user);
+        assert_eq!(list.iter().map(|p| p.slug.as_str()).collect::<Vec<_>>(), ["cpu", "gpu"]);
+    }
+
+    #[test]
+    fn instance_filters() {
+        let i = Instance {
+            key: "k".into(), user: "alice".into(), server: String::new(), profile: "cpu".into(), cluster: "east".into(),
+            state: ServerState::Running, url: None, started_at: None, last_seen: None, cause: None, placement: None,
+        };
+        assert!(InstanceFilter::default().matches(&i));
+        assert!(InstanceFilter { cluster: Some("east".into()), state: Some(ServerState::Running), ..Default::default() }.matches(&i));
+        assert!(!InstanceFilter { user: Some("bob".into()), ..Default::default() }.matches(&i));
+        assert!(!InstanceFilter { state: Some(ServerState::Failed), ..Default::default() }.matches(&i));
+    }
+
+    #[test]
+    fn progress_events_are_named_by_outcome() {
+        let p = |ready, failed| Progress { progress: 50, message: "m".into(), ready, url: None, failed };
+        assert_eq!(p(None, None).event_name(), "progress");
+        assert_eq!(p(Some(true), None).event_name(), "ready");
+        assert_eq!(p(None, Some(true)).event_name(), "failed");
+        let from = Progress::from(ProgressEvent { progress: 250, message: "x".into(), ready: None, url: None, failed: None });
+        assert_eq!(from.progress, 100);
+    }
+
+    #[test]
+    fn the_openapi_document_covers_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(&OPENAPI_JSON).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for path in [
+            "/api/v1/profiles",
+            "/api/v1/users/{user}/servers/{server}",
+            "/api/v1/users/{user}/server",
+            "/api/v1/users/{user}/servers/{server}/progress",
+            "/api/v1/users/{user}/server/progress",
+            "/api/v1/instances",
+            "/api/v1/clusters",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        ] {
+            assert!(paths.contains_key(path), "missing {path}");
+        }
+        let default_put = &paths["/api/v1/users/{user}/server"]["put"];
+        let params: Vec<&str> = default_put["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(params, ["user"]);
+        assert_eq!(default_put["operationId"], "start_default");
+        assert!(doc["components"]["schemas"]["StartRequest"].is_object());
+        assert!(doc["components"]["securitySchemes"]["token"].is_object());
+    }
+}

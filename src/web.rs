@@ -1,0 +1,719 @@
+//! The browser pages: pick a profile and start a server, watch it start, stop it; and, for
+//! administrators, every instance with the health of each cluster.
+//!
+//! Pages are rendered on the server with minijinja (the templates are embedded), and work
+//! without JavaScript except the live progress, which a small script reads from the API's SSE
+//! stream (without it the progress page refreshes itself). Forms carry a CSRF token bound to a
+//! signed session cookie (see [`crate::auth`]). User values reach templates only as context
+//! data, which minijinja escapes for HTML.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Form, Query, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use axum_extra::extract::SignedCookieJar;
+use minijinja::Environment;
+use serde::{Deserialize, Serialize};
+
+use crate::api::{self, ApiError, ClusterHealth, Instance, ProfileInfo, ServerPath, StartRequest, ServerState};
+use crate::auth::{Caller, CSRF_FIELD};
+use crate::lifecycle::ProgressEvent;
+use crate::server::AppState;
+
+/// The select value meaning "use the free-text field instead".
+pub const OTHER: &str = "__other__";
+
+const CSS: &str = include_str!("web/app.css");
+const PROGRESS_JS: &str = include_str!("web/progress.js");
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+    connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
+
+/// The compiled page templates.
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl Templates {
+    /// Compiles the embedded templates.
+    pub fn new() -> Result<Templates, minijinja::Error> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        env.add_function("progress_href", |server: &str| progress_href(server));
+        env.add_filter("when", |t: Option<String>| t.as_deref().map(short_time).unwrap_or_default());
+        for (name, source) in [
+            ("base.html", include_str!("web/base.html")),
+            ("home.html", include_str!("web/home.html")),
+            ("progress.html", include_str!("web/progress.html")),
+            ("admin.html", include_str!("web/admin.html")),
+            ("error.html", include_str!("web/error.html")),
+        ] {
+            env.add_template(name, source)?;
+        }
+        Ok(Templates { env })
+    }
+
+    /// Renders template `name` with `page` as its context.
+    pub fn render<T: Serialize>(&self, name: &str, page: &T) -> Result<String, minijinja::Error> {
+        self.env.get_template(name)?.render(minijinja::value::Serde(page))
+    }
+}
+
+/// The header bar's data, on every page.
+#[derive(Debug, Clone, Serialize)]
+pub struct Header {
+    /// Shown at the right of the bar: the user, or the token's name.
+    pub who: Option<String>,
+    /// The user the pages act for, if the caller is one user.
+    pub user: Option<String>,
+    pub is_admin: bool,
+}
+
+impl Header {
+    /// The header for `caller` (none when not signed in).
+    pub fn new(caller: Option<&Caller>) -> Header {
+        Header {
+            who: caller.map(|c| c.user().map_or_else(|| c.label(), String::from)),
+            user: caller.and_then(|c| c.user().map(String::from)),
+            is_admin: caller.is_some_and(Caller::is_admin),
+        }
+    }
+}
+
+/// The home page: the user's servers and the profiles they may start.
+#[derive(Debug, Clone, Serialize)]
+pub struct HomePage {
+    pub title: &'static str,
+    pub active: &'static str,
+    pub header: Header,
+    pub csrf_token: String,
+    pub servers: Vec<Instance>,
+    pub profiles: Vec<ProfileInfo>,
+    /// Why the last form post failed, in plain words.
+    pub error: Option<String>,
+    pub other: &'static str,
+}
+
+/// The progress page of one server.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgressPage {
+    pub title: String,
+    pub active: &'static str,
+    pub header: Header,
+    pub server_label: String,
+    pub profile: Option<String>,
+    pub cluster: Option<String>,
+    /// The API's SSE endpoint for this server.
+    pub events_url: String,
+    pub percent: u8,
+    /// The progress messages so far (the script replaces them with the live stream).
+    pub messages: Vec<String>,
+    pub failed: bool,
+    pub explanation: String,
+    pub cause: String,
+}
+
+/// The administrators' page.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminPage {
+    pub title: &'static str,
+    pub active: &'static str,
+    pub header: Header,
+    pub clusters: Vec<ClusterHealth>,
+    pub instances: Vec<Instance>,
+    /// Instances per cluster.
+    pub counts: BTreeMap<String, usize>,
+    pub profiles_error: Option<String>,
+}
+
+/// A page that says what went wrong.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorPage {
+    pub title: String,
+    pub active: &'static str,
+    pub header: Header,
+    pub message: String,
+}
+
+/// The routes of the pages and their static assets.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/spawn", post(spawn))
+        .route("/stop", post(stop))
+        .route("/progress", get(progress))
+        .route("/admin", get(admin))
+        .route("/static/app.css", get(|| async { asset("text/css; charset=utf-8", CSS) }))
+        .route("/static/progress.js", get(|| async { asset("text/javascript; charset=utf-8", PROGRESS_JS) }))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=300")], body).into_response()
+}
+
+/// An HTML response with the security headers every page gets.
+fn html(status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::REFERRER_POLICY, "same-origin"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        headers.insert::<HeaderName>(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+fn render<T: Serialize>(state: &AppState, status: StatusCode, name: &str, page: &T) -> Response {
+    match state.templates.render(name, page) {
+        Ok(body) => html(status, body),
+        Err(e) => {
+            tracing::error!(template = name, error = %e, "rendering a page");
+            (StatusCode::INTERNAL_SERVER_ERROR, "The page could not be rendered.").into_response()
+        }
+    }
+}
+
+fn error_page(state: &AppState, caller: Option<&Caller>, error: &ApiError) -> Response {
+    let title = match error.status() {
+        StatusCode::UNAUTHORIZED => "Not signed in",
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::NOT_FOUND => "Not found",
+        _ => "Something went wrong",
+    };
+    let page = ErrorPage { title: title.into(), active: "", header: Header::new(caller), message: error.user_message() };
+    render(state, error.status(), "error.html", &page)
+}
+
+/// The pages act for one user: a proxy user or a single-user token.
+fn page_user(caller: &Caller) -> Result<&str, ApiError> {
+    caller.user().ok_or_else(|| ApiError::Forbidden("these pages are for users; use the API with this token".into()))
+}
+
+async fn home(State(state): State<AppState>, caller: Result<Caller, ApiError>, jar: SignedCookieJar) -> Response {
+    match caller {
+        Ok(caller) => home_page(&state, &caller, jar, None),
+        Err(e) => error_page(&state, None, &e),
+    }
+}
+
+fn home_page(state: &AppState, caller: &Caller, jar: SignedCookieJar, failure: Option<&ApiError>) -> Response {
+    let user = match page_user(caller) {
+        Ok(u) => u,
+        Err(e) if caller.is_admin() => return admin_redirect(&e),
+        Err(e) => return error_page(state, Some(caller), &e),
+    };
+    let (jar, csrf_token) = state.auth.csrf_token(jar, caller);
+    let mut servers: Vec<Instance> = state.spawner.list().into_iter().filter(|i| i.user == user).map(Instance::from).collect();
+    servers.sort_by(|a, b| a.server.cmp(&b.server));
+    let page = HomePage {
+        title: "Your servers",
+        active: "home",
+        header: Header::new(Some(caller)),
+        csrf_token,
+        servers,
+        profiles: api::visible_profiles(&state.spawner.profiles(), caller),
+        error: failure.map(ApiError::user_message),
+        other: OTHER,
+    };
+    let status = failure.map_or(StatusCode::OK, ApiError::status);
+    (jar, render(state, status, "home.html", &page)).into_response()
+}
+
+fn admin_redirect(reason: &ApiError) -> Response {
+    tracing::debug!(%reason, "an admin token on the home page: sending it to /admin");
+    Redirect::to("/admin").into_response()
+}
+
+/// A start form, parsed: its CSRF token, the server to start and the request.
+#[derive(Debug, Default)]
+pub struct SpawnForm {
+    pub csrf_token: String,
+    pub server: String,
+    pub request: StartRequest,
+}
+
+/// Parses the fields of a start form: `profile`, `server`, `option.NAME` (a choice, or
+/// [`OTHER`] to take `other.NAME`), and the CSRF token. Unknown fields are ignored.
+pub fn parse_spawn_form(fields: Vec<(String, String)>) -> SpawnForm {
+    let mut form = SpawnForm::default();
+    let mut others: BTreeMap<String, String> = BTreeMap::new();
+    for (key, value) in fields {
+        if key == CSRF_FIELD {
+            form.csrf_token = value;
+        } else if key == "profile" {
+            form.request.profile = Some(value);
+        } else if key == "server" {
+            form.server = value.trim().to_string();
+        } else if let Some(name) = key.strip_prefix("option.") {
+            form.request.options.insert(name.to_string(), value);
+        } else if let Some(name) = key.strip_prefix("other.") {
+            others.insert(name.to_string(), value.trim().to_string());
+        }
+    }
+    for (name, value) in form.request.options.iter_mut() {
+        if value == OTHER {
+            *value = others.remove(name).unwrap_or_default();
+        }
+    }
+    form
+}
+
+async fn spawn(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    jar: SignedCookieJar,
+    fields: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let caller = match caller {
+        Ok(c) => c,
+        Err(e) => return error_page(&state, None, &e),
+    };
+    let form = match fields {
+        Ok(Form(fields)) => parse_spawn_form(fields),
+        Err(e) => return home_page(&state, &caller, jar, Some(&ApiError::BadBody { status: e.status(), message: e.body_text() })),
+    };
+    let result = async {
+        state.auth.verify_csrf(&jar, &caller, &form.csrf_token)?;
+        let user = page_user(&caller)?.to_string();
+        let path = ServerPath { user, server: form.server.clone() };
+        api::start_server(&state, &caller, &path, form.request).await
+    }
+    .await;
+    match result {
+        Ok(view) if view.state == crate::registry::InstanceState::Running && view.url.is_some() => {
+            Redirect::to(view.url.as_deref().unwrap_or("/")).into_response()
+        }
+        Ok(_) => Redirect::to(&progress_href(&form.server)).into_response(),
+        Err(e) => home_page(&state, &caller, jar, Some(&e)),
+    }
+}
+
+/// The stop form.
+#[derive(Debug, Deserialize)]
+pub struct StopForm {
+    pub csrf_token: String,
+    #[serde(default)]
+    pub server: String,
+}
+
+async fn stop(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    jar: SignedCookieJar,
+    form: Result<Form<StopForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let caller = match caller {
+        Ok(c) => c,
+        Err(e) => return error_page(&state, None, &e),
+    };
+    let result = async {
+        let Form(form) = form.map_err(|e| ApiError::BadBody { status: e.status(), message: e.body_text() })?;
+        state.auth.verify_csrf(&jar, &caller, &form.csrf_token)?;
+        let path = ServerPath { user: page_user(&caller)?.to_string(), server: form.server };
+        api::validate_path(&path)?;
+        tracing::info!(caller = %caller.label(), user = %path.user, server = %path.server, "stop requested from the web");
+        Ok::<(), ApiError>(state.spawner.stop(&path.user, &path.server, false).await?)
+    }
+    .await;
+    match result {
+        Ok(()) => Redirect::to("/").into_response(),
+        Err(e) => home_page(&state, &caller, jar, Some(&e)),
+    }
+}
+
+/// Percent-encodes `s` for a URL path segment or query value (everything but unreserved bytes).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The progress page of `server` (empty: the default server).
+pub fn progress_href(server: &str) -> String {
+    if server.is_empty() {
+        "/progress".into()
+    } else {
+        format!("/progress?server={}", percent_encode(server))
+    }
+}
+
+/// The API's SSE endpoint for `user`'s `server`.
+pub fn events_url(user: &str, server: &str) -> String {
+    let user = percent_encode(user);
+    if server.is_empty() {
+        format!("/api/v1/users/{user}/server/progress")
+    } else {
+        format!("/api/v1/users/{user}/servers/{}/progress", percent_encode(server))
+    }
+}
+
+/// What a spawn failure means, in words for the person who asked for the server. The raw cause
+/// is shown next to it for whoever needs the details.
+pub fn explain_failure(cause: &str) -> &'static str {
+    let c = cause.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| c.contains(w));
+    if has(&["imagepull", "errimage", "manifest unknown", "pull access denied", "invalidimagename"]) {
+        "The software image for this environment could not be downloaded. Try another image, or tell your administrators."
+    } else if has(&["unschedulable", "insufficient", "failedscheduling", "didn't match", "no nodes available", "preemption"]) {
+        "The cluster has no room for your server right now (not enough CPU, memory or GPUs). Try a smaller environment, or try again later."
+    } else if has(&["oomkilled", "out of memory"]) {
+        "Your server ran out of memory while starting. Pick an environment with more memory."
+    } else if has(&["exceeded quota", "quota"]) {
+        "Your team's quota on this cluster is used up. Stop another server, or ask your administrators for more."
+    } else if has(&["crashloopbackoff", "exit code", "exited", "completed"]) {
+        "Your server started but stopped right away. Check the options you chose, or tell your administrators."
+    } else if has(&["timeout", "timed out", "deadline"]) {
+        "Your server took too long to start. Please try again in a moment."
+    } else if has(&["unreachable", "connection refused", "unavailable", "no route to host", "dns error"]) {
+        "The cluster for this environment cannot be reached right now. Please try again later or pick another environment."
+    } else if has(&["stopped", "deleted"]) {
+        "Your server was stopped before it was ready."
+    } else {
+        "Something went wrong while starting your server. Please try again; if it keeps failing, tell your administrators."
+    }
+}
+
+/// An RFC 3339 time as `2026-05-02 09:14 UTC` (other text is shown as it is).
+pub fn short_time(t: &str) -> String {
+    match (t.get(..10), t.get(10..11), t.get(11..16)) {
+        (Some(date), Some("T"), Some(hm)) if t.ends_with('Z') => format!("{date} {hm} UTC"),
+        _ => t.to_string(),
+    }
+}
+
+/// `/progress` query.
+#[derive(Debug, Default, Deserialize)]
+pub struct ProgressQuery {
+    #[serde(default)]
+    pub server: String,
+}
+
+async fn progress(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    query: Result<Query<ProgressQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let result = async {
+        let caller = caller?;
+        let Query(q) = query?;
+        let user = page_user(&caller)?.to_string();
+        let path = ServerPath { user, server: q.server };
+        api::validate_path(&path)?;
+        Ok::<_, ApiError>((caller, path))
+    }
+    .await;
+    let (caller, path) = match result {
+        Ok(ok) => ok,
+        Err(e) => return error_page(&state, None, &e),
+    };
+    let instance = match state.spawner.status(&path.user, &path.server) {
+        Ok(view) => Instance::from(view),
+        Err(e) => return error_page(&state, Some(&caller), &api::not_found_names(e, &path)),
+    };
+    if let (ServerState::Running, Some(url)) = (instance.state, &instance.url) {
+        return Redirect::to(url).into_response();
+    }
+    let history = state.spawner.progress(&path.user, &path.server).map(|log| log.history()).unwrap_or_default();
+    let page = progress_page(&caller, &instance, history);
+    render(&state, StatusCode::OK, "progress.html", &page)
+}
+
+/// The progress page's data for `instance`, with the progress `history` so far.
+pub fn progress_page(caller: &Caller, instance: &Instance, history: Vec<ProgressEvent>) -> ProgressPage {
+    let failed = instance.state == ServerState::Failed;
+    let server_label = if instance.server.is_empty() { "your server".to_string() } else { format!("server “{}”", instance.server) };
+    let cause = instance.cause.clone().unwrap_or_default();
+    ProgressPage {
+        title: if failed { "Start failed".into() } else { "Starting".into() },
+        active: "home",
+        header: Header::new(Some(caller)),
+        server_label,
+        profile: Some(instance.profile.clone()).filter(|p| !p.is_empty()),
+        cluster: Some(instance.cluster.clone()).filter(|c| !c.is_empty()),
+        events_url: events_url(&instance.user, &instance.server),
+        percent: if failed { 100 } else { history.last().map_or(0, |e| e.progress.min(100)) },
+        messages: if failed { Vec::new() } else { history.into_iter().map(|e| e.message).collect() },
+        failed,
+        explanation: if failed { explain_failure(&cause).to_string() } else { String::new() },
+        cause,
+    }
+}
+
+async fn admin(State(state): State<AppState>, caller: Result<Caller, ApiError>) -> Response {
+    let caller = match caller {
+        Ok(c) if c.is_admin() => c,
+        Ok(c) => return error_page(&state, Some(&c), &ApiError::Forbidden("administrators only".into())),
+        Err(e) => return error_page(&state, None, &e),
+    };
+    let mut instances: Vec<Instance> = state.spawner.list().into_iter().map(Instance::from).collect();
+    instances.sort_by(|a, b| (&a.cluster, &a.user, &a.server).cmp(&(&b.cluster, &b.user, &b.server)));
+    let clusters: Vec<ClusterHealth> = state.spawner.cluster_health().into_iter().map(ClusterHealth::from).collect();
+    let page = admin_page(&caller, clusters, instances, state.reload.last_error());
+    render(&state, StatusCode::OK, "admin.html", &page)
+}
+
+/// The admin page's data.
+pub fn admin_page(caller: &Caller, clusters: Vec<ClusterHealth>, instances: Vec<Instance>, profiles_error: Option<String>) -> AdminPage {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for i in &instances {
+        *counts.entry(i.cluster.clone()).or_default() += 1;
+    }
+    AdminPage { title: "Instances", active: "admin", header: Header::new(Some(caller)), clusters, instances, counts, profiles_error }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ChoiceInfo, FreeTextInfo, OptionInfo};
+
+    fn alice() -> Caller {
+        Caller::User { user: "alice".into(), groups: vec!["data".into()], admin: false }
+    }
+
+    fn boss() -> Caller {
+        Caller::User { user: "morgan".into(), groups: vec!["platform".into()], admin: true }
+    }
+
+    fn instance(user: &str, server: &str, cluster: &str, state: ServerState) -> Instance {
+        Instance {
+            key: format!("{cluster}/{user}/{server}"),
+            user: user.into(),
+            server: server.into(),
+            profile: "scipy".into(),
+            cluster: cluster.into(),
+            state,
+            url: (state == ServerState::Running).then(|| format!("https://{cluster}.example.org/user/{user}/{server}")),
+            started_at: Some("2026-05-02T09:14:03Z".into()),
+            last_seen: Some("2026-05-02T10:01:44Z".into()),
+            cause: (state == ServerState::Failed).then(|| "Back-off pulling image \"ghcr.io/lab/tensorflow:9.9\": ErrImagePull".into()),
+            placement: None,
+        }
+    }
+
+    fn profiles() -> Vec<ProfileInfo> {
+        let choice = |v: &str, d: &str| ChoiceInfo { value: v.into(), display_name: d.into(), description: String::new() };
+        vec![
+            ProfileInfo {
+                slug: "scipy".into(),
+                display_name: "Data science".into(),
+                description: "Python with NumPy, pandas, SciPy and Jupyter. 2 CPUs, 8 GiB memory.".into(),
+                clusters: vec!["eu-west".into(), "eu-central".into()],
+                default: true,
+                options: vec![OptionInfo {
+                    name: "image".into(),
+                    display_name: "Image".into(),
+                    description: "The software installed in your server.".into(),
+                    choices: vec![choice("scipy-2026.04", "SciPy 2026.04"), choice("scipy-2025.10", "SciPy 2025.10")],
+                    default: Some("scipy-2026.04".into()),
+                    free_text: Some(FreeTextInfo { regex: "^[a-z0-9./:-]+$".into(), hint: "a container image, e.g. quay.io/jupyter/scipy-notebook:latest".into() }),
+                }],
+            },
+            ProfileInfo {
+                slug: "gpu".into(),
+                display_name: "GPU <large>".into(),
+                description: "One NVIDIA A100, 16 CPUs, 64 GiB memory. For training models.".into(),
+                clusters: vec!["us-gpu".into()],
+                default: false,
+                options: vec![OptionInfo {
+                    name: "gpus".into(),
+                    display_name: "GPUs".into(),
+                    description: String::new(),
+                    choices: vec![choice("1", "1 GPU"), choice("2", "2 GPUs")],
+                    default: Some("2".into()),
+                    free_text: None,
+                }],
+            },
+            ProfileInfo {
+                slug: "r".into(),
+                display_name: "R Studio".into(),
+                description: String::new(),
+                clusters: vec![],
+                default: false,
+                options: vec![OptionInfo {
+                    name: "packages".into(),
+                    display_name: "Extra packages".into(),
+                    description: String::new(),
+                    choices: vec![],
+                    default: None,
+                    free_text: Some(FreeTextInfo { regex: "^[a-zA-Z0-9 ,.]*$".into(), hint: "package names, separated by commas".into() }),
+                }],
+            },
+        ]
+    }
+
+    fn home_sample(error: Option<String>) -> HomePage {
+        HomePage {
+            title: "Your servers",
+            active: "home",
+            header: Header::new(Some(&alice())),
+            csrf_token: "tok123".into(),
+            servers: vec![instance("alice", "", "eu-west", ServerState::Running), instance("alice", "big run", "us-gpu", ServerState::Pending)],
+            profiles: profiles(),
+            error,
+            other: OTHER,
+        }
+    }
+
+    /// Renders `name`; with `FLEETSPAWN_WEB_PREVIEW_DIR` set, also writes it there to look at.
+    fn rendered<T: Serialize>(name: &str, file: &str, page: &T) -> String {
+        let html = Templates::new().unwrap().render(name, page).unwrap();
+        // minijinja escapes '/' in values as "&#x2f;", which browsers read as '/'.
+        let html = html.replace("&#x2f;", "/");
+        if let Some(dir) = std::env::var_os("FLEETSPAWN_WEB_PREVIEW_DIR") {
+            let dir = std::path::PathBuf::from(dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(file), html.replace("/static/app.css", "app.css")).unwrap();
+            std::fs::write(dir.join("app.css"), CSS).unwrap();
+        }
+        html
+    }
+
+    #[test]
+    fn home_page_shows_profiles_options_and_servers() {
+        let html = rendered("home.html", "home.html", &home_sample(None));
+        assert!(html.contains(r#"<option value="scipy-2026.04" selected>SciPy 2026.04</option>"#), "{html}");
+        assert!(html.contains(r#"<option value="2" selected>2 GPUs</option>"#));
+        assert!(html.contains(r#"name="option.image""#) && html.contains(r#"name="other.image""#));
+        assert!(html.contains(&format!(r#"<option value="{OTHER}">"#)));
+        assert!(html.contains("package names, separated by commas"));
+        assert!(html.contains(r#"name="csrf_token" value="tok123""#));
+        assert!(html.contains(r#"href="https://eu-west.example.org/user/alice/">Open</a>"#));
+        assert!(html.contains(r#"href="/progress?server=big%20run">Show progress</a>"#), "{html}");
+        assert!(html.contains("GPU &lt;large&gt;"), "user-visible values are escaped");
+        assert!(html.contains("Default server"));
+        assert!(!html.contains("Your server was not started"));
+        assert_eq!(html.matches(r#"action="/spawn""#).count(), 3);
+        assert_eq!(html.matches(r#"action="/stop""#).count(), 2);
+    }
+
+    #[test]
+    fn home_page_shows_an_error_and_empty_states() {
+        let mut page = home_sample(Some("Many servers are starting right now.".into()));
+        page.servers.clear();
+        page.profiles.clear();
+        let html = rendered("home.html", "home-error.html", &page);
+        assert!(html.contains("Many servers are starting right now."));
+        assert!(html.contains("You have no servers running"));
+        assert!(html.contains("No environment is available to you"));
+    }
+
+    #[test]
+    fn progress_page_while_starting_and_after_a_failure() {
+        let history = vec![ProgressEvent::step(10, "Placed on us-gpu (least loaded)"), ProgressEvent::step(35, "Pulling image quay.io/jupyter/pytorch-notebook")];
+        let starting = progress_page(&alice(), &instance("alice", "big run", "us-gpu", ServerState::Pending), history);
+        assert_eq!(starting.percent, 35);
+        assert_eq!(starting.events_url, "/api/v1/users/alice/servers/big%20run/progress");
+        let html = rendered("progress.html", "progress.html", &starting);
+        assert!(html.contains(r#"data-events="/api/v1/users/alice/servers/big%20run/progress""#), "{html}");
+        assert!(html.contains(r#"<meta http-equiv="refresh""#));
+        assert!(html.contains(r#"<div class="failure" hidden>"#));
+        assert!(html.contains("<li>Pulling image quay.io/jupyter/pytorch-notebook</li>"));
+
+        let failed = progress_page(&alice(), &instance("alice", "", "eu-west", ServerState::Failed), vec![ProgressEvent::failed("x")]);
+        assert!(failed.failed);
+        let html = rendered("progress.html", "progress-failed.html", &failed);
+        assert!(html.contains("could not be downloaded"));
+        assert!(html.contains("ErrImagePull"));
+        assert!(html.contains(r#"href="/">Back to your servers"#));
+        assert!(!html.contains(r#"http-equiv="refresh""#));
+    }
+
+    #[test]
+    fn admin_page_lists_instances_and_cluster_health() {
+        let clusters = vec![
+            ClusterHealth { context: "eu-west".into(), server: Some("https://10.0.0.1:6443".into()), healthy: true, version: Some("v1.34.1".into()), latency_ms: Some(12), cause: None },
+            ClusterHealth { context: "us-gpu".into(), server: Some("https://gpu.example.org".into()), healthy: false, version: None, latency_ms: None, cause: Some("connection refused".into()) },
+        ];
+        let instances = vec![
+            instance("alice", "", "eu-west", ServerState::Running),
+            instance("bob", "train", "us-gpu", ServerState::Failed),
+            instance("carol", "", "eu-west", ServerState::Pending),
+        ];
+        let page = admin_page(&boss(), clusters, instances, Some("profiles.toml:12: unknown field `imagee`".into()));
+        assert_eq!(page.counts["eu-west"], 2);
+        let html = rendered("admin.html", "admin.html", &page);
+        assert!(html.contains("profiles.toml:12: unknown field `imagee`"));
+        assert!(html.contains("connection refused"));
+        assert!(html.contains("v1.34.1"));
+        assert!(html.contains("2026-05-02 10:01 UTC"));
+        assert_eq!(html.matches("<tr>").count(), 4);
+        assert!(html.contains(r#"<span class="tag">admin</span>"#));
+    }
+
+    #[test]
+    fn error_page_renders() {
+        let page = ErrorPage { title: "Not signed in".into(), active: "", header: Header::new(None), message: "You are not signed in.".into() };
+        let html = rendered("error.html", "error.html", &page);
+        assert!(html.contains("You are not signed in."));
+        assert!(!html.contains("Instances</a>"));
+    }
+
+    #[test]
+    fn spawn_forms_are_parsed() {
+        let fields = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let form = parse_spawn_form(fields(&[
+            ("csrf_token", "t"),
+            ("profile", "scipy"),
+            ("option.image", OTHER),
+            ("other.image", " quay.io/x:1 "),
+            ("option.size", "small"),
+            ("other.size", "ignored"),
+            ("server", " analysis "),
+            ("junk", "x"),
+        ]));
+        assert_eq!(form.csrf_token, "t");
+        assert_eq!(form.server, "analysis");
+        assert_eq!(form.request.profile.as_deref(), Some("scipy"));
+        assert_eq!(form.request.options["image"], "quay.io/x:1");
+        assert_eq!(form.request.options["size"], "small");
+        assert_eq!(form.request.options.len(), 2);
+        assert!(form.request.env.is_empty() && form.request.url_prefix.is_none());
+    }
+
+    #[test]
+    fn times_are_shortened() {
+        assert_eq!(short_time("2026-05-02T09:14:03Z"), "2026-05-02 09:14 UTC");
+        assert_eq!(short_time("2026-05-02T09:14:03+02:00"), "2026-05-02T09:14:03+02:00");
+        assert_eq!(short_time("soon"), "soon");
+    }
+
+    #[test]
+    fn urls_are_encoded() {
+        assert_eq!(percent_encode("a b/ü?&"), "a%20b%2F%C3%BC%3F%26");
+        assert_eq!(progress_href(""), "/progress");
+        assert_eq!(progress_href("x y"), "/progress?server=x%20y");
+        assert_eq!(events_url("a@b", ""), "/api/v1/users/a%40b/server/progress");
+    }
+
+    #[test]
+    fn failures_are_explained_in_plain_words() {
+        assert!(explain_failure("ImagePullBackOff: manifest unknown").contains("image"));
+        assert!(explain_failure("0/3 nodes are available: 3 Insufficient nvidia.com/gpu").contains("no room"));
+        assert!(explain_failure("container notebook OOMKilled").contains("memory"));
+        assert!(explain_failure("exceeded quota: compute-resources").contains("quota"));
+        assert!(explain_failure("CrashLoopBackOff").contains("stopped right away"));
+        assert!(explain_failure("timed out after 300s waiting for the pod").contains("too long"));
+        assert!(explain_failure("cluster east unreachable").contains("cannot be reached"));
+        assert!(explain_failure("???").contains("Something went wrong"));
+    }
+
+    #[test]
+    fn headers_name_the_caller() {
+        let h = Header::new(Some(&Caller::Token { name: "ops".into(), role: crate::auth::Role::Admin }));
+        assert_eq!(h.who.as_deref(), Some("token:ops"));
+        assert!(h.user.is_none() && h.is_admin);
+        assert!(Header::new(None).who.is_none());
+    }
+}
