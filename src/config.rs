@@ -44,6 +44,8 @@ pub struct Config {
     /// collection deletes it (default 60 s).
     #[serde(with = "duration")]
     pub gc_grace: Duration,
+    /// Who may call the daemon: API tokens, trusted proxies, admins (see `auth`).
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl Default for Config {
@@ -56,6 +58,7 @@ impl Default for Config {
             max_concurrent_spawns: 64,
             max_servers_per_user: 3,
             gc_grace: Duration::from_secs(60),
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }
@@ -70,6 +73,7 @@ const FIELDS: &[&str] = &[
     "max_concurrent_spawns",
     "max_servers_per_user",
     "gc_grace",
+    "auth",
 ];
 
 /// A setting that could not be read.

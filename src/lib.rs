@@ -15,3 +15,8 @@ pub mod config;
 pub mod bundle;
 pub mod placement;
 pub mod spawner;
+pub mod metrics;
+pub mod auth;
+pub mod api;
+pub mod web;
+pub mod server;

@@ -14,6 +14,8 @@ use futures::StreamExt;
 use fleetspawn::bundle::{self, Renderer, SpawnInput};
 use fleetspawn::config::Config;
 use fleetspawn::kubeconfig::{self, Fleet, Health};
+use fleetspawn::metrics::Metrics;
+use fleetspawn::server;
 use fleetspawn::profiles::{self, ProfileSet};
 use fleetspawn::spawner::{InstanceView, SpawnRequest, Spawner, SpawnerSettings};
 
@@ -91,6 +93,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the daemon: REST API, web form, metrics; profiles reload on change.
+    Serve,
     /// Stop a server (its PVC survives unless --remove-storage).
     Stop {
         #[arg(long)]
@@ -149,7 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Spawn { user, profile, server, options } => {
-            let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path).await?;
+            let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path, Metrics::new()).await?;
             let profile = match profile {
                 Some(p) => p,
                 None => spawner.profiles().default_profile().map(|p| p.slug.clone()).context("no --profile given and no default profile")?,
@@ -173,7 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(code)
         }
         Command::List { json } => {
-            let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path).await?;
+            let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path, Metrics::new()).await?;
             let list = spawner.list();
             if json {
                 println!("{}", serde_json::to_string_pretty(&list).context("encoding JSON")?);
@@ -186,8 +190,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve => {
+            let metrics = Metrics::new();
+            let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path, metrics.clone()).await?;
+            let mut config = config.clone();
+            config.profiles = profiles_path;
+            server::serve(&config, config.auth.clone(), spawner, metrics, server::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Stop { user, server, remove_storage } => {
-            let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path).await?;
+            let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path, Metrics::new()).await?;
             spawner.stop(&user, &server, remove_storage).await?;
             eprintln!("stopped");
             Ok(ExitCode::SUCCESS)
@@ -200,7 +212,7 @@ fn load_profiles(path: &Path) -> anyhow::Result<ProfileSet> {
     profiles::load(path).map_err(|errors| anyhow::anyhow!("invalid profiles:\n{errors}"))
 }
 
-async fn start_spawner(config: &Config, kubeconfig_path: Option<&Path>, profiles_path: &Path) -> anyhow::Result<Spawner> {
+async fn start_spawner(config: &Config, kubeconfig_path: Option<&Path>, profiles_path: &Path, metrics: Metrics) -> anyhow::Result<Spawner> {
     let set = load_profiles(profiles_path)?;
     let renderer = Renderer::new(config.templates_dir.as_deref())?;
     let loaded = kubeconfig::load(kubeconfig_path)?;
@@ -211,7 +223,7 @@ async fn start_spawner(config: &Config, kubeconfig_path: Option<&Path>, profiles
         gc_grace: config.gc_grace,
         ..Default::default()
     };
-    Ok(Spawner::start(fleet, set, renderer, settings).await)
+    Ok(Spawner::start(fleet, set, renderer, settings, metrics).await)
 }
 
 async fn check(kubeconfig_path: Option<&Path>, profiles_path: &Path) -> anyhow::Result<ExitCode> {

@@ -20,6 +20,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::labels;
+use crate::metrics::Metrics;
 use crate::lifecycle::{judge_pod, PodVerdict};
 
 /// The state of an instance as users and operators see it.
@@ -100,8 +101,8 @@ struct Inner {
     /// Bumped on every change: lets waiters (tests, the API) notice.
     version: watch::Sender<u64>,
     vanished: mpsc::UnboundedSender<Vanished>,
-    /// Watch restarts per cluster (errors, stalls, reconnections).
-    restarts: RwLock<BTreeMap<String, u64>>,
+    /// Counts watch restarts (errors, reconnections) per cluster.
+    metrics: Metrics,
 }
 
 fn now_rfc3339() -> String {
@@ -139,7 +140,7 @@ pub fn instance_from_pod(cluster: &str, pod: &Pod) -> Option<Instance> {
 
 impl Registry {
     /// An empty registry expecting the given clusters; the receiver gets vanished Pods.
-    pub fn new<'a>(clusters: impl IntoIterator<Item = &'a str>) -> (Registry, mpsc::UnboundedReceiver<Vanished>) {
+    pub fn new<'a>(clusters: impl IntoIterator<Item = &'a str>, metrics: Metrics) -> (Registry, mpsc::UnboundedReceiver<Vanished>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let clusters: BTreeMap<String, ClusterSync> = clusters.into_iter().map(|c| (c.to_string(), ClusterSync::Syncing)).collect();
         let inner = Inner {
@@ -147,7 +148,7 @@ impl Registry {
             clusters: RwLock::new(clusters),
             version: watch::channel(0).0,
             vanished: tx,
-            restarts: RwLock::default(),
+            metrics,
         };
         (Registry { inner: Arc::new(inner) }, rx)
     }
@@ -234,11 +235,6 @@ impl Registry {
         instances.iter().map(|(c, m)| (c.clone(), m.len())).collect()
     }
 
-    /// Watch restarts so far, per cluster.
-    pub fn restarts(&self) -> BTreeMap<String, u64> {
-        self.inner.restarts.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
     fn upsert(&self, cluster: &str, pod: &Pod) {
         let Some(instance) = instance_from_pod(cluster, pod) else { return };
         let mut all = self.inner.instances.write().unwrap_or_else(PoisonError::into_inner);
@@ -312,12 +308,12 @@ impl Registry {
                     Some(Err(e)) => {
                         tracing::warn!(cluster, error = %e, "watch error; retrying with backoff");
                         self.mark_unreachable(&cluster, &e.to_string());
-                        *self.inner.restarts.write().unwrap_or_else(PoisonError::into_inner).entry(cluster.clone()).or_default() += 1;
+                        self.inner.metrics.watch_restart(&cluster);
                     }
                 }
             }
             tracing::info!(cluster, "restarting the watch");
-            *self.inner.restarts.write().unwrap_or_else(PoisonError::into_inner).entry(cluster.clone()).or_default() += 1;
+            self.inner.metrics.watch_restart(&cluster);
         }
     }
 

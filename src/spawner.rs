@@ -28,6 +28,7 @@ use crate::apply::{ClusterApi, Listed, ObjectError, ObjectRef};
 use crate::bundle::{Bundle, BundleError, Renderer, SpawnInput, Tier};
 use crate::kubeconfig::{Fleet, Health};
 use crate::labels;
+use crate::metrics::Metrics;
 use crate::lifecycle::{judge_pod, progress_for_event, PodVerdict, ProgressEvent};
 use crate::naming::InstanceKey;
 use crate::placement;
@@ -197,6 +198,7 @@ struct Inner {
     kinds: Mutex<BTreeSet<(String, String)>>,
     restart_watch: BTreeMap<String, watch::Sender<u64>>,
     shutdown: CancellationToken,
+    metrics: Metrics,
 }
 
 /// The spawner service. Cheap to clone.
@@ -212,9 +214,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Spawner {
     /// Starts the registry watches, the health monitor, the drift handler and garbage
     /// collection, and returns once every cluster's initial list is in (or it is unreachable).
-    pub async fn start(fleet: Fleet, profiles: ProfileSet, renderer: Renderer, settings: SpawnerSettings) -> Spawner {
+    pub async fn start(fleet: Fleet, profiles: ProfileSet, renderer: Renderer, settings: SpawnerSettings, metrics: Metrics) -> Spawner {
         let contexts: Vec<String> = fleet.contexts().iter().map(|c| c.to_string()).collect();
-        let (registry, vanished) = Registry::new(contexts.iter().map(String::as_str));
+        let (registry, vanished) = Registry::new(contexts.iter().map(String::as_str), metrics.clone());
         let reporter = Reporter { controller: "fleetspawn".into(), instance: std::env::var("HOSTNAME").ok() };
         let mut clusters = BTreeMap::new();
         let mut restart_watch = BTreeMap::new();
@@ -246,6 +248,7 @@ impl Spawner {
                 kinds: Mutex::new(kinds),
                 restart_watch,
                 shutdown: CancellationToken::new(),
+                metrics,
             }),
         };
         for (context, handle) in &spawner.inner.clusters {
@@ -317,11 +320,30 @@ impl Spawner {
         }
     }
 
+    /// Publishes instances by state and cluster, and watch restarts, to the metrics.
+    fn publish_metrics(&self) {
+        let mut counts: BTreeMap<(String, InstanceState), usize> = BTreeMap::new();
+        for c in self.inner.fleet.contexts() {
+            for state in [InstanceState::Pending, InstanceState::Running, InstanceState::Stopping, InstanceState::Failed, InstanceState::Unknown] {
+                counts.insert((c.to_string(), state), 0);
+            }
+        }
+        for i in self.inner.registry.list() {
+            *counts.entry((i.cluster, i.state)).or_default() += 1;
+        }
+        for ((cluster, state), n) in counts {
+            self.inner.metrics.set_instances(state.as_str(), &cluster, n);
+        }
+    }
+
     async fn health_loop(self) {
         let mut tick = tokio::time::interval(HEALTH_INTERVAL);
         loop {
             tokio::select! {
-                _ = tick.tick() => self.probe_health().await,
+                _ = tick.tick() => {
+                    self.probe_health().await;
+                    self.publish_metrics();
+                }
                 () = self.inner.shutdown.cancelled() => return,
             }
         }
@@ -479,8 +501,10 @@ impl Spawner {
         }
         let spawner = self.clone();
         let task_op = op.clone();
+        self.inner.metrics.spawns_in_flight_inc();
         tokio::spawn(async move {
             spawner.run_spawn(&task_op, &profile, bundle, &choice).await;
+            spawner.inner.metrics.spawns_in_flight_dec();
             drop(permit);
             spawner.finish(key.key(), &task_op);
         });
@@ -528,8 +552,13 @@ impl Spawner {
         let started = Instant::now();
         let outcome = tokio::select! {
             outcome = self.apply_and_wait(op, profile, &mut bundle, choice) => outcome,
-            () = op.cancel.cancelled() => Err(Failure { cause: "the spawn was cancelled".into(), cleanup: true }),
+            () = op.cancel.cancelled() => Err(Failure::new("the spawn was cancelled", true)),
         };
+        let seconds = started.elapsed().as_secs_f64();
+        self.inner.metrics.spawn_finished(&profile.slug, &choice.context, seconds, outcome.is_ok());
+        if let Err(Failure { api_error: true, .. }) = &outcome {
+            self.inner.metrics.kube_api_error(&choice.context);
+        }
         match outcome {
             Ok(url) => {
                 tracing::info!(key = %bundle.key.key(), seconds = started.elapsed().as_secs_f64(), "spawn ready");
@@ -583,7 +612,7 @@ impl Spawner {
                 pod_ref = Some(r.clone());
             }
         }
-        let pod_ref = pod_ref.ok_or_else(|| Failure { cause: "the bundle has no Pod".into(), cleanup: true })?;
+        let pod_ref = pod_ref.ok_or_else(|| Failure::new("the bundle has no Pod", true))?;
         let namespace = pod_ref.namespace.clone().unwrap_or_else(|| bundle.namespace.clone());
 
         // Watches first, so no Event of the new Pod is missed.
@@ -644,17 +673,17 @@ impl Spawner {
                 ev = pod_watch.next() => {
                     let pod = match ev {
                         Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => p,
-                        Some(Ok(watcher::Event::Delete(_))) => return Err(Failure { cause: "the server's pod was deleted while starting".into(), cleanup: true }),
+                        Some(Ok(watcher::Event::Delete(_))) => return Err(Failure::new("the server's pod was deleted while starting", true)),
                         Some(Ok(_)) => continue,
                         Some(Err(e)) => { tracing::debug!(error = %e, "pod watch error; retrying"); tokio::time::sleep(Duration::from_millis(200)).await; continue }
-                        None => return Err(Failure { cause: "lost the watch on the server's pod".into(), cleanup: true }),
+                        None => return Err(Failure::new("lost the watch on the server's pod", true)),
                     };
                     if pod.metadata.uid.as_deref() != Some(pod_uid.as_str()) { continue; }
                     match judge_pod(&pod) {
                         PodVerdict::Ready => break,
                         PodVerdict::Failed(cause) => {
                             self.audit(&choice.context, &reference, EventType::Warning, "SpawnFailed", "Spawn", cause.clone()).await;
-                            return Err(Failure { cause, cleanup: false });
+                            return Err(Failure::new(cause, false));
                         }
                         PodVerdict::Unschedulable(message) => {
                             unschedulable_since.get_or_insert_with(tokio::time::Instant::now);
@@ -664,7 +693,7 @@ impl Spawner {
                             }
                         }
                         PodVerdict::Starting => unschedulable_since = None,
-                        PodVerdict::Terminating => return Err(Failure { cause: "the server's pod is being deleted".into(), cleanup: true }),
+                        PodVerdict::Terminating => return Err(Failure::new("the server's pod is being deleted", true)),
                     }
                 }
                 ev = event_watch.next() => {
@@ -676,11 +705,11 @@ impl Spawner {
                     if grace_end.is_some_and(|g| g <= tokio::time::Instant::now()) {
                         let cause = format!("the server could not be scheduled within {}s: {last_unschedulable}", profile.scheduling_grace.as_secs());
                         self.audit(&choice.context, &reference, EventType::Warning, "SpawnFailed", "Spawn", cause.clone()).await;
-                        return Err(Failure { cause, cleanup: false });
+                        return Err(Failure::new(cause, false));
                     }
                     let cause = format!("the server did not become ready within {}s", profile.start_timeout.as_secs());
                     self.audit(&choice.context, &reference, EventType::Warning, "SpawnFailed", "Spawn", cause.clone()).await;
-                    return Err(Failure { cause, cleanup: false });
+                    return Err(Failure::new(cause, false));
                 }
             }
         }
@@ -707,7 +736,7 @@ impl Spawner {
     /// Waits until the user's URL answers through the ingress (any HTTP status below 500).
     async fn wait_url(&self, op: &Op, url: &str, deadline: tokio::time::Instant) -> Result<(), Failure> {
         op.progress.push(ProgressEvent::step(92, format!("Waiting for {url} to answer")));
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(|e| Failure { cause: e.to_string(), cleanup: false })?;
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(|e| Failure::new(e.to_string(), false))?;
         let mut last = String::new();
         while tokio::time::Instant::now() < deadline {
             match client.get(url).send().await {
@@ -717,7 +746,7 @@ impl Spawner {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        Err(Failure { cause: format!("the server's URL {url} did not answer: {last}"), cleanup: false })
+        Err(Failure::new(format!("the server's URL {url} did not answer: {last}"), false))
     }
 
     /// Records a Kubernetes Event (events.k8s.io) on an object: the audit trail `kubectl
@@ -959,14 +988,22 @@ fn report_event(progress: &Progress, e: &KubeEvent, pod_uid: &str, seen: &mut BT
     e.reason.as_deref() == Some("Started")
 }
 
-/// Why a spawn failed; `cleanup` forces removal even when the profile keeps failures.
+/// Why a spawn failed; `cleanup` forces removal even when the profile keeps failures;
+/// `api_error` marks failures of the Kubernetes API itself (counted in metrics).
 struct Failure {
     cause: String,
     cleanup: bool,
+    api_error: bool,
+}
+
+impl Failure {
+    fn new(cause: impl Into<String>, cleanup: bool) -> Self {
+        Failure { cause: cause.into(), cleanup, api_error: false }
+    }
 }
 
 impl From<ObjectError> for Failure {
     fn from(e: ObjectError) -> Self {
-        Failure { cause: format!("applying {}: {}", e.object, e.message), cleanup: true }
+        Failure { cause: format!("applying {}: {}", e.object, e.message), cleanup: true, api_error: true }
     }
 }

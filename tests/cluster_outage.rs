@@ -33,7 +33,7 @@ async fn instances_on_a_stopped_cluster_are_unknown_not_stopped_and_come_back_ru
     let loaded = kubeconfig::load(Some(&common::kubeconfig())).expect("kubeconfig");
     let profiles = fleetspawn::profiles::load(&common::repo().join("tests/fixtures/profiles.toml")).expect("profiles");
     let renderer = fleetspawn::bundle::Renderer::new(None).expect("templates");
-    let s = Spawner::start(Fleet::connect(&loaded).await, profiles, renderer, SpawnerSettings::default()).await;
+    let s = Spawner::start(Fleet::connect(&loaded).await, profiles, renderer, SpawnerSettings::default(), fleetspawn::metrics::Metrics::new()).await;
     let req = |user: &str, profile: &str| SpawnRequest { user: user.into(), profile: profile.into(), ..Default::default() };
     let on_b = common::unique("outage-b");
     s.spawn(req(&on_b, "b")).await.expect("spawn on b");

@@ -20,7 +20,7 @@ async fn spawner_with(settings: SpawnerSettings) -> Spawner {
     let fleet = Fleet::connect(&loaded).await;
     let profiles = profiles::load(&common::repo().join("tests/fixtures/profiles.toml")).expect("test profiles");
     let renderer = Renderer::new(None).expect("templates");
-    Spawner::start(fleet, profiles, renderer, settings).await
+    Spawner::start(fleet, profiles, renderer, settings, fleetspawn::metrics::Metrics::new()).await
 }
 
 async fn spawner() -> Spawner {
