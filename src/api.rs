@@ -795,6 +795,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/profiles", get(list_profiles))
         .route("/api/v1/users/{user}/server", server())
         .route("/api/v1/users/{user}/server/progress", get(progress))
+        // The default server's name is empty: `/servers/` is the same server as `/server`.
+        .route("/api/v1/users/{user}/servers/", server())
         .route("/api/v1/users/{user}/servers/{server}", server())
         .route("/api/v1/users/{user}/servers/{server}/progress", get(progress))
         .route("/api/v1/instances", get(instances))
