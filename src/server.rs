@@ -346,7 +346,7 @@ mod tests {
         let fleet = crate::kubeconfig::Fleet::connect(&loaded).await;
         let set = profiles::parse("profiles.toml", "[defaults]\nimage = \"quay.io/jupyter/base-notebook:latest\"\ningress_public_url = \"http://x.example.org\"\n[[profiles]]\nslug = \"cpu\"\ndisplay_name = \"CPU\"\ncontext = \"east\"\n").unwrap();
         let renderer = crate::bundle::Renderer::new(None).unwrap();
-        let spawner = Spawner::start(fleet, set, renderer, Default::default()).await;
+        let spawner = Spawner::start(fleet, set, renderer, Default::default(), crate::metrics::Metrics::new()).await;
         let token = crate::auth::TokenConfig {
             name: "hub".into(),
             // sha256("t")

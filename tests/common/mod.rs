@@ -5,6 +5,8 @@
 //! test binary and start it again before they end (see `ClusterOutage`).
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod daemon;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
