@@ -413,9 +413,11 @@ impl Spawner {
     pub async fn spawn(&self, req: SpawnRequest) -> Result<InstanceView, SpawnError> {
         let key = InstanceKey::new(&req.user, &req.server);
         let profiles = self.profiles();
-        let profile = profiles.get(&req.profile).ok_or_else(|| SpawnError::UnknownProfile(req.profile.clone()))?.clone();
-        // Refuse bad options before anything else happens.
-        profile.resolve_options(&req.options)?;
+        let base = profiles.get(&req.profile).ok_or_else(|| SpawnError::UnknownProfile(req.profile.clone()))?;
+        // Bad options are refused before anything else happens. Placement and timeouts follow
+        // the profile with the user's choices applied (a choice may pick the cluster); the
+        // bundle is rendered from the base profile, which applies the same choices itself.
+        let profile = base.resolve_options(&req.options)?.profile;
 
         if let Some(op) = lock(&self.inner.ops).get(key.key()) {
             return match op.kind {
@@ -452,7 +454,7 @@ impl Spawner {
         let input = SpawnInput {
             user: &req.user,
             server: &req.server,
-            profile: &profile,
+            profile: base,
             options: &req.options,
             context: &choice.context,
             secret_env: &req.env,
