@@ -218,15 +218,34 @@ impl Registry {
     /// cluster is synced); `Err(clusters)` means it cannot be known yet: those clusters are not
     /// synced.
     pub fn get(&self, key: &str) -> Result<Option<Instance>, Vec<String>> {
-        if let Some(found) = self.list().into_iter().find(|i| i.key == key) {
-            return Ok(Some(found));
+        let sync = self.sync_states();
+        let instances = self.inner.instances.read().unwrap_or_else(PoisonError::into_inner);
+        for (cluster, by_key) in instances.iter() {
+            if let Some(found) = by_key.get(key) {
+                let mut found = found.clone();
+                if sync.get(cluster) != Some(&ClusterSync::Synced) {
+                    found.state = InstanceState::Unknown;
+                }
+                return Ok(Some(found));
+            }
         }
-        let unsynced = self.unsynced();
+        let unsynced: Vec<String> = sync.into_iter().filter(|(_, s)| *s != ClusterSync::Synced).map(|(c, _)| c).collect();
         if unsynced.is_empty() {
             Ok(None)
         } else {
             Err(unsynced)
         }
+    }
+
+    /// The keys of a user's instances that are not being stopped.
+    pub fn keys_of_user(&self, user: &str) -> Vec<String> {
+        let instances = self.inner.instances.read().unwrap_or_else(PoisonError::into_inner);
+        instances
+            .values()
+            .flat_map(|m| m.values())
+            .filter(|i| i.user == user && i.state != InstanceState::Stopping)
+            .map(|i| i.key.clone())
+            .collect()
     }
 
     /// Instances per cluster (any state), for least-loaded placement.

@@ -524,14 +524,7 @@ impl Spawner {
 
     /// Servers a user has (live or being spawned), other than `except`.
     fn servers_of(&self, user: &str, except: &str) -> usize {
-        let live: BTreeSet<String> = self
-            .inner
-            .registry
-            .list()
-            .into_iter()
-            .filter(|i| i.user == user && i.key != except && i.state != InstanceState::Stopping)
-            .map(|i| i.key)
-            .collect();
+        let live: BTreeSet<String> = self.inner.registry.keys_of_user(user).into_iter().filter(|k| k != except).collect();
         let ops = lock(&self.inner.ops);
         let in_flight = ops.values().filter(|op| op.kind == OpKind::Spawn).map(|op| op.view()).filter(|v| v.user == user && v.key != except && !live.contains(&v.key)).count();
         live.len() + in_flight

@@ -1,0 +1,24 @@
+# fleetspawn daemon image: a static-ish release build on a slim Debian base.
+#   docker build -t fleetspawn .
+#   docker run -v $HOME/.kube/config:/etc/fleetspawn/kubeconfig:ro \
+#     -v $PWD/profiles:/etc/fleetspawn/profiles:ro -p 8080:8080 fleetspawn
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked --bin fleetspawn
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 fleetspawn
+COPY --from=build /src/target/release/fleetspawn /usr/local/bin/fleetspawn
+COPY config/fleetspawn.toml /etc/fleetspawn/fleetspawn.toml
+COPY profiles /etc/fleetspawn/profiles
+USER 10001
+ENV FLEETSPAWN_CONFIG=/etc/fleetspawn/fleetspawn.toml \
+    FLEETSPAWN_LISTEN=0.0.0.0:8080 \
+    FLEETSPAWN_KUBECONFIG=/etc/fleetspawn/kubeconfig \
+    FLEETSPAWN_PROFILES=/etc/fleetspawn/profiles/example.toml
+EXPOSE 8080
+ENTRYPOINT ["fleetspawn"]
+CMD ["serve"]
