@@ -237,3 +237,21 @@ async fn two_hundred_concurrent_spawns_across_three_clusters_all_succeed() {
     assert_eq!(pods, 200);
     futures::future::join_all(users.iter().map(|u| s.stop(u, "", false))).await.into_iter().collect::<Result<Vec<_>, _>>().expect("stops");
 }
+
+#[tokio::test]
+async fn storage_survives_stop_and_goes_only_when_deleted_forever() {
+    let s = spawner().await;
+    let user = common::unique("keeper");
+    let key = InstanceKey::new(&user, "").key().to_string();
+    let pvcs = || common::objects_of("cluster-c", &key).into_iter().filter(|o| o.starts_with("persistentvolumeclaim/")).collect::<Vec<_>>();
+    for round in 0..2 {
+        s.spawn(request(&user, "", "persistent")).await.expect("spawn");
+        let events = progress_to_end(&s, &user, "").await;
+        assert_eq!(events.last().and_then(|e| e.ready), Some(true), "round {round}: {}", messages(&events));
+        assert_eq!(pvcs().len(), 1, "one claim, reused by the second spawn");
+        s.stop(&user, "", false).await.expect("stop");
+        assert_eq!(common::objects_of("cluster-c", &key), pvcs(), "only the claim is left after a stop");
+    }
+    s.stop(&user, "", true).await.expect("delete forever");
+    assert_eq!(common::objects_of("cluster-c", &key), Vec::<String>::new());
+}
