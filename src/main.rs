@@ -111,9 +111,12 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("expected key=value, got {s:?}"))
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs go to stderr; `FLEETSPAWN_LOG` sets the filter (default: info for the daemon, warnings
+/// for one-shot commands, whose stdout and progress lines are the output).
+fn init_logging(format: LogFormat, daemon: bool) {
+    let default = if daemon { "warn,fleetspawn=info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLEETSPAWN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fleetspawn=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -124,7 +127,7 @@ fn init_logging(format: LogFormat) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    init_logging(cli.log_format, matches!(cli.command, Command::Serve));
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {

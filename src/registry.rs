@@ -181,7 +181,7 @@ impl Registry {
     fn set_sync(&self, cluster: &str, sync: ClusterSync) {
         let mut clusters = self.inner.clusters.write().unwrap_or_else(PoisonError::into_inner);
         if clusters.get(cluster) != Some(&sync) {
-            tracing::info!(cluster, ?sync, "cluster sync state");
+            tracing::debug!(cluster, ?sync, "cluster sync state");
             clusters.insert(cluster.to_string(), sync);
             drop(clusters);
             self.bump();
