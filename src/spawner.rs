@@ -913,8 +913,45 @@ impl Spawner {
         let mut tick = tokio::time::interval(self.inner.settings.gc_interval);
         loop {
             tokio::select! {
-                _ = tick.tick() => { self.collect_garbage().await; }
+                _ = tick.tick() => {
+                    self.reap_orphaned_spawns().await;
+                    self.collect_garbage().await;
+                }
                 () = self.inner.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Instances no operation follows (their spawner died mid-spawn, or the daemon restarted)
+    /// either complete by themselves (the registry sees them turn running) or are removed
+    /// here: failed ones (unless their profile keeps failures) and pending ones older than
+    /// their profile's start timeout.
+    pub async fn reap_orphaned_spawns(&self) {
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        let profiles = self.profiles();
+        let orphans: Vec<Instance> = self
+            .inner
+            .registry
+            .list()
+            .into_iter()
+            .filter(|i| matches!(i.state, InstanceState::Failed | InstanceState::Pending))
+            .filter(|i| !lock(&self.inner.ops).contains_key(&i.key))
+            .filter(|i| {
+                let profile = profiles.get(&i.profile);
+                match i.state {
+                    InstanceState::Failed => !profile.is_some_and(|p| p.keep_on_failure),
+                    _ => {
+                        let timeout = profile.map_or(300, |p| i64::try_from(p.start_timeout.as_secs()).unwrap_or(i64::MAX));
+                        let started = i.started_at.as_deref().and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+                        started.is_some_and(|t| now - t.as_second() > timeout)
+                    }
+                }
+            })
+            .collect();
+        for i in orphans {
+            tracing::info!(cluster = %i.cluster, key = %i.key, state = i.state.as_str(), "removing a spawn no operation follows");
+            if let Err(e) = self.delete_instance_objects(&i.cluster, &i.key, false).await {
+                tracing::warn!(cluster = %i.cluster, key = %i.key, error = %e, "could not remove an orphaned spawn");
             }
         }
     }

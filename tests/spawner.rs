@@ -186,16 +186,28 @@ async fn a_pod_deleted_out_of_band_makes_the_instance_stopped_and_its_objects_go
     panic!("after 10s: status {:?}, leftovers {leftovers:?}", s.status(&user, ""));
 }
 
+/// Starts a spawn in a runtime of its own and drops that runtime 300 ms later: the spawner
+/// dies mid-spawn, as in a crash, with none of its tasks left running.
+fn spawn_then_crash(user: &str, profile: &str) {
+    let (user, profile) = (user.to_string(), profile.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let s = spawner().await;
+            s.spawn(request(&user, "", &profile)).await.expect("spawn");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        });
+        drop(rt);
+    })
+    .join()
+    .expect("crashed spawner thread");
+}
+
 #[tokio::test]
 async fn a_spawner_dropped_mid_spawn_is_picked_up_by_the_next_one() {
     let user = common::unique("restart");
     let key = InstanceKey::new(&user, "").key().to_string();
-    {
-        let s = spawner().await;
-        s.spawn(request(&user, "", "c")).await.expect("spawn");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        s.shutdown(Duration::ZERO).await;
-    }
+    spawn_then_crash(&user, "c");
     let s = spawner().await;
     // Exactly once in the registry, and it either completes or is cleaned up.
     let mut state = None;
@@ -210,6 +222,21 @@ async fn a_spawner_dropped_mid_spawn_is_picked_up_by_the_next_one() {
     }
     assert!(matches!(state, Some(InstanceState::Running) | None), "{state:?}");
     s.stop(&user, "", false).await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_failed_spawn_whose_spawner_died_is_cleaned_up_by_the_next_one() {
+    let user = common::unique("orphan");
+    let key = InstanceKey::new(&user, "").key().to_string();
+    spawn_then_crash(&user, "broken-image");
+    let s = spawner_with(SpawnerSettings { gc_interval: Duration::from_secs(1), ..Default::default() }).await;
+    for _ in 0..150 {
+        if common::objects_of("cluster-a", &key).is_empty() && matches!(s.status(&user, ""), Err(SpawnError::NotFound)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("still there after 15s: {:?}", common::objects_of("cluster-a", &key));
 }
 
 #[tokio::test]
