@@ -91,6 +91,8 @@ pub struct HomePage {
     pub csrf_token: String,
     pub servers: Vec<Instance>,
     pub profiles: Vec<ProfileInfo>,
+    /// Display name of each profile slug in `servers` (the slug when the profile is gone).
+    pub profile_names: BTreeMap<String, String>,
     /// Why the last form post failed, in plain words.
     pub error: Option<String>,
     pub other: &'static str,
@@ -111,6 +113,10 @@ pub struct ProgressPage {
     /// The progress messages so far (the script replaces them with the live stream).
     pub messages: Vec<String>,
     pub failed: bool,
+    /// Set when the server is already running: the page opens it.
+    pub ready_url: Option<String>,
+    /// "Default server" or the server's name.
+    pub server_name: String,
     pub explanation: String,
     pub cause: String,
 }
@@ -203,6 +209,11 @@ async fn home(State(state): State<AppState>, caller: Result<Caller, ApiError>, j
 }
 
 fn home_page(state: &AppState, caller: &Caller, jar: SignedCookieJar, failure: Option<&ApiError>) -> Response {
+    home_page_saying(state, caller, jar, failure.map(|e| (e.status(), e.user_message())))
+}
+
+/// The home page with `failure` (a status and the words for the user) above it.
+fn home_page_saying(state: &AppState, caller: &Caller, jar: SignedCookieJar, failure: Option<(StatusCode, String)>) -> Response {
     let user = match page_user(caller) {
         Ok(u) => u,
         Err(e) if caller.is_admin() => return admin_redirect(&e),
@@ -211,18 +222,29 @@ fn home_page(state: &AppState, caller: &Caller, jar: SignedCookieJar, failure: O
     let (jar, csrf_token) = state.auth.csrf_token(jar, caller);
     let mut servers: Vec<Instance> = state.spawner.list().into_iter().filter(|i| i.user == user).map(Instance::from).collect();
     servers.sort_by(|a, b| a.server.cmp(&b.server));
+    let status = failure.as_ref().map_or(StatusCode::OK, |(status, _)| *status);
+    let set = state.spawner.profiles();
+    let profile_names = profile_names(&servers, |slug| set.get(slug).map(|p| p.display_name.clone()));
     let page = HomePage {
         title: "Your servers",
         active: "home",
         header: Header::new(Some(caller)),
         csrf_token,
         servers,
-        profiles: api::visible_profiles(&state.spawner.profiles(), caller),
-        error: failure.map(ApiError::user_message),
+        profiles: api::visible_profiles(&set, caller),
+        profile_names,
+        error: failure.map(|(_, message)| message),
         other: OTHER,
     };
-    let status = failure.map_or(StatusCode::OK, ApiError::status);
     (jar, render(state, status, "home.html", &page)).into_response()
+}
+
+/// The display name of every profile `servers` use; the slug when `name` knows none.
+pub fn profile_names(servers: &[Instance], name: impl Fn(&str) -> Option<String>) -> BTreeMap<String, String> {
+    servers
+        .iter()
+        .map(|s| (s.profile.clone(), name(&s.profile).filter(|n| !n.is_empty()).unwrap_or_else(|| s.profile.clone())))
+        .collect()
 }
 
 fn admin_redirect(reason: &ApiError) -> Response {
@@ -278,6 +300,7 @@ async fn spawn(
         Ok(Form(fields)) => parse_spawn_form(fields),
         Err(e) => return home_page(&state, &caller, jar, Some(&ApiError::BadBody { status: e.status(), message: e.body_text() })),
     };
+    let slug = form.request.profile.clone();
     let result = async {
         state.auth.verify_csrf(&jar, &caller, &form.csrf_token)?;
         let user = page_user(&caller)?.to_string();
@@ -286,11 +309,34 @@ async fn spawn(
     }
     .await;
     match result {
-        Ok(view) if view.state == crate::registry::InstanceState::Running && view.url.is_some() => {
-            Redirect::to(view.url.as_deref().unwrap_or("/")).into_response()
-        }
+        // Even for a server already running: the progress page opens it (see `progress_page`).
         Ok(_) => Redirect::to(&progress_href(&form.server)).into_response(),
-        Err(e) => home_page(&state, &caller, jar, Some(&e)),
+        Err(e) => {
+            let profiles = api::visible_profiles(&state.spawner.profiles(), &caller);
+            let profile = profiles.iter().find(|p| Some(&p.slug) == slug.as_ref());
+            let message = form_error_message(&e, profile);
+            home_page_saying(&state, &caller, jar, Some((e.status(), message)))
+        }
+    }
+}
+
+/// Why a start form was refused, in words: an option is named as the form labels it, and a
+/// refused free-text value comes with what the option expects.
+pub fn form_error_message(error: &ApiError, profile: Option<&ProfileInfo>) -> String {
+    use crate::profiles::OptionError;
+    use crate::spawner::SpawnError;
+    let ApiError::Spawn(SpawnError::BadOption(e)) = error else { return error.user_message() };
+    let (name, value) = match e {
+        OptionError::NotAChoice { option, value, .. } | OptionError::NoMatch { option, value, .. } => (option, value),
+        _ => return error.user_message(),
+    };
+    let Some(option) = profile.and_then(|p| p.options.iter().find(|o| &o.name == name)) else { return error.user_message() };
+    let label = if option.display_name.is_empty() { &option.name } else { &option.display_name };
+    match &option.free_text {
+        Some(free) if !free.hint.is_empty() && free.hint != option.name => {
+            format!("“{value}” cannot be used as {label}: enter {}.", free.hint)
+        }
+        _ => format!("“{value}” cannot be used as {label}. Please pick one of the choices."),
     }
 }
 
@@ -405,47 +451,85 @@ async fn progress(
     caller: Result<Caller, ApiError>,
     query: Result<Query<ProgressQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let caller = match caller {
+        Ok(c) => c,
+        Err(e) => return error_page(&state, None, &e),
+    };
     let result = async {
-        let caller = caller?;
         let Query(q) = query?;
         let user = page_user(&caller)?.to_string();
         let path = ServerPath { user, server: q.server };
         api::validate_path(&path)?;
-        Ok::<_, ApiError>((caller, path))
+        Ok::<_, ApiError>(path)
     }
     .await;
-    let (caller, path) = match result {
-        Ok(ok) => ok,
-        Err(e) => return error_page(&state, None, &e),
+    let path = match result {
+        Ok(path) => path,
+        Err(e) => return error_page(&state, Some(&caller), &e),
     };
+    let history = state.spawner.progress(&path.user, &path.server).map(|log| log.history()).unwrap_or_default();
     let instance = match state.spawner.status(&path.user, &path.server) {
         Ok(view) => Instance::from(view),
+        // A failed spawn is rolled back, so the registry forgets it; its progress log keeps
+        // the cause, which is what this page is for.
+        Err(crate::spawner::SpawnError::NotFound) if history.last().is_some_and(|e| e.failed == Some(true)) => {
+            failed_instance(&path, &history)
+        }
         Err(e) => return error_page(&state, Some(&caller), &api::not_found_names(e, &path)),
     };
-    if let (ServerState::Running, Some(url)) = (instance.state, &instance.url) {
-        return Redirect::to(url).into_response();
+    let mut page = progress_page(&caller, &instance, history);
+    if let Some(name) = state.spawner.profiles().get(&instance.profile).map(|p| p.display_name.clone()) {
+        page.profile = Some(name).filter(|n| !n.is_empty());
     }
-    let history = state.spawner.progress(&path.user, &path.server).map(|log| log.history()).unwrap_or_default();
-    let page = progress_page(&caller, &instance, history);
     render(&state, StatusCode::OK, "progress.html", &page)
 }
 
+/// The instance of a spawn that failed and was rolled back, from its progress log.
+fn failed_instance(path: &ServerPath, history: &[ProgressEvent]) -> Instance {
+    Instance {
+        key: crate::naming::InstanceKey::new(&path.user, &path.server).key().to_string(),
+        user: path.user.clone(),
+        server: path.server.clone(),
+        profile: String::new(),
+        cluster: String::new(),
+        state: ServerState::Failed,
+        url: None,
+        started_at: None,
+        last_seen: None,
+        cause: history.last().map(|e| e.message.clone()),
+        placement: None,
+    }
+}
+
 /// The progress page's data for `instance`, with the progress `history` so far.
+///
+/// A running server gets the page in its finished state, which opens the server with a meta
+/// refresh and a link rather than an HTTP redirect: a redirect to another origin at the end of
+/// a form post is refused by the `form-action 'self'` policy.
 pub fn progress_page(caller: &Caller, instance: &Instance, history: Vec<ProgressEvent>) -> ProgressPage {
-    let failed = instance.state == ServerState::Failed;
+    let last_failed = history.last().filter(|e| e.failed == Some(true)).map(|e| e.message.clone());
+    let failed = instance.state == ServerState::Failed || last_failed.is_some();
+    let ready_url = match (instance.state, &instance.url) {
+        (ServerState::Running, Some(url)) if !failed => Some(url.clone()),
+        _ => None,
+    };
     let server_label = if instance.server.is_empty() { "your server".to_string() } else { format!("server “{}”", instance.server) };
-    let cause = instance.cause.clone().unwrap_or_default();
+    let server_name = if instance.server.is_empty() { "Default server".to_string() } else { instance.server.clone() };
+    let cause = instance.cause.clone().or(last_failed).unwrap_or_default();
+    let percent = if failed || ready_url.is_some() { 100 } else { history.last().map_or(0, |e| e.progress.min(100)) };
     ProgressPage {
-        title: if failed { "Start failed".into() } else { "Starting".into() },
+        title: if failed { "Start failed".into() } else if ready_url.is_some() { "Ready".into() } else { "Starting".into() },
         active: "home",
         header: Header::new(Some(caller)),
         server_label,
         profile: Some(instance.profile.clone()).filter(|p| !p.is_empty()),
         cluster: Some(instance.cluster.clone()).filter(|c| !c.is_empty()),
         events_url: events_url(&instance.user, &instance.server),
-        percent: if failed { 100 } else { history.last().map_or(0, |e| e.progress.min(100)) },
+        percent,
         messages: if failed { Vec::new() } else { history.into_iter().map(|e| e.message).collect() },
         failed,
+        ready_url,
+        server_name,
         explanation: if failed { explain_failure(&cause).to_string() } else { String::new() },
         cause,
     }
@@ -466,7 +550,9 @@ async fn admin(State(state): State<AppState>, caller: Result<Caller, ApiError>) 
 
 /// The admin page's data.
 pub fn admin_page(caller: &Caller, clusters: Vec<ClusterHealth>, instances: Vec<Instance>, profiles_error: Option<String>) -> AdminPage {
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    // Every cluster has a count (0 too): the template looks each one up, and an undefined value
+    // is an error with the strict templates.
+    let mut counts: BTreeMap<String, usize> = clusters.iter().map(|c| (c.context.clone(), 0)).collect();
     for i in &instances {
         *counts.entry(i.cluster.clone()).or_default() += 1;
     }
@@ -561,6 +647,7 @@ mod tests {
             csrf_token: "tok123".into(),
             servers: vec![instance("alice", "", "eu-west", ServerState::Running), instance("alice", "big run", "us-gpu", ServerState::Pending)],
             profiles: profiles(),
+            profile_names: BTreeMap::from([("scipy".to_string(), "Data science".to_string())]),
             error,
             other: OTHER,
         }
@@ -586,7 +673,7 @@ mod tests {
         assert!(html.contains(r#"<option value="scipy-2026.04" selected>SciPy 2026.04</option>"#), "{html}");
         assert!(html.contains(r#"<option value="2" selected>2 GPUs</option>"#));
         assert!(html.contains(r#"name="option.image""#) && html.contains(r#"name="other.image""#));
-        assert!(html.contains(&format!(r#"<option value="{OTHER}">"#)));
+        assert!(html.contains(&format!(r#"<option class="other-choice" value="{OTHER}">"#)));
         assert!(html.contains("package names, separated by commas"));
         assert!(html.contains(r#"name="csrf_token" value="tok123""#));
         assert!(html.contains(r#"href="https://eu-west.example.org/user/alice/">Open</a>"#));
@@ -631,6 +718,56 @@ mod tests {
     }
 
     #[test]
+    fn progress_page_of_a_running_server_opens_it_without_a_redirect() {
+        let page = progress_page(&alice(), &instance("alice", "", "eu-west", ServerState::Running), vec![ProgressEvent::ready("https://eu-west.example.org/user/alice/")]);
+        assert_eq!((page.percent, page.failed, page.ready_url.as_deref()), (100, false, Some("https://eu-west.example.org/user/alice/")));
+        let html = rendered("progress.html", "progress-ready.html", &page);
+        assert!(html.contains(r#"<meta http-equiv="refresh" content="0; url=https://eu-west.example.org/user/alice/">"#), "{html}");
+        assert!(html.contains(r#"class="button ready-link" href="https://eu-west.example.org/user/alice/""#));
+        assert!(html.contains("Your server is ready") && html.contains(r#"data-done="1""#));
+    }
+
+    #[test]
+    fn a_failure_known_only_from_the_progress_log_is_explained() {
+        let path = ServerPath { user: "alice".into(), server: "x".into() };
+        let history = vec![ProgressEvent::step(45, "Pulling"), ProgressEvent::failed("container notebook cannot start (ErrImagePull: not found)")];
+        let gone = failed_instance(&path, &history);
+        let page = progress_page(&alice(), &gone, history.clone());
+        assert!(page.failed && page.explanation.contains("could not be downloaded"), "{page:?}");
+        assert_eq!(page.cause, "container notebook cannot start (ErrImagePull: not found)");
+        // The registry may still say pending for a moment: the log's end wins.
+        let page = progress_page(&alice(), &instance("alice", "x", "eu-west", ServerState::Pending), history);
+        assert!(page.failed && page.cause.contains("ErrImagePull"));
+    }
+
+    #[test]
+    fn refused_options_are_named_as_the_form_labels_them() {
+        use crate::profiles::OptionError;
+        use crate::spawner::SpawnError;
+        let list = profiles();
+        let scipy = list.iter().find(|p| p.slug == "scipy");
+        let no_match = ApiError::Spawn(SpawnError::BadOption(OptionError::NoMatch { option: "image".into(), value: "Bad Image".into(), regex: "x".into() }));
+        assert_eq!(form_error_message(&no_match, scipy), "“Bad Image” cannot be used as Image: enter a container image, e.g. quay.io/jupyter/scipy-notebook:latest.");
+        let gpu = list.iter().find(|p| p.slug == "gpu");
+        let not_a_choice = ApiError::Spawn(SpawnError::BadOption(OptionError::NotAChoice { option: "gpus".into(), value: "9".into(), choices: "1, 2".into() }));
+        assert_eq!(form_error_message(&not_a_choice, gpu), "“9” cannot be used as GPUs. Please pick one of the choices.");
+        // Without the profile (or for other errors) the general words.
+        assert_eq!(form_error_message(&no_match, None), no_match.user_message());
+        let csrf = ApiError::Auth(crate::auth::AuthError::Csrf);
+        assert_eq!(form_error_message(&csrf, scipy), csrf.user_message());
+    }
+
+    #[test]
+    fn servers_show_their_profiles_display_name() {
+        let servers = vec![instance("alice", "", "eu-west", ServerState::Running), Instance { profile: "gone".into(), ..instance("alice", "b", "eu-west", ServerState::Running) }];
+        let names = profile_names(&servers, |slug| (slug == "scipy").then(|| "Data science".to_string()));
+        assert_eq!(names["scipy"], "Data science");
+        assert_eq!(names["gone"], "gone");
+        let html = rendered("home.html", "home.html", &home_sample(None));
+        assert!(html.contains("Data science on eu-west"), "{html}");
+    }
+
+    #[test]
     fn admin_page_lists_instances_and_cluster_health() {
         let clusters = vec![
             ClusterHealth { context: "eu-west".into(), server: Some("https://10.0.0.1:6443".into()), healthy: true, version: Some("v1.34.1".into()), latency_ms: Some(12), cause: None },
@@ -641,8 +778,11 @@ mod tests {
             instance("bob", "train", "us-gpu", ServerState::Failed),
             instance("carol", "", "eu-west", ServerState::Pending),
         ];
+        let idle = ClusterHealth { context: "idle".into(), server: None, healthy: true, version: Some("v1.34.1".into()), latency_ms: Some(3), cause: None };
+        let clusters = [clusters, vec![idle]].concat();
         let page = admin_page(&boss(), clusters, instances, Some("profiles.toml:12: unknown field `imagee`".into()));
         assert_eq!(page.counts["eu-west"], 2);
+        assert_eq!(page.counts["idle"], 0, "a cluster without instances renders too");
         let html = rendered("admin.html", "admin.html", &page);
         assert!(html.contains("profiles.toml:12: unknown field `imagee`"));
         assert!(html.contains("connection refused"));
