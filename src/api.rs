@@ -30,7 +30,7 @@ use crate::profiles::{Profile, ProfileSet};
 use crate::server::AppState;
 use crate::lifecycle::ProgressEvent;
 use crate::profiles::OptionError;
-use crate::registry::InstanceState;
+use crate::registry::{ClusterSync, InstanceState};
 use crate::spawner::{InstanceView, SpawnError, SpawnRequest};
 
 /// Largest accepted request body.
@@ -207,7 +207,13 @@ impl IntoResponse for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        ApiError::BadBody { status: r.status(), message: r.body_text() }
+        // A body of the wrong shape (a number for an option, an unknown field) is bad input like
+        // any other: 400, as documented, rather than axum's 422.
+        let status = match r.status() {
+            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            other => other,
+        };
+        ApiError::BadBody { status, message: r.body_text() }
     }
 }
 
@@ -624,10 +630,33 @@ pub async fn start_server(state: &AppState, caller: &Caller, path: &ServerPath, 
 
 type ApiPath = WithRejection<Path<ServerPath>, ApiError>;
 
-/// The profiles the caller may use, with their options.
-#[utoipa::path(get, path = "/api/v1/profiles", tag = "profiles",
-    responses((status = 200, body = Vec<ProfileInfo>), (status = 401, body = ErrorBody)))]
-async fn list_profiles(State(state): State<AppState>, caller: Caller) -> Json<Vec<ProfileInfo>> {
+/// `GET /profiles` query parameters.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(default)]
+pub struct ProfilesQuery {
+    /// For hub and admin tokens (which may use every profile): list only the profiles a user in
+    /// these groups may use, comma-separated (empty: a user in no group). Ignored for others.
+    pub groups: Option<String>,
+}
+
+/// The profiles the caller may use, with their options; `?groups=` lets the hub ask for one
+/// of its users.
+#[utoipa::path(get, path = "/api/v1/profiles", tag = "profiles", params(ProfilesQuery),
+    responses((status = 200, body = Vec<ProfileInfo>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn list_profiles(
+    State(state): State<AppState>,
+    caller: Caller,
+    WithRejection(Query(q), _): WithRejection<Query<ProfilesQuery>, ApiError>,
+) -> Json<Vec<ProfileInfo>> {
+    let caller = match (&caller, q.groups) {
+        (Caller::Token { role: crate::auth::Role::Hub | crate::auth::Role::Admin, .. }, Some(groups)) => Caller::User {
+            user: String::new(),
+            groups: groups.split(',').map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect(),
+            admin: false,
+        },
+        _ => caller,
+    };
     Json(visible_profiles(&state.spawner.profiles(), &caller))
 }
 
@@ -719,6 +748,14 @@ async fn progress(
     validate_path(&path)?;
     authorize(&caller, &path.user)?;
     let log = state.spawner.progress(&path.user, &path.server).ok_or_else(|| no_server(&path))?;
+    // The log of a spawn that became ready outlives the server: once it is stopped, its old
+    // `ready` event (with a URL that no longer answers) must not be replayed. A failed spawn's
+    // log stays readable, its cause is what the user needs.
+    let ready_then_stopped = log.last().is_some_and(|e| e.ready == Some(true))
+        && matches!(state.spawner.status(&path.user, &path.server), Err(SpawnError::NotFound));
+    if ready_then_stopped {
+        return Err(no_server(&path));
+    }
     let events = log.subscribe().map(|e| Ok(sse_event(Progress::from(e)))).take_until(state.shutdown.clone().wait());
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
@@ -763,10 +800,16 @@ async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let unsynced = state.spawner.unsynced_clusters();
+    let unsynced = syncing_clusters(&state.spawner.registry().sync_states());
     let ready = unsynced.is_empty();
     let body = Readiness { ready, unsynced_clusters: unsynced, profiles_error: state.reload.last_error() };
     (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+}
+
+/// The reachable clusters whose registry is not synced yet. An unreachable cluster does not
+/// make the daemon unready: the others still serve, and restarting would not bring it back.
+pub fn syncing_clusters(states: &BTreeMap<String, ClusterSync>) -> Vec<String> {
+    states.iter().filter(|(_, s)| **s == ClusterSync::Syncing).map(|(c, _)| c.clone()).collect()
 }
 
 /// Prometheus metrics (OpenMetrics text).
@@ -1047,6 +1090,18 @@ override = { image = "{value}" }
         assert!(InstanceFilter { cluster: Some("east".into()), state: Some(ServerState::Running), ..Default::default() }.matches(&i));
         assert!(!InstanceFilter { user: Some("bob".into()), ..Default::default() }.matches(&i));
         assert!(!InstanceFilter { state: Some(ServerState::Failed), ..Default::default() }.matches(&i));
+    }
+
+    #[test]
+    fn only_reachable_clusters_still_syncing_make_the_daemon_unready() {
+        let states: BTreeMap<String, ClusterSync> = [
+            ("a".to_string(), ClusterSync::Synced),
+            ("b".to_string(), ClusterSync::Unreachable { cause: "connection refused".into() }),
+            ("c".to_string(), ClusterSync::Syncing),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(syncing_clusters(&states), ["c"]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `fleetspawn serve`: composes the API, the web pages and the operations endpoints, watches
 //! profiles.toml for edits, and shuts down gracefully.
 
+use std::ffi::{OsStr, OsString};
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
@@ -9,9 +10,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::extract::{FromRef, MatchedPath, Request, State};
-use axum::http::HeaderName;
+use axum::http::{header, HeaderName, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use axum_extra::extract::cookie::Key;
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -148,9 +149,58 @@ pub fn app(state: AppState) -> Router {
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(trace)
                 .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(middleware::from_fn(json_body_limit_errors))
                 .layer(RequestBodyLimitLayer::new(api::BODY_LIMIT)),
         )
         .with_state(state)
+}
+
+/// Most bytes of an oversized request body read (and dropped) before the 413 is sent.
+const OVERSIZED_DRAIN_LIMIT: usize = 1024 * 1024;
+
+/// Oversized bodies under `/api/`: a JSON 413 like every other API error, sent after reading
+/// what the client is still sending (up to [`OVERSIZED_DRAIN_LIMIT`], briefly). Answering
+/// with the body unread would close the connection on data the client is writing, and the
+/// kernel's reset then often destroys the answer before the client reads it. Bodies with no
+/// `Content-Length` reach the limit layer and the JSON extractor, which answer 413 as JSON too.
+async fn json_body_limit_errors(req: Request, next: Next) -> Response {
+    use futures::StreamExt;
+
+    let is_api = req.uri().path().starts_with("/api/");
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        let message = format!("the request body is larger than {} bytes", api::BODY_LIMIT);
+        api::ApiError::BadBody { status: StatusCode::PAYLOAD_TOO_LARGE, message }.into_response()
+    };
+    match declared {
+        Some(n) if is_api && n > api::BODY_LIMIT as u64 => {
+            if n <= OVERSIZED_DRAIN_LIMIT as u64 {
+                let mut data = req.into_body().into_data_stream();
+                let drain = async { while let Some(Ok(_)) = data.next().await {} };
+                // A client that stops sending only delays its own answer, briefly.
+                let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+            }
+            let mut response = too_large();
+            response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            response
+        }
+        _ => {
+            let response = next.run(req).await;
+            let is_json = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/json"));
+            if is_api && response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+                return too_large();
+            }
+            response
+        }
+    }
 }
 
 async fn count_request(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
@@ -268,9 +318,12 @@ pub fn watch_profiles(path: &Path, spawner: Spawner, metrics: Metrics) -> Result
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let name = path.file_name().map(OsString::from).unwrap_or_default();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-        Ok(e) if !matches!(e.kind, EventKind::Access(_)) => {
+        // Other files of the directory (a log written there, say) are not edits of the
+        // profiles: counting them would keep the debounce from ever settling.
+        Ok(e) if !matches!(e.kind, EventKind::Access(_)) && concerns_profiles(&e.paths, &name) => {
             // A full channel already holds a pending reload.
             let _ = tx.try_send(());
         }
@@ -303,6 +356,14 @@ pub fn watch_profiles(path: &Path, spawner: Spawner, metrics: Metrics) -> Result
         }
     });
     Ok(ProfilesWatcher { status, _watcher: watcher, task })
+}
+
+/// Whether a file event in the profiles' directory may have changed the profiles: it names the
+/// file itself, or a Kubernetes ConfigMap volume's `..data` link or `..<timestamp>` directory
+/// (swapped on every ConfigMap update), or no path at all.
+fn concerns_profiles(paths: &[PathBuf], name: &OsStr) -> bool {
+    paths.is_empty()
+        || paths.iter().filter_map(|p| p.file_name()).any(|n| n == name || n.to_str().is_some_and(|n| n.starts_with("..")))
 }
 
 async fn reload_profiles(path: &Path, spawner: &Spawner, metrics: &Metrics, status: &ReloadStatus) {
@@ -373,8 +434,13 @@ mod tests {
             assert_eq!(response.status(), status, "{uri}");
             assert!(response.headers().contains_key("x-request-id"), "{uri}");
         }
-        let big = Request::put("/api/v1/users/a/server").header("content-type", "application/json").header("authorization", "Bearer t").body(Body::from(vec![b' '; 70 * 1024])).unwrap();
-        assert_eq!(app.clone().oneshot(big).await.unwrap().status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let big = Request::put("/api/v1/users/a/server").header("content-type", "application/json").header("content-length", "71680").header("authorization", "Bearer t").body(Body::from(vec![b' '; 70 * 1024])).unwrap();
+        let response = app.clone().oneshot(big).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "body_too_large", "{body}");
         let authed = |uri: &str| Request::get(uri).header("authorization", "Bearer t").body(Body::empty()).unwrap();
         assert_eq!(app.clone().oneshot(authed("/api/v1/profiles")).await.unwrap().status(), StatusCode::OK);
         assert_eq!(app.clone().oneshot(authed("/api/v1/instances")).await.unwrap().status(), StatusCode::FORBIDDEN);
@@ -401,6 +467,18 @@ mod tests {
         let waiting = tokio::spawn(ShutdownSignal::new(rx).wait());
         tx.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn only_events_about_the_profiles_file_count() {
+        let name = OsStr::new("profiles.toml");
+        let p = |s: &str| vec![PathBuf::from(s)];
+        assert!(concerns_profiles(&p("/etc/fleetspawn/profiles.toml"), name));
+        assert!(concerns_profiles(&p("/etc/fleetspawn/..data"), name));
+        assert!(concerns_profiles(&p("/etc/fleetspawn/..2026_01_01_00_00_00.123"), name));
+        assert!(concerns_profiles(&[], name));
+        assert!(!concerns_profiles(&p("/etc/fleetspawn/daemon.log"), name));
+        assert!(!concerns_profiles(&p("/etc/fleetspawn/profiles.toml.swp"), name));
     }
 
     #[test]

@@ -1,0 +1,572 @@
+//! The daemon's REST API, driven over HTTP against a real `fleetspawn serve` process and the
+//! real local clusters: start, progress (SSE), status, stop, who may do what, bad input, the
+//! spawn limit, the admin views, profile hot reload and shutdown. Each test uses users of its own.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::daemon::{Daemon, DaemonOptions, ADMIN_TOKEN, ALICE_TOKEN, HUB_TOKEN};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// How a request authenticates.
+#[derive(Clone, Copy)]
+enum As<'a> {
+    Nobody,
+    Token(&'a str),
+    /// Identity headers, as the trusted proxy (the tests run on its address) sets them.
+    Proxy { user: &'a str, groups: &'a str },
+}
+
+struct Api {
+    daemon: Daemon,
+    http: reqwest::Client,
+}
+
+/// One answer: status, headers and the body (JSON, or `Value::Null` when empty).
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    /// Asserts the status and that the body is a JSON error with this code.
+    fn expect_error(&self, status: u16, code: &str) -> &Self {
+        assert_eq!(self.status.as_u16(), status, "{}", self.body);
+        assert_eq!(self.body["error"], code, "{}", self.body);
+        assert!(self.body["detail"].as_str().is_some_and(|d| !d.is_empty()), "an error needs a detail: {}", self.body);
+        self
+    }
+}
+
+/// A path segment, percent-encoded.
+fn seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// `/api/v1/users/U/servers/S`, or `/api/v1/users/U/server` for the default server.
+fn server_path(user: &str, server: &str) -> String {
+    if server.is_empty() {
+        format!("/api/v1/users/{}/server", seg(user))
+    } else {
+        format!("/api/v1/users/{}/servers/{}", seg(user), seg(server))
+    }
+}
+
+impl Api {
+    fn start() -> Api {
+        Api::with(DaemonOptions::default())
+    }
+
+    fn with(options: DaemonOptions<'_>) -> Api {
+        Api { daemon: Daemon::start(options), http: reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("client") }
+    }
+
+    fn request(&self, method: Method, path: &str, who: As<'_>) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.daemon.url));
+        match who {
+            As::Nobody => r,
+            As::Token(t) => r.bearer_auth(t),
+            As::Proxy { user, groups } => r.header("X-Forwarded-User", user).header("X-Forwarded-Groups", groups),
+        }
+    }
+
+    async fn send(&self, r: reqwest::RequestBuilder) -> Answer {
+        let response = r.send().await.expect("the daemon answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("a body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status}: body is not JSON ({e}): {text}"))
+        };
+        assert!(!status.is_server_error(), "{status}: {body}\nlog:\n{}", self.daemon.log());
+        Answer { status, headers, body }
+    }
+
+    async fn get(&self, path: &str, who: As<'_>) -> Answer {
+        self.send(self.request(Method::GET, path, who)).await
+    }
+
+    async fn put(&self, path: &str, who: As<'_>, body: Value) -> Answer {
+        self.send(self.request(Method::PUT, path, who).json(&body)).await
+    }
+
+    async fn delete(&self, path: &str, who: As<'_>) -> Answer {
+        self.send(self.request(Method::DELETE, path, who)).await
+    }
+
+    /// Reads a progress stream to its end: `(event name, data)` in order.
+    async fn progress(&self, path: &str, who: As<'_>) -> Vec<(String, Value)> {
+        let response = self.request(Method::GET, &format!("{path}/progress"), who).send().await.expect("progress answers");
+        assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await.unwrap_or_default());
+        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+        let text = tokio::time::timeout(Duration::from_secs(90), response.text())
+            .await
+            .expect("the stream ends within 90s")
+            .expect("the stream reads");
+        parse_sse(&text)
+    }
+
+    /// Polls a server's status until `done` holds (at most 30 s) and returns the last answer.
+    async fn status_until(&self, path: &str, who: As<'_>, done: impl Fn(&Answer) -> bool) -> Answer {
+        let started = Instant::now();
+        loop {
+            let a = self.get(path, who).await;
+            if done(&a) || started.elapsed() > Duration::from_secs(30) {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Starts the default-profile server of `user` as the hub and waits until it is ready.
+    async fn running(&self, user: &str, server: &str, profile: &str) -> Value {
+        let path = server_path(user, server);
+        let started = self.put(&path, As::Token(HUB_TOKEN), json!({ "profile": profile })).await;
+        assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+        let events = self.progress(&path, As::Token(HUB_TOKEN)).await;
+        assert_eq!(events.last().map(|(name, _)| name.as_str()), Some("ready"), "{}", show(&events));
+        started.body
+    }
+}
+
+/// Splits a Server-Sent Events body into `(event, data)` pairs; comments (keep-alives) are skipped.
+fn parse_sse(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let mut event = "message".to_string();
+            let mut data = Vec::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
+                }
+            }
+            (!data.is_empty()).then(|| {
+                let data = data.join("\n");
+                (event, serde_json::from_str(&data).unwrap_or_else(|e| panic!("data is not JSON ({e}): {data}")))
+            })
+        })
+        .collect()
+}
+
+fn show(events: &[(String, Value)]) -> String {
+    events.iter().map(|(name, data)| format!("{name}: {data}")).collect::<Vec<_>>().join("\n")
+}
+
+fn slugs(profiles: &Value) -> Vec<String> {
+    profiles.as_array().expect("a list").iter().map(|p| p["slug"].as_str().expect("slug").to_string()).collect()
+}
+
+#[tokio::test]
+async fn start_follow_progress_status_and_stop_leaves_nothing_behind() {
+    let api = Api::start();
+    let hub = As::Token(HUB_TOKEN);
+    let user = common::unique("api.user@example.org");
+    let path = server_path(&user, "notebook");
+
+    let started = api.put(&path, hub, json!({ "profile": "a" })).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let i = &started.body;
+    assert_eq!((i["user"].as_str(), i["server"].as_str(), i["profile"].as_str()), (Some(user.as_str()), Some("notebook"), Some("a")));
+    assert_eq!(i["cluster"], "cluster-a");
+    assert_eq!(i["state"], "pending");
+    let key = i["key"].as_str().expect("key").to_string();
+
+    let events = api.progress(&path, hub).await;
+    let text = show(&events);
+    let (last_name, last) = events.last().expect("events");
+    assert_eq!(last_name, "ready", "{text}");
+    assert_eq!(last["ready"], true, "{text}");
+    let url = last["url"].as_str().expect("the ready event has the URL").to_string();
+    assert!(url.starts_with("http://cluster-a.127.0.0.1.nip.io:8080/user/"), "{url}");
+    assert!(events[..events.len() - 1].iter().all(|(name, _)| name == "progress"), "only the last event ends the spawn:\n{text}");
+    let percents: Vec<u64> = events.iter().map(|(_, d)| d["progress"].as_u64().expect("progress")).collect();
+    assert!(percents.windows(2).all(|w| w[0] <= w[1]), "progress never goes back:\n{text}");
+    assert_eq!(percents.last(), Some(&100));
+    let pos = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle} missing from:\n{text}"));
+    assert!(pos("Scheduled") < pos("Pulling") && pos("Pulling") < pos("Started"), "{text}");
+
+    let status = api.status_until(&path, hub, |a| a.body["state"] == "running").await;
+    assert_eq!(status.status, StatusCode::OK);
+    let s = &status.body;
+    assert_eq!((s["state"].as_str(), s["url"].as_str(), s["cluster"].as_str(), s["profile"].as_str()), (Some("running"), Some(url.as_str()), Some("cluster-a"), Some("a")), "{s}");
+    assert!(s["started_at"].is_string() && s["cause"].is_null(), "{s}");
+    assert!(common::objects_of("cluster-a", &key).len() >= 5, "{:?}", common::objects_of("cluster-a", &key));
+
+    // Asking again for a running server answers it, unchanged.
+    let again = api.put(&path, hub, json!({ "profile": "a" })).await;
+    assert_eq!((again.status, again.body["key"].as_str()), (StatusCode::OK, Some(key.as_str())), "{}", again.body);
+
+    let stopped = api.delete(&path, hub).await;
+    assert_eq!(stopped.status, StatusCode::NO_CONTENT, "{}", stopped.body);
+    assert_eq!(common::objects_of("cluster-a", &key), Vec::<String>::new(), "every object gone after stop");
+    api.status_until(&path, hub, |a| a.status == StatusCode::NOT_FOUND).await.expect_error(404, "not_found");
+    // The old `ready` (with a URL that no longer answers) is not replayed for a stopped server.
+    api.get(&format!("{path}/progress"), hub).await.expect_error(404, "not_found");
+    // Stopping is idempotent.
+    assert_eq!(api.delete(&path, hub).await.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn the_default_server_routes_and_a_late_subscriber_gets_the_history() {
+    let api = Api::start();
+    let hub = As::Token(HUB_TOKEN);
+    let user = common::unique("late");
+    let default = server_path(&user, "");
+    let slash = format!("/api/v1/users/{}/servers/", seg(&user));
+
+    // `{}` starts the default profile (a); a second start answers the spawn in flight.
+    let first = api.put(&default, hub, json!({})).await;
+    assert_eq!((first.status, first.body["profile"].as_str(), first.body["server"].as_str()), (StatusCode::ACCEPTED, Some("a"), Some("")), "{}", first.body);
+    let second = api.send(api.request(Method::POST, &slash, hub).json(&json!({}))).await;
+    assert!(matches!(second.status.as_u16(), 200 | 202), "{}", second.body);
+    assert_eq!(second.body["key"], first.body["key"]);
+
+    let live = api.progress(&default, hub).await;
+    assert_eq!(live.last().map(|(n, _)| n.as_str()), Some("ready"), "{}", show(&live));
+    let late = api.progress(&slash, hub).await;
+    assert_eq!(late, live, "a late subscriber gets the whole history, then the end");
+
+    let status = api.status_until(&slash, hub, |a| a.body["state"] == "running").await;
+    assert_eq!(status.body["key"], first.body["key"]);
+    assert_eq!(api.delete(&slash, hub).await.status, StatusCode::NO_CONTENT);
+    api.status_until(&default, hub, |a| a.status == StatusCode::NOT_FOUND).await.expect_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn remove_true_also_deletes_the_storage() {
+    let api = Api::start();
+    let hub = As::Token(HUB_TOKEN);
+    let user = common::unique("storage");
+    let path = server_path(&user, "");
+    let key = api.running(&user, "", "with-storage").await["key"].as_str().expect("key").to_string();
+    let pvcs = || common::objects_of("cluster-c", &key).into_iter().filter(|o| o.starts_with("persistentvolumeclaim")).count();
+    assert_eq!(pvcs(), 1);
+
+    assert_eq!(api.delete(&path, hub).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(common::objects_of("cluster-c", &key).len(), 1, "a plain stop keeps the PVC only: {:?}", common::objects_of("cluster-c", &key));
+    assert_eq!(api.delete(&format!("{path}?remove=true"), hub).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(common::objects_of("cluster-c", &key), Vec::<String>::new(), "remove=true deletes the PVC too");
+    api.delete(&format!("{path}?remove=maybe"), hub).await.expect_error(400, "invalid_body");
+}
+
+#[tokio::test]
+async fn missing_or_wrong_tokens_are_401_and_users_only_touch_their_own_servers() {
+    let api = Api::start();
+    let owner = common::unique("owner");
+    let other = common::unique("other");
+    let me = As::Proxy { user: &owner, groups: "" };
+    let them = As::Proxy { user: &other, groups: "" };
+    let path = server_path(&owner, "");
+
+    for who in [As::Nobody, As::Token("not-a-token")] {
+        for a in [
+            api.get("/api/v1/profiles", who).await,
+            api.get(&path, who).await,
+            api.put(&path, who, json!({})).await,
+            api.delete(&path, who).await,
+            api.get("/api/v1/instances", who).await,
+        ] {
+            a.expect_error(401, "unauthorized");
+            assert_eq!(a.headers.get("www-authenticate").and_then(|v| v.to_str().ok()), Some("Bearer"));
+        }
+    }
+    // A wrong token never falls back to the proxy's headers.
+    let wrong = api.send(api.request(Method::GET, &path, me).bearer_auth("not-a-token")).await;
+    wrong.expect_error(401, "unauthorized");
+
+    // The owner (through the proxy) starts their server.
+    let started = api.put(&path, me, json!({ "profile": "a" })).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+
+    // Another user, and alice's token, can neither see nor touch it.
+    for who in [them, As::Token(ALICE_TOKEN)] {
+        api.get(&path, who).await.expect_error(403, "forbidden");
+        api.put(&path, who, json!({ "profile": "a" })).await.expect_error(403, "forbidden");
+        api.delete(&path, who).await.expect_error(403, "forbidden");
+        api.get(&format!("{path}/progress"), who).await.expect_error(403, "forbidden");
+        // Whether a server exists is not told either.
+        api.get(&server_path(&owner, "no-such-server"), who).await.expect_error(403, "forbidden");
+    }
+    // Alice's token acts for alice (who has no such server).
+    api.get(&server_path("alice", &common::unique("none")), As::Token(ALICE_TOKEN)).await.expect_error(404, "not_found");
+
+    // The owner and the hub see it; the admin views are for administrators only.
+    assert_eq!(api.get(&path, me).await.status, StatusCode::OK);
+    assert_eq!(api.get(&path, As::Token(HUB_TOKEN)).await.status, StatusCode::OK);
+    for who in [me, As::Token(HUB_TOKEN), As::Token(ALICE_TOKEN)] {
+        api.get("/api/v1/instances", who).await.expect_error(403, "forbidden");
+    }
+    for who in [me, As::Token(ALICE_TOKEN)] {
+        api.get("/api/v1/clusters", who).await.expect_error(403, "forbidden");
+    }
+    let clusters = api.get("/api/v1/clusters", As::Token(HUB_TOKEN)).await;
+    let contexts: Vec<&str> = clusters.body.as_array().expect("list").iter().filter_map(|c| c["context"].as_str()).collect();
+    for c in ["cluster-a", "cluster-b", "cluster-c"] {
+        assert!(contexts.contains(&c), "{}", clusters.body);
+    }
+    // A proxy user named as an administrator sees every instance.
+    let all = api.get(&format!("/api/v1/instances?user={}", seg(&owner)), As::Proxy { user: "root", groups: "" }).await;
+    assert_eq!(all.body.as_array().map(Vec::len), Some(1), "{}", all.body);
+
+    assert_eq!(api.delete(&path, me).await.status, StatusCode::NO_CONTENT);
+    api.status_until(&path, me, |a| a.status == StatusCode::NOT_FOUND).await.expect_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn profiles_are_limited_by_group_and_list_their_options() {
+    let api = Api::start();
+    let user = common::unique("grouped");
+    let plain = As::Proxy { user: &user, groups: "data" };
+    let member = As::Proxy { user: &user, groups: "data, gpu-users" };
+
+    let seen = api.get("/api/v1/profiles", plain).await;
+    assert_eq!(seen.status, StatusCode::OK);
+    let list = slugs(&seen.body);
+    assert_eq!(list.first().map(String::as_str), Some("a"), "the default comes first: {list:?}");
+    assert!(list.contains(&"with-options".into()) && !list.contains(&"groups-only".into()), "{list:?}");
+    assert!(!slugs(&api.get("/api/v1/profiles", As::Token(ALICE_TOKEN)).await.body).contains(&"groups-only".into()));
+    assert!(slugs(&api.get("/api/v1/profiles", member).await.body).contains(&"groups-only".into()));
+    assert!(slugs(&api.get("/api/v1/profiles", As::Token(HUB_TOKEN)).await.body).contains(&"groups-only".into()));
+
+    // The options, as a form would show them.
+    let with_options = seen.body.as_array().expect("list").iter().find(|p| p["slug"] == "with-options").expect("with-options").clone();
+    assert_eq!(with_options["clusters"], json!(["cluster-c"]));
+    let image = &with_options["options"][0];
+    assert_eq!((image["name"].as_str(), image["default"].as_str()), (Some("image"), Some("base")), "{image}");
+    let choices: Vec<&str> = image["choices"].as_array().expect("choices").iter().filter_map(|c| c["value"].as_str()).collect();
+    assert_eq!(choices, ["base", "scipy"]);
+    assert!(image["free_text"]["regex"].as_str().is_some_and(|r| r.contains("quay")), "{image}");
+
+    // Starting a profile of another group is forbidden, and nothing starts.
+    let path = server_path(&user, "gpu");
+    api.put(&path, plain, json!({ "profile": "groups-only" })).await.expect_error(403, "forbidden");
+    api.get(&path, plain).await.expect_error(404, "not_found");
+    let alices = server_path("alice", &common::unique("gpu"));
+    api.put(&alices, As::Token(ALICE_TOKEN), json!({ "profile": "groups-only" })).await.expect_error(403, "forbidden");
+    api.get(&alices, As::Token(ALICE_TOKEN)).await.expect_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_the_field_named() {
+    let api = Api::start();
+    let hub = As::Token(HUB_TOKEN);
+    let user = common::unique("careless");
+    let path = server_path(&user, "");
+
+    api.put(&path, hub, json!({ "profile": "no-such-profile" })).await.expect_error(404, "unknown_profile");
+    api.get(&server_path(&user, "never-started"), hub).await.expect_error(404, "not_found");
+    api.get(&format!("{}/progress", server_path(&user, "never-started")), hub).await.expect_error(404, "not_found");
+    api.get("/api/v1/no-such-route", hub).await.expect_error(404, "not_found");
+
+    let cases: Vec<(Value, &str, &str)> = vec![
+        (json!({ "profile": "with-options", "options": { "image": "docker.io/evil:latest" } }), "bad_option", "options.image"),
+        (json!({ "profile": "with-options", "options": { "colour": "blue" } }), "bad_option", "options.colour"),
+        (json!({ "profile": "a", "options": { "image": "scipy" } }), "bad_option", "options.image"),
+        (json!({ "profile": "with-options", "options": { "image": "line\nbreak" } }), "invalid_input", "options.image"),
+        (json!({ "profile": "a", "env": { "1NOT_A_NAME": "x" } }), "invalid_input", "env.1NOT_A_NAME"),
+        (json!({ "profile": "../etc" }), "invalid_input", "profile"),
+        (json!({ "url_prefix": "/user/../admin/" }), "invalid_input", "url_prefix"),
+    ];
+    for (body, code, field) in cases {
+        let a = api.put(&path, hub, body.clone()).await;
+        a.expect_error(400, code);
+        assert_eq!(a.body["field"], field, "{body} -> {}", a.body);
+    }
+    // A body that is not a start request at all.
+    for body in [json!({ "profile": "a", "image": "x" }), json!({ "options": { "image": 5 } }), json!([1, 2])] {
+        api.put(&path, hub, body).await.expect_error(400, "invalid_body");
+    }
+    let not_json = api.request(Method::PUT, &path, hub).header("content-type", "application/json").body("{\"profile\":");
+    api.send(not_json).await.expect_error(400, "invalid_body");
+    // Names in the path.
+    let long = "u".repeat(300);
+    let a = api.get(&server_path(&long, ""), hub).await;
+    a.expect_error(400, "invalid_input");
+    assert_eq!(a.body["field"], "user");
+    let a = api.get(&server_path(&user, "tab\there"), hub).await;
+    a.expect_error(400, "invalid_input");
+    assert_eq!(a.body["field"], "server");
+    // An oversized body is refused before it is read, still as JSON.
+    let big = json!({ "profile": "a", "env": { "BIG": "x".repeat(100 * 1024) } });
+    api.put(&path, hub, big).await.expect_error(413, "body_too_large");
+
+    // Nothing of all that started anything; a good option value does.
+    api.get(&path, hub).await.expect_error(404, "not_found");
+    let started = api.put(&path, hub, json!({ "profile": "with-options", "options": { "image": "scipy" }, "env": { "GREETING": "hello" } })).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let events = api.progress(&path, hub).await;
+    assert_eq!(events.last().map(|(n, _)| n.as_str()), Some("ready"), "{}", show(&events));
+    assert_eq!(api.delete(&path, hub).await.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn a_spawn_storm_beyond_the_limit_gets_429_and_no_server_error() {
+    let api = Api::with(DaemonOptions { max_concurrent_spawns: 2, ..Default::default() });
+    let hub = As::Token(HUB_TOKEN);
+    let prefix = common::unique("storm");
+    let users: Vec<String> = (0..20).map(|i| format!("{prefix}-{i}")).collect();
+    let paths: Vec<String> = users.iter().map(|u| server_path(u, "")).collect();
+    let answers = futures::future::join_all(paths.iter().map(|p| api.put(p, hub, json!({ "profile": "a" })))).await;
+
+    let accepted = answers.iter().filter(|a| a.status == StatusCode::ACCEPTED).count();
+    let refused: Vec<&Answer> = answers.iter().filter(|a| a.status == StatusCode::TOO_MANY_REQUESTS).collect();
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status.as_u16()).collect();
+    assert_eq!(accepted + refused.len(), users.len(), "only 202 and 429: {statuses:?}");
+    assert!(accepted >= 1 && !refused.is_empty(), "{statuses:?}");
+    for a in refused {
+        a.expect_error(429, "too_many_spawns");
+        assert!(a.headers.contains_key("retry-after"), "429 says when to retry");
+    }
+    // Stopping is never limited; stop everything (refused ones are already "not running").
+    let stops = futures::future::join_all(paths.iter().map(|p| api.delete(p, hub))).await;
+    assert!(stops.iter().all(|a| a.status == StatusCode::NO_CONTENT), "{:?}", stops.iter().map(|a| a.status).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn instances_are_filtered_by_cluster_profile_state_and_user() {
+    let api = Api::start();
+    let admin = As::Token(ADMIN_TOKEN);
+    let u1 = common::unique("listed");
+    let u2 = common::unique("listed");
+    api.running(&u1, "x", "a").await;
+    api.running(&u2, "", "c").await;
+
+    let list = |query: String| {
+        let api = &api;
+        async move {
+            let a = api.get(&format!("/api/v1/instances?{query}"), admin).await;
+            assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+            a.body.as_array().expect("a list").iter().map(|i| (i["user"].as_str().unwrap_or_default().to_string(), i["server"].as_str().unwrap_or_default().to_string())).collect::<Vec<_>>()
+        }
+    };
+    let (q1, q2) = (seg(&u1), seg(&u2));
+    assert_eq!(list(format!("user={q1}")).await, [(u1.clone(), "x".to_string())]);
+    assert_eq!(list(format!("user={q2}&cluster=cluster-c&profile=c")).await, [(u2.clone(), String::new())]);
+    assert!(list(format!("user={q2}&cluster=cluster-a")).await.is_empty());
+    assert!(list(format!("user={q1}&profile=c")).await.is_empty());
+    let started = Instant::now();
+    while list(format!("user={q1}&state=running")).await.is_empty() && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(list(format!("user={q1}&state=running")).await.len(), 1);
+    assert!(list(format!("user={q1}&state=failed")).await.is_empty());
+    let everyone = list(String::new()).await;
+    assert!(everyone.contains(&(u1.clone(), "x".into())) && everyone.contains(&(u2.clone(), String::new())));
+    api.get("/api/v1/instances?state=sleeping", admin).await.expect_error(400, "invalid_body");
+    api.get("/api/v1/instances?colour=red", admin).await.expect_error(400, "invalid_body");
+
+    assert_eq!(api.delete(&server_path(&u1, "x"), admin).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(api.delete(&server_path(&u2, ""), admin).await.status, StatusCode::NO_CONTENT);
+}
+
+/// Waits (at most 15 s) until `f` holds, returning whether it did.
+async fn eventually<F: std::future::Future<Output = bool>>(mut f: impl FnMut() -> F) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(15) {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn profile_edits_take_effect_and_a_bad_edit_keeps_the_previous_profiles() {
+    let api = Api::start();
+    let admin = As::Token(ADMIN_TOKEN);
+    let file = api.daemon.profiles_path();
+    let original = std::fs::read_to_string(&file).expect("profiles");
+    let slugs_now = || async { slugs(&api.get("/api/v1/profiles", admin).await.body) };
+    assert!(!slugs_now().await.contains(&"hot".to_string()));
+
+    // A good edit: a new profile, without a restart.
+    let added = format!(
+        "{original}\n[[profiles]]\nslug = \"hot\"\ndisplay_name = \"Added while running\"\ncontext = \"cluster-a\"\ningress_public_url = \"http://cluster-a.127.0.0.1.nip.io:8080\"\n"
+    );
+    std::fs::write(&file, &added).expect("edit");
+    assert!(eventually(|| async { slugs_now().await.contains(&"hot".to_string()) }).await, "the new profile never showed:\n{}", api.daemon.log());
+    let ready = api.get("/readyz", As::Nobody).await;
+    assert_eq!((ready.status, &ready.body["profiles_error"]), (StatusCode::OK, &Value::Null), "{}", ready.body);
+
+    // A bad edit: the previous profiles stay, the error (file:line) shows in /readyz.
+    let broken_line = added.lines().count() + 2;
+    std::fs::write(&file, format!("{added}\n[[profiles]\nslug = \"broken\"\n")).expect("edit");
+    let error = || async { api.get("/readyz", As::Nobody).await.body["profiles_error"].as_str().map(String::from) };
+    assert!(eventually(|| async { error().await.is_some() }).await, "no error shown:\n{}", api.daemon.log());
+    let shown = error().await.unwrap_or_default();
+    assert!(shown.contains(&format!("profiles.toml:{broken_line}")), "file:line of the error: {shown}");
+    let ready = api.get("/readyz", As::Nobody).await;
+    assert_eq!((ready.status, &ready.body["ready"]), (StatusCode::OK, &json!(true)), "a bad edit does not make the daemon unready");
+    let kept = slugs_now().await;
+    assert!(kept.contains(&"hot".to_string()) && kept.contains(&"a".to_string()) && !kept.contains(&"broken".to_string()), "{kept:?}");
+    assert!(api.daemon.log().contains(&format!("profiles.toml:{broken_line}")), "the error is logged with file:line");
+
+    // Fixing it clears the error and applies the fixed file.
+    std::fs::write(&file, &original).expect("fix");
+    assert!(eventually(|| async { error().await.is_none() && !slugs_now().await.contains(&"hot".to_string()) }).await, "{}", api.daemon.log());
+    let metrics = api.http.get(format!("{}/metrics", api.daemon.url)).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("fleetspawn_profile_reloads_total{outcome=\"error\"} 1"), "{metrics}");
+    assert!(metrics.contains("fleetspawn_profile_reloads_total{outcome=\"ok\"} 2"), "{metrics}");
+}
+
+#[tokio::test]
+async fn operations_endpoints_and_request_ids() {
+    let api = Api::start();
+    let health = api.http.get(format!("{}/healthz", api.daemon.url)).send().await.expect("healthz");
+    assert_eq!(health.status(), StatusCode::OK);
+    let ready = api.get("/readyz", As::Nobody).await;
+    assert_eq!((ready.status, &ready.body["ready"], &ready.body["unsynced_clusters"]), (StatusCode::OK, &json!(true), &json!([])));
+
+    // A request id is answered back and appears in the log lines of that request.
+    let id = common::unique("request-id");
+    let r = api.send(api.request(Method::GET, "/api/v1/profiles", As::Token(HUB_TOKEN)).header("x-request-id", &id)).await;
+    assert_eq!(r.headers.get("x-request-id").and_then(|v| v.to_str().ok()), Some(id.as_str()));
+    let generated = api.get("/api/v1/profiles", As::Token(HUB_TOKEN)).await;
+    assert!(generated.headers.get("x-request-id").is_some_and(|v| !v.is_empty()), "one is made up when none is sent");
+    assert!(eventually(|| async { api.daemon.log().contains(&id) }).await, "request id not in the log");
+
+    let metrics = api.http.get(format!("{}/metrics", api.daemon.url)).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("fleetspawn_http_requests_total{route=\"/api/v1/profiles\",status=\"200\"}"), "{metrics}");
+
+    let doc = api.get("/api/v1/openapi.json", As::Nobody).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert!(doc.body["paths"]["/api/v1/users/{user}/servers/{server}"]["put"].is_object());
+}
+
+#[tokio::test]
+async fn sigterm_ends_open_progress_streams_and_exits_zero() {
+    let api = Api::start();
+    let hub = As::Token(HUB_TOKEN);
+    let user = common::unique("shutdown");
+    let path = server_path(&user, "");
+    let started = api.put(&path, hub, json!({ "profile": "c" })).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    // A client follows the progress while the daemon is told to stop.
+    let stream = api.request(Method::GET, &format!("{path}/progress"), hub).send().await.expect("progress");
+    assert_eq!(stream.status(), StatusCode::OK);
+    let reader = tokio::spawn(async move { stream.text().await });
+
+    let Api { daemon, .. } = api;
+    let exit = tokio::task::spawn_blocking(move || daemon.terminate()).await.expect("terminate");
+    assert!(exit.success(), "exit status after SIGTERM: {exit:?}");
+    let _ = tokio::time::timeout(Duration::from_secs(30), reader).await.expect("the stream ended with the daemon");
+
+    // A new daemon finds the server (the spawn reached a consistent point) and stops it.
+    let api = Api::start();
+    let a = api.get(&path, hub).await;
+    assert!(matches!(a.status.as_u16(), 200 | 404), "{}", a.body);
+    assert_eq!(api.delete(&path, hub).await.status, StatusCode::NO_CONTENT);
+    let key = started.body["key"].as_str().expect("key");
+    assert_eq!(common::objects_of("cluster-c", key), Vec::<String>::new());
+}
