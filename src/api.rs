@@ -233,108 +233,6 @@ impl From<QueryRejection> for ApiError {
 // Wire types
 // ---------------------------------------------------------------------------------------------
 
-/// The lifecycle state of an instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ServerState {
-    Pending,
-    Running,
-    Stopping,
-    Stopped,
-    Failed,
-    Unknown,
-}
-
-impl From<InstanceState> for ServerState {
-    fn from(s: InstanceState) -> Self {
-        match s {
-            InstanceState::Pending => ServerState::Pending,
-            InstanceState::Running => ServerState::Running,
-            InstanceState::Stopping => ServerState::Stopping,
-            InstanceState::Stopped => ServerState::Stopped,
-            InstanceState::Failed => ServerState::Failed,
-            InstanceState::Unknown => ServerState::Unknown,
-        }
-    }
-}
-
-/// One user server.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Instance {
-    /// Unique key of the instance across clusters.
-    pub key: String,
-    pub user: String,
-    /// The server's name; empty for the user's default server.
-    pub server: String,
-    pub profile: String,
-    /// The kubeconfig context (cluster) it runs on.
-    pub cluster: String,
-    pub state: ServerState,
-    /// Where the server answers, once known.
-    pub url: Option<String>,
-    /// RFC 3339.
-    pub started_at: Option<String>,
-    /// RFC 3339: when the registry last saw the instance's objects.
-    pub last_seen: Option<String>,
-    /// Why it failed, when it did.
-    pub cause: Option<String>,
-    /// Why this cluster was chosen (spawns in flight).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub placement: Option<String>,
-}
-
-impl From<InstanceView> for Instance {
-    fn from(v: InstanceView) -> Self {
-        Instance {
-            key: v.key,
-            user: v.user,
-            server: v.server,
-            profile: v.profile,
-            cluster: v.cluster,
-            state: v.state.into(),
-            url: v.url,
-            started_at: v.started_at,
-            last_seen: v.last_seen,
-            cause: v.cause,
-            placement: v.placement,
-        }
-    }
-}
-
-/// One progress message, the `data` of every SSE event (JupyterHub's progress shape).
-/// The event name is `progress`, then `ready` or `failed` for the last one.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Progress {
-    /// 0 to 100.
-    pub progress: u8,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ready: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failed: Option<bool>,
-}
-
-impl Progress {
-    /// The SSE event name: `ready`, `failed` or `progress`.
-    pub fn event_name(&self) -> &'static str {
-        if self.ready == Some(true) {
-            "ready"
-        } else if self.failed == Some(true) {
-            "failed"
-        } else {
-            "progress"
-        }
-    }
-}
-
-impl From<ProgressEvent> for Progress {
-    fn from(e: ProgressEvent) -> Self {
-        Progress { progress: e.progress.min(100), message: e.message, ready: e.ready, url: e.url, failed: e.failed }
-    }
-}
-
 /// A profile the caller may use.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ProfileInfo {
@@ -442,23 +340,6 @@ pub struct StartRequest {
     pub url_prefix: Option<String>,
 }
 
-/// The health of one cluster (kubeconfig context).
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ClusterHealth {
-    pub context: String,
-    pub server: Option<String>,
-    pub healthy: bool,
-    pub version: Option<String>,
-    pub latency_ms: Option<u64>,
-    pub cause: Option<String>,
-}
-
-impl From<Health> for ClusterHealth {
-    fn from(h: Health) -> Self {
-        ClusterHealth { context: h.context, server: h.server, healthy: h.healthy, version: h.version, latency_ms: h.latency_ms, cause: h.cause }
-    }
-}
-
 /// The `/readyz` answer.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Readiness {
@@ -497,13 +378,13 @@ pub struct StopQuery {
 pub struct InstanceFilter {
     pub cluster: Option<String>,
     pub profile: Option<String>,
-    pub state: Option<ServerState>,
+    pub state: Option<InstanceState>,
     pub user: Option<String>,
 }
 
 impl InstanceFilter {
     /// Whether `i` passes every filter that is set.
-    pub fn matches(&self, i: &Instance) -> bool {
+    pub fn matches(&self, i: &InstanceView) -> bool {
         let eq = |filter: &Option<String>, value: &str| filter.as_deref().is_none_or(|f| f == value);
         eq(&self.cluster, &i.cluster)
             && eq(&self.profile, &i.profile)
@@ -664,8 +545,8 @@ async fn list_profiles(
 #[utoipa::path(put, path = "/api/v1/users/{user}/servers/{server}", tag = "servers", params(ServerPath),
     request_body = StartRequest,
     responses(
-        (status = 200, description = "Already running", body = Instance),
-        (status = 202, description = "Starting; follow `/progress`", body = Instance),
+        (status = 200, description = "Already running", body = InstanceView),
+        (status = 202, description = "Starting; follow `/progress`", body = InstanceView),
         (status = 400, description = "Bad input (the field is named)", body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, description = "Unknown profile", body = ErrorBody),
         (status = 409, description = "Stopping, or too many servers", body = ErrorBody),
@@ -676,7 +557,7 @@ async fn start(
     caller: Caller,
     WithRejection(Path(path), _): ApiPath,
     WithRejection(Json(body), _): WithRejection<Json<StartRequest>, ApiError>,
-) -> Result<(StatusCode, Json<Instance>), ApiError> {
+) -> Result<(StatusCode, Json<InstanceView>), ApiError> {
     let view = start_server(&state, &caller, &path, body).await?;
     let status = if view.state == InstanceState::Running { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok((status, Json(view.into())))
@@ -685,24 +566,24 @@ async fn start(
 /// Same as `PUT`.
 #[utoipa::path(post, path = "/api/v1/users/{user}/servers/{server}", tag = "servers", params(ServerPath),
     request_body = StartRequest,
-    responses((status = 200, body = Instance), (status = 202, body = Instance), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = InstanceView), (status = 202, body = InstanceView), (status = "4XX", body = ErrorBody)))]
 async fn start_post(
     state: State<AppState>,
     caller: Caller,
     path: ApiPath,
     body: WithRejection<Json<StartRequest>, ApiError>,
-) -> Result<(StatusCode, Json<Instance>), ApiError> {
+) -> Result<(StatusCode, Json<InstanceView>), ApiError> {
     start(state, caller, path, body).await
 }
 
 /// A server's state, URL, cluster, profile, times and cause of failure.
 #[utoipa::path(get, path = "/api/v1/users/{user}/servers/{server}", tag = "servers", params(ServerPath),
-    responses((status = 200, body = Instance), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = InstanceView), (status = 404, body = ErrorBody)))]
 async fn status(
     State(state): State<AppState>,
     caller: Caller,
     WithRejection(Path(path), _): ApiPath,
-) -> Result<Json<Instance>, ApiError> {
+) -> Result<Json<InstanceView>, ApiError> {
     validate_path(&path)?;
     authorize(&caller, &path.user)?;
     state.spawner.status(&path.user, &path.server).map(|v| Json(v.into())).map_err(|e| not_found_names(e, &path))
@@ -739,7 +620,7 @@ async fn stop(
 /// Server-Sent Events with the spawn's progress: the history first, then live events; the last
 /// one is named `ready` (with `url`) or `failed` (the cause in `message`).
 #[utoipa::path(get, path = "/api/v1/users/{user}/servers/{server}/progress", tag = "servers", params(ServerPath),
-    responses((status = 200, content_type = "text/event-stream", body = Progress), (status = 404, body = ErrorBody)))]
+    responses((status = 200, content_type = "text/event-stream", body = ProgressEvent), (status = 404, body = ErrorBody)))]
 async fn progress(
     State(state): State<AppState>,
     caller: Caller,
@@ -756,12 +637,12 @@ async fn progress(
     if ready_then_stopped {
         return Err(no_server(&path));
     }
-    let events = log.subscribe().map(|e| Ok(sse_event(Progress::from(e)))).take_until(state.shutdown.clone().wait());
+    let events = log.subscribe().map(|e| Ok(sse_event(e))).take_until(state.shutdown.clone().wait());
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
 /// One SSE event for a progress message.
-pub fn sse_event(p: Progress) -> Event {
+pub fn sse_event(p: ProgressEvent) -> Event {
     // Serializing a struct of strings and numbers cannot fail.
     let data = serde_json::to_string(&p).unwrap_or_default();
     Event::default().event(p.event_name()).data(data)
@@ -769,24 +650,24 @@ pub fn sse_event(p: Progress) -> Event {
 
 /// Every instance across clusters (administrators only), filtered.
 #[utoipa::path(get, path = "/api/v1/instances", tag = "admin", params(InstanceFilter),
-    responses((status = 200, body = Vec<Instance>), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Vec<InstanceView>), (status = 403, body = ErrorBody)))]
 async fn instances(
     State(state): State<AppState>,
     caller: Caller,
     WithRejection(Query(filter), _): WithRejection<Query<InstanceFilter>, ApiError>,
-) -> Result<Json<Vec<Instance>>, ApiError> {
+) -> Result<Json<Vec<InstanceView>>, ApiError> {
     require_admin(&caller)?;
-    Ok(Json(state.spawner.list().into_iter().map(Instance::from).filter(|i| filter.matches(i)).collect()))
+    Ok(Json(state.spawner.list().into_iter().filter(|i| filter.matches(i)).collect()))
 }
 
 /// The health of each cluster (administrators and the hub).
 #[utoipa::path(get, path = "/api/v1/clusters", tag = "admin",
-    responses((status = 200, body = Vec<ClusterHealth>), (status = 403, body = ErrorBody)))]
-async fn clusters(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<ClusterHealth>>, ApiError> {
+    responses((status = 200, body = Vec<Health>), (status = 403, body = ErrorBody)))]
+async fn clusters(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<Health>>, ApiError> {
     if !(caller.is_admin() || matches!(&caller, Caller::Token { role: crate::auth::Role::Hub, .. })) {
         return Err(ApiError::Forbidden("cluster health is for administrators and the hub".into()));
     }
-    Ok(Json(state.spawner.cluster_health().into_iter().map(ClusterHealth::from).collect()))
+    Ok(Json(state.spawner.cluster_health().into_iter().collect()))
 }
 
 /// The process is alive.
@@ -856,7 +737,7 @@ pub fn ops_router() -> Router<AppState> {
 #[openapi(
     info(title = "fleetspawn", description = "Start, watch and stop per-user servers across many Kubernetes clusters."),
     paths(list_profiles, start, start_post, status, stop, progress, instances, clusters, healthz, readyz, metrics),
-    components(schemas(ErrorBody, Instance, ServerState, Progress, ProfileInfo, OptionInfo, ChoiceInfo, FreeTextInfo, StartRequest, ClusterHealth, Readiness)),
+    components(schemas(ErrorBody, InstanceView, InstanceState, ProgressEvent, ProfileInfo, OptionInfo, ChoiceInfo, FreeTextInfo, StartRequest, Health, Readiness)),
     modifiers(&Security),
     security(("token" = [])),
 )]
@@ -1082,14 +963,14 @@ override = { image = "{value}" }
 
     #[test]
     fn instance_filters() {
-        let i = Instance {
+        let i = InstanceView {
             key: "k".into(), user: "alice".into(), server: String::new(), profile: "cpu".into(), cluster: "east".into(),
-            state: ServerState::Running, url: None, started_at: None, last_seen: None, cause: None, placement: None,
+            state: InstanceState::Running, url: None, started_at: None, last_seen: None, cause: None, placement: None,
         };
         assert!(InstanceFilter::default().matches(&i));
-        assert!(InstanceFilter { cluster: Some("east".into()), state: Some(ServerState::Running), ..Default::default() }.matches(&i));
+        assert!(InstanceFilter { cluster: Some("east".into()), state: Some(InstanceState::Running), ..Default::default() }.matches(&i));
         assert!(!InstanceFilter { user: Some("bob".into()), ..Default::default() }.matches(&i));
-        assert!(!InstanceFilter { state: Some(ServerState::Failed), ..Default::default() }.matches(&i));
+        assert!(!InstanceFilter { state: Some(InstanceState::Failed), ..Default::default() }.matches(&i));
     }
 
     #[test]
@@ -1102,16 +983,6 @@ override = { image = "{value}" }
         .into_iter()
         .collect();
         assert_eq!(syncing_clusters(&states), ["c"]);
-    }
-
-    #[test]
-    fn progress_events_are_named_by_outcome() {
-        let p = |ready, failed| Progress { progress: 50, message: "m".into(), ready, url: None, failed };
-        assert_eq!(p(None, None).event_name(), "progress");
-        assert_eq!(p(Some(true), None).event_name(), "ready");
-        assert_eq!(p(None, Some(true)).event_name(), "failed");
-        let from = Progress::from(ProgressEvent { progress: 250, message: "x".into(), ready: None, url: None, failed: None });
-        assert_eq!(from.progress, 100);
     }
 
     #[test]

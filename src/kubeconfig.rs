@@ -139,6 +139,12 @@ impl Fleet {
         Fleet { clusters: join_all(tasks).await.into_iter().collect() }
     }
 
+    /// A fleet of clusters whose clients were built by the caller (e.g. with extra tower
+    /// layers, as the benchmarks do to count API requests).
+    pub fn from_clusters(clusters: impl IntoIterator<Item = Cluster>) -> Fleet {
+        Fleet { clusters: clusters.into_iter().map(|c| (c.context.clone(), c)).collect() }
+    }
+
     /// The clusters, by context name.
     pub fn clusters(&self) -> impl Iterator<Item = &Cluster> {
         self.clusters.values()
@@ -177,8 +183,8 @@ async fn build_client(config: Kubeconfig, context: String) -> Result<kube::Clien
     }
 }
 
-/// The health of one cluster at one moment.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+/// The health of one cluster (kubeconfig context) at one moment.
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Health {
     pub context: String,
     pub server: Option<String>,

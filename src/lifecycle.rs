@@ -68,8 +68,9 @@ pub fn judge_pod(pod: &Pod) -> PodVerdict {
     PodVerdict::Starting
 }
 
-/// One step of a spawn's progress, in the shape JupyterHub's progress API uses.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One step of a spawn's progress, in the shape JupyterHub's progress API uses: the `data` of
+/// every SSE event, whose name is `progress`, then `ready` or `failed` for the last one.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ProgressEvent {
     /// 0..=100.
     pub progress: u8,
@@ -101,6 +102,17 @@ impl ProgressEvent {
     /// Whether this event ends the stream.
     pub fn is_terminal(&self) -> bool {
         self.ready == Some(true) || self.failed == Some(true)
+    }
+
+    /// The SSE event name: `ready`, `failed` or `progress`.
+    pub fn event_name(&self) -> &'static str {
+        if self.ready == Some(true) {
+            "ready"
+        } else if self.failed == Some(true) {
+            "failed"
+        } else {
+            "progress"
+        }
     }
 }
 
@@ -196,6 +208,14 @@ mod tests {
         assert_eq!(progress_for_event(&ev("Scheduled", "Normal"), 60).progress, 60);
         let warn = progress_for_event(&ev("FailedScheduling", "Warning"), 40);
         assert_eq!((warn.progress, warn.message.as_str()), (40, "Warning: FailedScheduling: m"));
+    }
+
+    #[test]
+    fn progress_events_are_named_by_outcome_and_clamped() {
+        assert_eq!(ProgressEvent::step(250, "x").progress, 100);
+        assert_eq!(ProgressEvent::step(50, "m").event_name(), "progress");
+        assert_eq!(ProgressEvent::ready("u").event_name(), "ready");
+        assert_eq!(ProgressEvent::failed("f").event_name(), "failed");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::lifecycle::{judge_pod, PodVerdict};
 
 /// The state of an instance as users and operators see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum InstanceState {
     Pending,

@@ -88,18 +88,25 @@ pub struct SpawnRequest {
     pub url_prefix: Option<String>,
 }
 
-/// An instance as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One user server, as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct InstanceView {
+    /// Unique key of the instance across clusters.
     pub key: String,
     pub user: String,
+    /// The server's name; empty for the user's default server.
     pub server: String,
     pub profile: String,
+    /// The kubeconfig context (cluster) it runs on.
     pub cluster: String,
     pub state: InstanceState,
+    /// Where the server answers, once known.
     pub url: Option<String>,
+    /// RFC 3339.
     pub started_at: Option<String>,
+    /// RFC 3339: when the registry last heard of the instance from its cluster.
     pub last_seen: Option<String>,
+    /// Why it failed, when it did.
     pub cause: Option<String>,
     /// Why this cluster was chosen (spawns in flight).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -18,7 +18,10 @@ use axum_extra::extract::SignedCookieJar;
 use minijinja::Environment;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{self, ApiError, ClusterHealth, Instance, ProfileInfo, ServerPath, StartRequest, ServerState};
+use crate::api::{self, ApiError, ProfileInfo, ServerPath, StartRequest};
+use crate::kubeconfig::Health;
+use crate::registry::InstanceState;
+use crate::spawner::InstanceView;
 use crate::auth::{Caller, CSRF_FIELD};
 use crate::lifecycle::ProgressEvent;
 use crate::server::AppState;
@@ -89,7 +92,7 @@ pub struct HomePage {
     pub active: &'static str,
     pub header: Header,
     pub csrf_token: String,
-    pub servers: Vec<Instance>,
+    pub servers: Vec<InstanceView>,
     pub profiles: Vec<ProfileInfo>,
     /// Display name of each profile slug in `servers` (the slug when the profile is gone).
     pub profile_names: BTreeMap<String, String>,
@@ -127,8 +130,8 @@ pub struct AdminPage {
     pub title: &'static str,
     pub active: &'static str,
     pub header: Header,
-    pub clusters: Vec<ClusterHealth>,
-    pub instances: Vec<Instance>,
+    pub clusters: Vec<Health>,
+    pub instances: Vec<InstanceView>,
     /// Instances per cluster.
     pub counts: BTreeMap<String, usize>,
     pub profiles_error: Option<String>,
@@ -220,7 +223,7 @@ fn home_page_saying(state: &AppState, caller: &Caller, jar: SignedCookieJar, fai
         Err(e) => return error_page(state, Some(caller), &e),
     };
     let (jar, csrf_token) = state.auth.csrf_token(jar, caller);
-    let mut servers: Vec<Instance> = state.spawner.list().into_iter().filter(|i| i.user == user).map(Instance::from).collect();
+    let mut servers: Vec<InstanceView> = state.spawner.list().into_iter().filter(|i| i.user == user).collect();
     servers.sort_by(|a, b| a.server.cmp(&b.server));
     let status = failure.as_ref().map_or(StatusCode::OK, |(status, _)| *status);
     let set = state.spawner.profiles();
@@ -240,7 +243,7 @@ fn home_page_saying(state: &AppState, caller: &Caller, jar: SignedCookieJar, fai
 }
 
 /// The display name of every profile `servers` use; the slug when `name` knows none.
-pub fn profile_names(servers: &[Instance], name: impl Fn(&str) -> Option<String>) -> BTreeMap<String, String> {
+pub fn profile_names(servers: &[InstanceView], name: impl Fn(&str) -> Option<String>) -> BTreeMap<String, String> {
     servers
         .iter()
         .map(|s| (s.profile.clone(), name(&s.profile).filter(|n| !n.is_empty()).unwrap_or_else(|| s.profile.clone())))
@@ -469,7 +472,7 @@ async fn progress(
     };
     let history = state.spawner.progress(&path.user, &path.server).map(|log| log.history()).unwrap_or_default();
     let instance = match state.spawner.status(&path.user, &path.server) {
-        Ok(view) => Instance::from(view),
+        Ok(view) => InstanceView::from(view),
         // A failed spawn is rolled back, so the registry forgets it; its progress log keeps
         // the cause, which is what this page is for.
         Err(crate::spawner::SpawnError::NotFound) if history.last().is_some_and(|e| e.failed == Some(true)) => {
@@ -485,14 +488,14 @@ async fn progress(
 }
 
 /// The instance of a spawn that failed and was rolled back, from its progress log.
-fn failed_instance(path: &ServerPath, history: &[ProgressEvent]) -> Instance {
-    Instance {
+fn failed_instance(path: &ServerPath, history: &[ProgressEvent]) -> InstanceView {
+    InstanceView {
         key: crate::naming::InstanceKey::new(&path.user, &path.server).key().to_string(),
         user: path.user.clone(),
         server: path.server.clone(),
         profile: String::new(),
         cluster: String::new(),
-        state: ServerState::Failed,
+        state: InstanceState::Failed,
         url: None,
         started_at: None,
         last_seen: None,
@@ -506,11 +509,11 @@ fn failed_instance(path: &ServerPath, history: &[ProgressEvent]) -> Instance {
 /// A running server gets the page in its finished state, which opens the server with a meta
 /// refresh and a link rather than an HTTP redirect: a redirect to another origin at the end of
 /// a form post is refused by the `form-action 'self'` policy.
-pub fn progress_page(caller: &Caller, instance: &Instance, history: Vec<ProgressEvent>) -> ProgressPage {
+pub fn progress_page(caller: &Caller, instance: &InstanceView, history: Vec<ProgressEvent>) -> ProgressPage {
     let last_failed = history.last().filter(|e| e.failed == Some(true)).map(|e| e.message.clone());
-    let failed = instance.state == ServerState::Failed || last_failed.is_some();
+    let failed = instance.state == InstanceState::Failed || last_failed.is_some();
     let ready_url = match (instance.state, &instance.url) {
-        (ServerState::Running, Some(url)) if !failed => Some(url.clone()),
+        (InstanceState::Running, Some(url)) if !failed => Some(url.clone()),
         _ => None,
     };
     let server_label = if instance.server.is_empty() { "your server".to_string() } else { format!("server “{}”", instance.server) };
@@ -541,15 +544,15 @@ async fn admin(State(state): State<AppState>, caller: Result<Caller, ApiError>) 
         Ok(c) => return error_page(&state, Some(&c), &ApiError::Forbidden("administrators only".into())),
         Err(e) => return error_page(&state, None, &e),
     };
-    let mut instances: Vec<Instance> = state.spawner.list().into_iter().map(Instance::from).collect();
+    let mut instances: Vec<InstanceView> = state.spawner.list().into_iter().collect();
     instances.sort_by(|a, b| (&a.cluster, &a.user, &a.server).cmp(&(&b.cluster, &b.user, &b.server)));
-    let clusters: Vec<ClusterHealth> = state.spawner.cluster_health().into_iter().map(ClusterHealth::from).collect();
+    let clusters: Vec<Health> = state.spawner.cluster_health().into_iter().collect();
     let page = admin_page(&caller, clusters, instances, state.reload.last_error());
     render(&state, StatusCode::OK, "admin.html", &page)
 }
 
 /// The admin page's data.
-pub fn admin_page(caller: &Caller, clusters: Vec<ClusterHealth>, instances: Vec<Instance>, profiles_error: Option<String>) -> AdminPage {
+pub fn admin_page(caller: &Caller, clusters: Vec<Health>, instances: Vec<InstanceView>, profiles_error: Option<String>) -> AdminPage {
     // Every cluster has a count (0 too): the template looks each one up, and an undefined value
     // is an error with the strict templates.
     let mut counts: BTreeMap<String, usize> = clusters.iter().map(|c| (c.context.clone(), 0)).collect();
@@ -572,18 +575,18 @@ mod tests {
         Caller::User { user: "morgan".into(), groups: vec!["platform".into()], admin: true }
     }
 
-    fn instance(user: &str, server: &str, cluster: &str, state: ServerState) -> Instance {
-        Instance {
+    fn instance(user: &str, server: &str, cluster: &str, state: InstanceState) -> InstanceView {
+        InstanceView {
             key: format!("{cluster}/{user}/{server}"),
             user: user.into(),
             server: server.into(),
             profile: "scipy".into(),
             cluster: cluster.into(),
             state,
-            url: (state == ServerState::Running).then(|| format!("https://{cluster}.example.org/user/{user}/{server}")),
+            url: (state == InstanceState::Running).then(|| format!("https://{cluster}.example.org/user/{user}/{server}")),
             started_at: Some("2026-05-02T09:14:03Z".into()),
             last_seen: Some("2026-05-02T10:01:44Z".into()),
-            cause: (state == ServerState::Failed).then(|| "Back-off pulling image \"ghcr.io/lab/tensorflow:9.9\": ErrImagePull".into()),
+            cause: (state == InstanceState::Failed).then(|| "Back-off pulling image \"ghcr.io/lab/tensorflow:9.9\": ErrImagePull".into()),
             placement: None,
         }
     }
@@ -645,7 +648,7 @@ mod tests {
             active: "home",
             header: Header::new(Some(&alice())),
             csrf_token: "tok123".into(),
-            servers: vec![instance("alice", "", "eu-west", ServerState::Running), instance("alice", "big run", "us-gpu", ServerState::Pending)],
+            servers: vec![instance("alice", "", "eu-west", InstanceState::Running), instance("alice", "big run", "us-gpu", InstanceState::Pending)],
             profiles: profiles(),
             profile_names: BTreeMap::from([("scipy".to_string(), "Data science".to_string())]),
             error,
@@ -699,7 +702,7 @@ mod tests {
     #[test]
     fn progress_page_while_starting_and_after_a_failure() {
         let history = vec![ProgressEvent::step(10, "Placed on us-gpu (least loaded)"), ProgressEvent::step(35, "Pulling image quay.io/jupyter/pytorch-notebook")];
-        let starting = progress_page(&alice(), &instance("alice", "big run", "us-gpu", ServerState::Pending), history);
+        let starting = progress_page(&alice(), &instance("alice", "big run", "us-gpu", InstanceState::Pending), history);
         assert_eq!(starting.percent, 35);
         assert_eq!(starting.events_url, "/api/v1/users/alice/servers/big%20run/progress");
         let html = rendered("progress.html", "progress.html", &starting);
@@ -708,7 +711,7 @@ mod tests {
         assert!(html.contains(r#"<div class="failure" hidden>"#));
         assert!(html.contains("<li>Pulling image quay.io/jupyter/pytorch-notebook</li>"));
 
-        let failed = progress_page(&alice(), &instance("alice", "", "eu-west", ServerState::Failed), vec![ProgressEvent::failed("x")]);
+        let failed = progress_page(&alice(), &instance("alice", "", "eu-west", InstanceState::Failed), vec![ProgressEvent::failed("x")]);
         assert!(failed.failed);
         let html = rendered("progress.html", "progress-failed.html", &failed);
         assert!(html.contains("could not be downloaded"));
@@ -719,7 +722,7 @@ mod tests {
 
     #[test]
     fn progress_page_of_a_running_server_opens_it_without_a_redirect() {
-        let page = progress_page(&alice(), &instance("alice", "", "eu-west", ServerState::Running), vec![ProgressEvent::ready("https://eu-west.example.org/user/alice/")]);
+        let page = progress_page(&alice(), &instance("alice", "", "eu-west", InstanceState::Running), vec![ProgressEvent::ready("https://eu-west.example.org/user/alice/")]);
         assert_eq!((page.percent, page.failed, page.ready_url.as_deref()), (100, false, Some("https://eu-west.example.org/user/alice/")));
         let html = rendered("progress.html", "progress-ready.html", &page);
         assert!(html.contains(r#"<meta http-equiv="refresh" content="0; url=https://eu-west.example.org/user/alice/">"#), "{html}");
@@ -736,7 +739,7 @@ mod tests {
         assert!(page.failed && page.explanation.contains("could not be downloaded"), "{page:?}");
         assert_eq!(page.cause, "container notebook cannot start (ErrImagePull: not found)");
         // The registry may still say pending for a moment: the log's end wins.
-        let page = progress_page(&alice(), &instance("alice", "x", "eu-west", ServerState::Pending), history);
+        let page = progress_page(&alice(), &instance("alice", "x", "eu-west", InstanceState::Pending), history);
         assert!(page.failed && page.cause.contains("ErrImagePull"));
     }
 
@@ -759,7 +762,7 @@ mod tests {
 
     #[test]
     fn servers_show_their_profiles_display_name() {
-        let servers = vec![instance("alice", "", "eu-west", ServerState::Running), Instance { profile: "gone".into(), ..instance("alice", "b", "eu-west", ServerState::Running) }];
+        let servers = vec![instance("alice", "", "eu-west", InstanceState::Running), InstanceView { profile: "gone".into(), ..instance("alice", "b", "eu-west", InstanceState::Running) }];
         let names = profile_names(&servers, |slug| (slug == "scipy").then(|| "Data science".to_string()));
         assert_eq!(names["scipy"], "Data science");
         assert_eq!(names["gone"], "gone");
@@ -770,15 +773,15 @@ mod tests {
     #[test]
     fn admin_page_lists_instances_and_cluster_health() {
         let clusters = vec![
-            ClusterHealth { context: "eu-west".into(), server: Some("https://10.0.0.1:6443".into()), healthy: true, version: Some("v1.34.1".into()), latency_ms: Some(12), cause: None },
-            ClusterHealth { context: "us-gpu".into(), server: Some("https://gpu.example.org".into()), healthy: false, version: None, latency_ms: None, cause: Some("connection refused".into()) },
+            Health { context: "eu-west".into(), server: Some("https://10.0.0.1:6443".into()), healthy: true, version: Some("v1.34.1".into()), latency_ms: Some(12), cause: None },
+            Health { context: "us-gpu".into(), server: Some("https://gpu.example.org".into()), healthy: false, version: None, latency_ms: None, cause: Some("connection refused".into()) },
         ];
         let instances = vec![
-            instance("alice", "", "eu-west", ServerState::Running),
-            instance("bob", "train", "us-gpu", ServerState::Failed),
-            instance("carol", "", "eu-west", ServerState::Pending),
+            instance("alice", "", "eu-west", InstanceState::Running),
+            instance("bob", "train", "us-gpu", InstanceState::Failed),
+            instance("carol", "", "eu-west", InstanceState::Pending),
         ];
-        let idle = ClusterHealth { context: "idle".into(), server: None, healthy: true, version: Some("v1.34.1".into()), latency_ms: Some(3), cause: None };
+        let idle = Health { context: "idle".into(), server: None, healthy: true, version: Some("v1.34.1".into()), latency_ms: Some(3), cause: None };
         let clusters = [clusters, vec![idle]].concat();
         let page = admin_page(&boss(), clusters, instances, Some("profiles.toml:12: unknown field `imagee`".into()));
         assert_eq!(page.counts["eu-west"], 2);
