@@ -552,6 +552,8 @@ impl Spawner {
 
     async fn run_spawn(&self, op: &Op, profile: &Profile, mut bundle: Bundle, choice: &placement::Choice) {
         let started = Instant::now();
+        // Claims that exist before this spawn hold a user's data: a rollback keeps them.
+        let kept_claims = self.existing_claims(&choice.context, &bundle).await;
         let outcome = tokio::select! {
             outcome = self.apply_and_wait(op, profile, &mut bundle, choice) => outcome,
             () = op.cancel.cancelled() => Err(Failure::new("the spawn was cancelled", true)),
@@ -576,7 +578,7 @@ impl Spawner {
                 }
                 if failure.cleanup || !profile.keep_on_failure {
                     op.progress.push(ProgressEvent::step(95, "Removing what this spawn created"));
-                    if let Err(e) = self.rollback(&choice.context, &bundle).await {
+                    if let Err(e) = self.rollback(&choice.context, &bundle, &kept_claims).await {
                         tracing::warn!(key = %bundle.key.key(), error = %e, "rollback incomplete; garbage collection will finish it");
                     }
                 }
@@ -762,8 +764,8 @@ impl Spawner {
     }
 
     /// Deletes a failed spawn's objects in reverse tier order; never a Namespace, and never a
-    /// PVC (storage survives failures like it survives stops).
-    async fn rollback(&self, context: &str, bundle: &Bundle) -> Result<(), ObjectError> {
+    /// claim that existed before the spawn (`kept_claims`).
+    async fn rollback(&self, context: &str, bundle: &Bundle, kept_claims: &[ObjectRef]) -> Result<(), ObjectError> {
         let cluster = self.cluster(context)?;
         let tiers: BTreeSet<Tier> = bundle.objects.iter().map(|o| o.tier).collect();
         for tier in tiers.into_iter().rev() {
@@ -772,13 +774,28 @@ impl Spawner {
                 .iter()
                 .filter(|o| o.tier == tier)
                 .filter_map(|o| ObjectRef::of(&o.object).ok())
-                .filter(|r| r.kind != "Namespace" && r.kind != "PersistentVolumeClaim")
+                .filter(|r| r.kind != "Namespace" && !kept_claims.contains(r))
                 .collect();
             for result in join_all(refs.iter().map(|r| cluster.api.delete(r))).await {
                 result?;
             }
         }
         Ok(())
+    }
+
+    /// The bundle's PersistentVolumeClaims that already exist on the cluster. When in doubt
+    /// (the check itself fails), a claim counts as existing: data is never deleted by guess.
+    async fn existing_claims(&self, context: &str, bundle: &Bundle) -> Vec<ObjectRef> {
+        let claims: Vec<ObjectRef> =
+            bundle.objects.iter().filter_map(|o| ObjectRef::of(&o.object).ok()).filter(|r| r.kind == "PersistentVolumeClaim").collect();
+        let Ok(cluster) = self.cluster(context) else { return claims };
+        let mut existing = Vec::new();
+        for r in claims {
+            if !matches!(cluster.api.exists(&r).await, Ok(false)) {
+                existing.push(r);
+            }
+        }
+        existing
     }
 
     /// Stops a server: cancels a spawn in flight, deletes its objects (its PVC too only with

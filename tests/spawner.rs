@@ -282,3 +282,54 @@ async fn storage_survives_stop_and_goes_only_when_deleted_forever() {
     s.stop(&user, "", true).await.expect("delete forever");
     assert_eq!(common::objects_of("cluster-c", &key), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn a_rejected_object_fails_the_spawn_naming_it_and_rolls_back_new_claims_too() {
+    let s = spawner().await;
+    let user = common::unique("partial");
+    s.spawn(request(&user, "", "partial-failure")).await.expect("spawn");
+    let events = progress_to_end(&s, &user, "").await;
+    let last = events.last().expect("events");
+    assert_eq!(last.failed, Some(true), "{}", messages(&events));
+    // The object and the API server's own message.
+    assert!(last.message.contains("ConfigMap") && last.message.contains("not a valid key!") && last.message.contains("Invalid"), "{}", last.message);
+    let key = InstanceKey::new(&user, "").key().to_string();
+    assert_eq!(common::objects_of("cluster-a", &key), Vec::<String>::new(), "rolled back, the new claim included");
+}
+
+#[tokio::test]
+async fn a_failed_spawn_is_kept_for_debugging_when_the_profile_says_so() {
+    let s = spawner().await;
+    let user = common::unique("kept");
+    s.spawn(request(&user, "", "broken-kept")).await.expect("spawn");
+    let events = progress_to_end(&s, &user, "").await;
+    assert_eq!(events.last().and_then(|e| e.failed), Some(true));
+    let key = InstanceKey::new(&user, "").key().to_string();
+    assert!(common::objects_of("cluster-a", &key).iter().any(|o| o.starts_with("pod/")), "kept");
+    let mut status = None;
+    for _ in 0..50 {
+        status = s.status(&user, "").ok();
+        if status.as_ref().is_some_and(|v| v.state == InstanceState::Failed && v.cause.is_some()) { break; }
+        s.registry().changed(Duration::from_millis(200)).await;
+    }
+    let status = status.expect("a kept failure has a status");
+    assert!(status.cause.as_deref().is_some_and(|c| c.contains("ErrImagePull")), "{status:?}");
+    s.stop(&user, "", false).await.expect("stop");
+    assert_eq!(common::objects_of("cluster-a", &key), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn extra_objects_of_any_kind_custom_resources_included_are_applied_and_removed() {
+    common::kubectl("cluster-a", &["apply", "-f", common::repo().join("tests/fixtures/widget-crd.yaml").to_str().expect("utf-8")]);
+    common::kubectl("cluster-a", &["wait", "--for=condition=Established", "crd/widgets.fleetspawn-test.example.org"]);
+    let s = spawner().await;
+    let user = common::unique("widgets");
+    s.spawn(request(&user, "", "with-crd")).await.expect("spawn");
+    let events = progress_to_end(&s, &user, "").await;
+    assert_eq!(events.last().and_then(|e| e.ready), Some(true), "{}", messages(&events));
+    let key = InstanceKey::new(&user, "").key().to_string();
+    let widgets = || common::kubectl("cluster-a", &["get", "widgets", "-A", "-l", &format!("fleetspawn.io/instance={key}"), "-o", "name"]);
+    assert_eq!(widgets().lines().count(), 1, "the custom resource was applied");
+    s.stop(&user, "", false).await.expect("stop");
+    assert_eq!(widgets().trim(), "", "and removed with the server");
+}
