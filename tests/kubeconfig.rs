@@ -86,3 +86,33 @@ fn kubeconfig_env_merges_several_files() {
     assert!(lab["cause"].as_str().is_some_and(|c| !c.is_empty()), "{lab}");
     assert!(rows.iter().filter(|r| r["context"] != "lab").all(|r| r["healthy"] == true));
 }
+
+#[test]
+fn a_second_up_is_a_no_op_and_status_lists_the_clusters() {
+    let kubeconfig = common::kubeconfig();
+    let script = common::repo().join("deploy/local/clusters");
+    let up = Command::new(&script).arg("up").output().expect("clusters up");
+    assert!(up.status.success());
+    assert_eq!(String::from_utf8_lossy(&up.stdout).trim(), kubeconfig.to_str().expect("utf-8"));
+    let said = String::from_utf8_lossy(&up.stderr);
+    for name in ["cluster-a", "cluster-b", "cluster-c"] {
+        assert!(said.contains(&format!("{name}: already running")), "{said}");
+    }
+    let status = Command::new(&script).arg("status").output().expect("clusters status");
+    let status = String::from_utf8_lossy(&status.stdout);
+    for name in ["cluster-a", "cluster-b", "cluster-c"] {
+        assert!(status.lines().any(|l| l == format!("{name} running")), "{status}");
+    }
+    let path = Command::new(&script).arg("kubeconfig").output().expect("clusters kubeconfig");
+    assert_eq!(String::from_utf8_lossy(&path.stdout).trim(), kubeconfig.to_str().expect("utf-8"));
+}
+
+#[test]
+fn kubectl_sees_ready_fake_nodes_and_a_pod_gets_scheduled_and_ready() {
+    let nodes = common::kubectl("cluster-b", &["get", "nodes", "--no-headers"]);
+    assert!(nodes.lines().filter(|l| l.split_whitespace().nth(1) == Some("Ready")).count() >= 2, "{nodes}");
+    let name = common::unique("plain-pod");
+    common::kubectl("cluster-a", &["run", &name, "--image=registry.example/app:1", "--restart=Never"]);
+    common::kubectl("cluster-a", &["wait", "--for=condition=Ready", &format!("pod/{name}"), "--timeout=60s"]);
+    common::kubectl("cluster-a", &["delete", "pod", &name, "--wait=false"]);
+}
