@@ -1,0 +1,156 @@
+"""A real JupyterHub (DummyAuthenticator) with a real configurable-http-proxy, spawning through
+FleetSpawner into the real local clusters via a real fleetspawn daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import free_port, wait_http
+
+
+class Hub:
+    def __init__(self, public: str, proxy_api: str, proxy_token: str, admin_token: str, log: Path):
+        self.public, self.proxy_api, self.proxy_token, self.log = public, proxy_api, proxy_token, log
+        self.api = httpx.Client(base_url=public + "/hub/api", headers={"Authorization": f"token {admin_token}"}, timeout=30)
+
+    def routes(self) -> dict:
+        r = httpx.get(self.proxy_api + "/api/routes", headers={"Authorization": f"token {self.proxy_token}"}, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def wait(self, what: str, check, timeout: float = 90):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            time.sleep(0.3)
+        pytest.fail(f"hub: {what} not after {timeout}s\n{self.log.read_text()[-6000:]}")
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory, daemon, chp):
+    d = tmp_path_factory.mktemp("hub")
+    port, hub_port, proxy_port = free_port(), free_port(), free_port()
+    proxy_token, admin_token = secrets.token_hex(16), secrets.token_hex(16)
+    (d / "jupyterhub_config.py").write_text(f"""
+c = get_config()  # noqa
+c.JupyterHub.bind_url = "http://127.0.0.1:{port}"
+c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"
+c.JupyterHub.db_url = "sqlite:///{d}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "{d}/cookie_secret"
+c.ConfigurableHTTPProxy.command = [{chp!r}]
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_port}"
+c.ConfigurableHTTPProxy.auth_token = {proxy_token!r}
+c.ConfigurableHTTPProxy.pid_file = "{d}/proxy.pid"
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allow_all = True
+c.JupyterHub.spawner_class = "fleetspawn"
+c.FleetSpawner.fleetspawn_url = {daemon.url!r}
+# fleetspawn_token comes from FLEETSPAWN_TOKEN
+c.Spawner.http_timeout = 30
+# The spawn API answers at once (202) rather than after the spawn, so its progress can be followed.
+c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
+c.JupyterHub.services = [{{"name": "test-admin", "api_token": {admin_token!r}}}]
+c.JupyterHub.load_roles = [{{"name": "test-admin", "scopes": ["admin:users", "admin:servers", "read:servers"], "services": ["test-admin"]}}]
+""")
+    log = d / "jupyterhub.log"
+    env = {**os.environ, "FLEETSPAWN_TOKEN": daemon.hub_token}
+    with open(log, "wb") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(d / "jupyterhub_config.py"), "--debug"],
+                                cwd=d, env=env, stdout=logf, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/hub/api", 60, what="jupyterhub (through the proxy)", log=log)
+        h = Hub(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{proxy_port}", proxy_token, admin_token, log)
+        yield h
+        h.api.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_hub_spawns_routes_and_stops_through_fleetspawn(hub, daemon, ingress, kubectl, username):
+    # A user logs in (DummyAuthenticator) and gets FleetSpawner's options form from the hub.
+    with httpx.Client(base_url=hub.public, timeout=30, follow_redirects=True) as browser:
+        browser.get("/hub/login")
+        xsrf = browser.cookies.get("_xsrf")
+        r = browser.post("/hub/login", data={"username": username, "password": "any", "_xsrf": xsrf})
+        assert r.status_code == 200, r.text[-2000:]
+        form = browser.get(f"/hub/spawn/{username}").text
+        assert 'type="radio" name="profile" id="fs-profile-0" value="a" checked' in form
+        assert 'value="hub-e2e"' in form and 'name="option:with-options:image"' in form
+
+    # The admin starts their server through the hub's REST API, with the profile as user_options.
+    r = hub.api.post(f"/users/{username}/server", json={"profile": "hub-e2e"})
+    assert r.status_code in (201, 202), r.text
+
+    # The hub relays fleetspawn's progress on its own progress stream, ending ready.
+    events = []
+    with hub.api.stream("GET", f"/users/{username}/server/progress", timeout=httpx.Timeout(30, read=90)) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                events.append(json.loads(line[5:]))
+                if events[-1].get("ready") or events[-1].get("failed"):
+                    break
+    messages = [e.get("message", "") for e in events]
+    assert events[-1].get("ready") is True, events
+    assert any(m.startswith("Placing on cluster-b") for m in messages), messages
+
+    user = hub.wait("server ready", lambda: (u := hub.api.get(f"/users/{username}").json())["servers"].get("", {}).get("ready") and u)
+    prefix = f"/user/{username}/"
+    assert user["servers"][""]["url"] == prefix
+    assert user["servers"][""]["user_options"] == {"profile": "hub-e2e"}
+
+    # fleetspawn's URL for the server: the cluster's ingress, under the hub's prefix...
+    status, instance = daemon.admin("GET", f"/users/{username}/server")
+    assert status == 200 and instance["state"] == "running" and instance["cluster"] == "cluster-b"
+    assert instance["url"] == ingress.url + prefix
+    # ...is where the proxy routes the user (CHP keeps the path: target + /user/<name>/...).
+    routes = hub.routes()  # CHP keys routes without the trailing slash
+    route = routes.get(prefix.rstrip("/"))
+    assert route and route["user"] == username and route["server_name"] == "", routes
+    assert route["target"] + prefix == instance["url"], routes
+    # The hub checked the server at that URL before calling it ready.
+    assert prefix + "api" in ingress.paths
+
+    # Stop through the hub: the route and every object on the clusters are gone.
+    r = hub.api.delete(f"/users/{username}/server")
+    assert r.status_code in (202, 204), r.text
+    hub.wait("server stopped", lambda: hub.api.get(f"/users/{username}").json()["servers"] == {}, timeout=150)
+    assert prefix.rstrip("/") not in hub.routes()
+    assert daemon.admin("GET", f"/users/{username}/server")[0] == 404
+    assert kubectl.objects_of_user(username) == []
+    pods = kubectl.json("cluster-b", "get", "pods", "-A", "-l", f"fleetspawn.io/user={username}")["items"]
+    assert pods == []
+
+
+def test_a_failed_spawn_shows_the_cause_on_the_hubs_progress(hub, daemon, kubectl, username):
+    r = hub.api.post(f"/users/{username}", json={})
+    assert r.status_code == 201, r.text
+    r = hub.api.post(f"/users/{username}/server", json={"profile": "broken-image"})
+    assert r.status_code == 202, r.text
+    events = []
+    with hub.api.stream("GET", f"/users/{username}/server/progress", timeout=httpx.Timeout(30, read=90)) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                events.append(json.loads(line[5:]))
+                if events[-1].get("ready") or events[-1].get("failed"):
+                    break
+    assert events[-1].get("failed") is True, events
+    assert "ErrImagePull" in events[-1]["message"], events
+    hub.wait("failed server cleared", lambda: hub.api.get(f"/users/{username}").json()["servers"] == {})
+    assert f"/user/{username}" not in hub.routes()
+    assert kubectl.objects_of_user(username) == []
