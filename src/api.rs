@@ -560,7 +560,7 @@ async fn start(
 ) -> Result<(StatusCode, Json<InstanceView>), ApiError> {
     let view = start_server(&state, &caller, &path, body).await?;
     let status = if view.state == InstanceState::Running { StatusCode::OK } else { StatusCode::ACCEPTED };
-    Ok((status, Json(view.into())))
+    Ok((status, Json(view)))
 }
 
 /// Same as `PUT`.
@@ -586,7 +586,7 @@ async fn status(
 ) -> Result<Json<InstanceView>, ApiError> {
     validate_path(&path)?;
     authorize(&caller, &path.user)?;
-    state.spawner.status(&path.user, &path.server).map(|v| Json(v.into())).map_err(|e| not_found_names(e, &path))
+    state.spawner.status(&path.user, &path.server).map(Json).map_err(|e| not_found_names(e, &path))
 }
 
 /// [`SpawnError::NotFound`] with the user and server named.

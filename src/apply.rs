@@ -78,11 +78,14 @@ pub struct Listed {
     pub instance: Option<String>,
 }
 
+/// Discovery results per (apiVersion, kind).
+type KindCache = HashMap<(String, String), (ApiResource, ApiCapabilities)>;
+
 /// One cluster's client and its discovery cache.
 #[derive(Clone)]
 pub struct ClusterApi {
     client: Client,
-    kinds: Arc<RwLock<HashMap<(String, String), (ApiResource, ApiCapabilities)>>>,
+    kinds: Arc<RwLock<KindCache>>,
 }
 
 fn is_not_found(e: &kube::Error) -> bool {

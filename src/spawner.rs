@@ -629,12 +629,21 @@ impl Spawner {
             watcher::Config::default().fields(&format!("involvedObject.kind=Pod,involvedObject.name={}", pod_ref.name)),
         );
 
-        let tiers: BTreeSet<Tier> = bundle.objects.iter().map(|o| o.tier).collect();
+        // Objects are applied in rounds, the objects of a round concurrently. A round waits only
+        // for what the API server needs to exist first: the Namespace before anything in it, the
+        // ServiceAccount (a prerequisite) before the Pod naming it. Service and Ingress need
+        // nothing of the Pod, so they go in the Pod's round: one round trip less per spawn
+        // (docs/benchmarks.md). Rollback still deletes tier by tier, in reverse.
+        let round = |t: Tier| if t == Tier::Exposure { Tier::Workload } else { t };
+        let rounds: BTreeSet<Tier> = bundle.objects.iter().map(|o| round(o.tier)).collect();
         let total = bundle.objects.len();
         let mut applied = 0usize;
         let mut pod_obj: Option<DynamicObject> = None;
-        for tier in tiers {
-            let batch: Vec<&Value> = bundle.objects.iter().filter(|o| o.tier == tier).map(|o| &o.object).collect();
+        for this_round in rounds {
+            let in_round = |t: Tier| round(t) == this_round;
+            let tiers: BTreeSet<Tier> = bundle.objects.iter().map(|o| o.tier).filter(|t| in_round(*t)).collect();
+            let tier = tiers.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join("+");
+            let batch: Vec<&Value> = bundle.objects.iter().filter(|o| in_round(o.tier)).map(|o| &o.object).collect();
             let results = join_all(batch.iter().map(|m| cluster.api.apply(m))).await;
             for result in results {
                 let obj = result.map_err(Failure::from)?;
@@ -644,7 +653,7 @@ impl Spawner {
                 }
             }
             let pct = 10 + u8::try_from(applied * 30 / total.max(1)).unwrap_or(30);
-            op.progress.push(ProgressEvent::step(pct, format!("Applied {applied}/{total} objects ({tier:?})")));
+            op.progress.push(ProgressEvent::step(pct, format!("Applied {applied}/{total} objects ({tier})")));
         }
         let pod_uid = pod_obj.as_ref().and_then(|p| p.metadata.uid.clone()).unwrap_or_default();
         let reference = ObjectReference {

@@ -472,7 +472,7 @@ async fn progress(
     };
     let history = state.spawner.progress(&path.user, &path.server).map(|log| log.history()).unwrap_or_default();
     let instance = match state.spawner.status(&path.user, &path.server) {
-        Ok(view) => InstanceView::from(view),
+        Ok(view) => view,
         // A failed spawn is rolled back, so the registry forgets it; its progress log keeps
         // the cause, which is what this page is for.
         Err(crate::spawner::SpawnError::NotFound) if history.last().is_some_and(|e| e.failed == Some(true)) => {

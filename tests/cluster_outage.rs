@@ -1,5 +1,6 @@
 //! What fleetspawn reports when one real cluster goes down. These tests stop a local cluster,
 //! so they live in their own test binary and run one at a time.
+#![allow(clippy::await_holding_lock)] // see common::serial
 
 mod common;
 

@@ -48,7 +48,8 @@ pub fn kubectl(context: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-/// Held for the whole of a test that stops clusters: such tests run one at a time.
+/// Held for the whole of a test that stops clusters: such tests run one at a time. (Each test
+/// runs on its own thread and current-thread runtime, so holding it across awaits is fine.)
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
