@@ -47,6 +47,9 @@ const DEFAULT_KINDS: &[(&str, &str)] = &[
     ("v1", "PersistentVolumeClaim"),
 ];
 
+/// How long a Namespace applied by this process is trusted to still exist.
+const NAMESPACE_FRESHNESS: Duration = Duration::from_secs(300);
+
 /// How often cluster health is probed; a failed probe marks the cluster's instances unknown.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -203,6 +206,8 @@ struct Inner {
     health: RwLock<BTreeMap<String, Health>>,
     /// Kinds seen in bundles, swept by stop and garbage collection.
     kinds: Mutex<BTreeSet<(String, String)>>,
+    /// (context, namespace) → when this process last applied that Namespace.
+    namespaces: Mutex<HashMap<(String, String), Instant>>,
     restart_watch: BTreeMap<String, watch::Sender<u64>>,
     shutdown: CancellationToken,
     metrics: Metrics,
@@ -253,6 +258,7 @@ impl Spawner {
                 finished: Mutex::default(),
                 health: RwLock::default(),
                 kinds: Mutex::new(kinds),
+                namespaces: Mutex::default(),
                 restart_watch,
                 shutdown: CancellationToken::new(),
                 metrics,
@@ -520,6 +526,24 @@ impl Spawner {
         Ok(view)
     }
 
+    /// Whether this process applied the Namespace manifest `m` on `context` within
+    /// [`NAMESPACE_FRESHNESS`].
+    fn namespace_is_fresh(&self, context: &str, m: &Value) -> bool {
+        let name = m.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let applied = lock(&self.inner.namespaces);
+        applied.get(&(context.to_string(), name.to_string())).is_some_and(|t| t.elapsed() < NAMESPACE_FRESHNESS)
+    }
+
+    fn remember_namespace(&self, context: &str, name: &str) {
+        lock(&self.inner.namespaces).insert((context.to_string(), name.to_string()), Instant::now());
+    }
+
+    /// After a failed apply in a namespace: apply its Namespace again next time (it may have
+    /// been deleted behind our back).
+    fn forget_namespace(&self, context: &str, name: &str) {
+        lock(&self.inner.namespaces).remove(&(context.to_string(), name.to_string()));
+    }
+
     /// Instances per cluster, counting spawns in flight the registry does not show yet.
     fn load(&self) -> BTreeMap<String, usize> {
         let mut load = self.inner.registry.load();
@@ -629,31 +653,40 @@ impl Spawner {
             watcher::Config::default().fields(&format!("involvedObject.kind=Pod,involvedObject.name={}", pod_ref.name)),
         );
 
-        // Objects are applied in rounds, the objects of a round concurrently. A round waits only
-        // for what the API server needs to exist first: the Namespace before anything in it, the
-        // ServiceAccount (a prerequisite) before the Pod naming it. Service and Ingress need
-        // nothing of the Pod, so they go in the Pod's round: one round trip less per spawn
-        // (docs/benchmarks.md). Rollback still deletes tier by tier, in reverse.
-        let round = |t: Tier| if t == Tier::Exposure { Tier::Workload } else { t };
-        let rounds: BTreeSet<Tier> = bundle.objects.iter().map(|o| round(o.tier)).collect();
+        // Tier by tier, in dependency order; the objects of one tier concurrently. A Namespace
+        // this process applied on this cluster recently is not applied again: it is shared by
+        // many servers, and skipping it saves one round trip per spawn (docs/benchmarks.md).
+        let tiers: BTreeSet<Tier> = bundle.objects.iter().map(|o| o.tier).collect();
         let total = bundle.objects.len();
         let mut applied = 0usize;
         let mut pod_obj: Option<DynamicObject> = None;
-        for this_round in rounds {
-            let in_round = |t: Tier| round(t) == this_round;
-            let tiers: BTreeSet<Tier> = bundle.objects.iter().map(|o| o.tier).filter(|t| in_round(*t)).collect();
-            let tier = tiers.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join("+");
-            let batch: Vec<&Value> = bundle.objects.iter().filter(|o| in_round(o.tier)).map(|o| &o.object).collect();
+        for tier in tiers {
+            let batch: Vec<&Value> = bundle
+                .objects
+                .iter()
+                .filter(|o| o.tier == tier)
+                .map(|o| &o.object)
+                .filter(|m| tier != Tier::Namespace || !self.namespace_is_fresh(&choice.context, m))
+                .collect();
             let results = join_all(batch.iter().map(|m| cluster.api.apply(m))).await;
             for result in results {
-                let obj = result.map_err(Failure::from)?;
-                applied += 1;
+                let obj = match result {
+                    Ok(obj) => obj,
+                    Err(e) => {
+                        self.forget_namespace(&choice.context, &namespace);
+                        return Err(e.into());
+                    }
+                };
+                if tier == Tier::Namespace {
+                    self.remember_namespace(&choice.context, obj.metadata.name.as_deref().unwrap_or_default());
+                }
                 if obj.types.as_ref().is_some_and(|t| t.kind == "Pod") {
                     pod_obj = Some(obj);
                 }
             }
+            applied += bundle.objects.iter().filter(|o| o.tier == tier).count();
             let pct = 10 + u8::try_from(applied * 30 / total.max(1)).unwrap_or(30);
-            op.progress.push(ProgressEvent::step(pct, format!("Applied {applied}/{total} objects ({tier})")));
+            op.progress.push(ProgressEvent::step(pct, format!("Applied {applied}/{total} objects ({tier:?})")));
         }
         let pod_uid = pod_obj.as_ref().and_then(|p| p.metadata.uid.clone()).unwrap_or_default();
         let reference = ObjectReference {
