@@ -23,6 +23,10 @@ use crate::labels;
 use crate::metrics::Metrics;
 use crate::lifecycle::{judge_pod, PodVerdict};
 
+/// How often each cluster's watch is restarted with a fresh list, whatever happens: the bound
+/// on how long a silently stalled watch can keep the index stale.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(600);
+
 /// The state of an instance as users and operators see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -301,6 +305,10 @@ impl Registry {
             let config = watcher::Config::default().labels(labels::MANAGED_SELECTOR).page_size(250);
             let mut stream = watcher::watcher(api.clone(), config).default_backoff().boxed();
             let mut buffer: HashMap<String, Instance> = HashMap::new();
+            // A watch can stall without an error (a middlebox silently dropping the stream):
+            // a fresh list every RESYNC_INTERVAL bounds how stale the index can get.
+            let resync = tokio::time::sleep(RESYNC_INTERVAL);
+            tokio::pin!(resync);
             loop {
                 let next = tokio::select! {
                     next = stream.next() => next,
@@ -308,6 +316,7 @@ impl Registry {
                         if changed.is_err() { return; }
                         break;
                     }
+                    () = &mut resync => break,
                 };
                 match next {
                     None => break,

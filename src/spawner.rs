@@ -50,6 +50,10 @@ const DEFAULT_KINDS: &[(&str, &str)] = &[
 /// How long a Namespace applied by this process is trusted to still exist.
 const NAMESPACE_FRESHNESS: Duration = Duration::from_secs(300);
 
+/// How long the progress of a finished spawn stays available (late subscribers, the cause of
+/// a failure).
+const FINISHED_RETENTION: Duration = Duration::from_secs(3600);
+
 /// How often cluster health is probed; a failed probe marks the cluster's instances unknown.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -201,7 +205,8 @@ struct Inner {
     settings: SpawnerSettings,
     ops: Mutex<HashMap<String, Arc<Op>>>,
     /// Finished spawns' progress, so a late subscriber still gets the history.
-    finished: Mutex<HashMap<String, Progress>>,
+    /// Kept for [`FINISHED_RETENTION`], then dropped by the garbage collection loop.
+    finished: Mutex<HashMap<String, (Instant, Progress)>>,
     slots: Arc<Semaphore>,
     health: RwLock<BTreeMap<String, Health>>,
     /// Kinds seen in bundles, swept by stop and garbage collection.
@@ -393,6 +398,14 @@ impl Spawner {
             return Ok(view);
         }
         match registered {
+            Ok(Some(i)) if i.state == InstanceState::Stopping => {
+                // A failed spawn being rolled back: the user wants the cause, not "stopping".
+                let failure = self.progress(user, server).and_then(|p| p.last()).filter(|e| e.failed == Some(true));
+                Ok(match failure {
+                    Some(e) => InstanceView { state: InstanceState::Failed, cause: Some(e.message), ..i.into() },
+                    None => i.into(),
+                })
+            }
             Ok(Some(i)) => Ok(i.into()),
             Ok(None) => Err(SpawnError::NotFound),
             // Not on any synced cluster; the unsynced ones may have it.
@@ -418,7 +431,7 @@ impl Spawner {
         if let Some(op) = lock(&self.inner.ops).get(key.key()).filter(|op| op.kind == OpKind::Spawn) {
             return Some(op.progress.clone());
         }
-        lock(&self.inner.finished).get(key.key()).cloned()
+        lock(&self.inner.finished).get(key.key()).map(|(_, p)| p.clone())
     }
 
     /// Starts a spawn and returns at once with the instance (pending), or the one in flight,
@@ -569,7 +582,7 @@ impl Spawner {
             }
         }
         if op.kind == OpKind::Spawn {
-            lock(&self.inner.finished).insert(key.to_string(), op.progress.clone());
+            lock(&self.inner.finished).insert(key.to_string(), (Instant::now(), op.progress.clone()));
         }
         op.done.send_replace(true);
     }
@@ -980,6 +993,7 @@ impl Spawner {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    lock(&self.inner.finished).retain(|_, (at, _)| at.elapsed() < FINISHED_RETENTION);
                     self.reap_orphaned_spawns().await;
                     self.collect_garbage().await;
                 }
