@@ -337,6 +337,11 @@ async fn profiles_are_limited_by_group_and_list_their_options() {
     assert!(!slugs(&api.get("/api/v1/profiles", As::Token(ALICE_TOKEN)).await.body).contains(&"groups-only".into()));
     assert!(slugs(&api.get("/api/v1/profiles", member).await.body).contains(&"groups-only".into()));
     assert!(slugs(&api.get("/api/v1/profiles", As::Token(HUB_TOKEN)).await.body).contains(&"groups-only".into()));
+    // A hub asks on behalf of a user in given groups (fleetspawn does not know the hub's groups).
+    for (groups, allowed) in [("gpu-users", true), ("data,staff", false), ("", false)] {
+        let seen = api.get(&format!("/api/v1/profiles?groups={groups}"), As::Token(HUB_TOKEN)).await;
+        assert_eq!(slugs(&seen.body).contains(&"groups-only".into()), allowed, "groups={groups:?}");
+    }
 
     // The options, as a form would show them.
     let with_options = seen.body.as_array().expect("list").iter().find(|p| p["slug"] == "with-options").expect("with-options").clone();
