@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port, wait_http
+from conftest import free_port, stop_process, wait_http
 
 
 class Hub:
@@ -74,12 +74,19 @@ c.JupyterHub.load_roles = [{{"name": "test-admin", "scopes": ["admin:users", "ad
         yield h
         h.api.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
+
+
+def hub_progress(hub, username: str) -> list[dict]:
+    """The hub's progress events for the user's default server, up to ready or failed."""
+    events = []
+    with hub.api.stream("GET", f"/users/{username}/server/progress", timeout=httpx.Timeout(30, read=90)) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                events.append(json.loads(line[5:]))
+                if events[-1].get("ready") or events[-1].get("failed"):
+                    break
+    return events
 
 
 def test_the_hub_spawns_routes_and_stops_through_fleetspawn(hub, daemon, ingress, kubectl, username):
@@ -98,13 +105,7 @@ def test_the_hub_spawns_routes_and_stops_through_fleetspawn(hub, daemon, ingress
     assert r.status_code in (201, 202), r.text
 
     # The hub relays fleetspawn's progress on its own progress stream, ending ready.
-    events = []
-    with hub.api.stream("GET", f"/users/{username}/server/progress", timeout=httpx.Timeout(30, read=90)) as stream:
-        for line in stream.iter_lines():
-            if line.startswith("data:"):
-                events.append(json.loads(line[5:]))
-                if events[-1].get("ready") or events[-1].get("failed"):
-                    break
+    events = hub_progress(hub, username)
     messages = [e.get("message", "") for e in events]
     assert events[-1].get("ready") is True, events
     assert any(m.startswith("Placing on cluster-b") for m in messages), messages
@@ -142,13 +143,7 @@ def test_a_failed_spawn_shows_the_cause_on_the_hubs_progress(hub, daemon, kubect
     assert r.status_code == 201, r.text
     r = hub.api.post(f"/users/{username}/server", json={"profile": "broken-image"})
     assert r.status_code == 202, r.text
-    events = []
-    with hub.api.stream("GET", f"/users/{username}/server/progress", timeout=httpx.Timeout(30, read=90)) as stream:
-        for line in stream.iter_lines():
-            if line.startswith("data:"):
-                events.append(json.loads(line[5:]))
-                if events[-1].get("ready") or events[-1].get("failed"):
-                    break
+    events = hub_progress(hub, username)
     assert events[-1].get("failed") is True, events
     assert "ErrImagePull" in events[-1]["message"], events
     hub.wait("failed server cleared", lambda: hub.api.get(f"/users/{username}").json()["servers"] == {})
