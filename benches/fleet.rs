@@ -25,13 +25,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use fleetspawn::apply::ObjectRef;
-use fleetspawn::bundle::{Bundle, Renderer, SpawnInput, Tier};
-use fleetspawn::kubeconfig::{self, Cluster, Fleet, LoadedKubeconfig};
-use fleetspawn::labels;
+use fleetspawn::kube::objects::ObjectRef;
+use fleetspawn_core::bundle::{Bundle, Renderer, SpawnInput, Tier};
+use fleetspawn::kube::fleet::{self, Cluster, Fleet, LoadedKubeconfig};
+use fleetspawn_core::labels;
 use fleetspawn::metrics::Metrics;
-use fleetspawn::profiles::{self, ProfileSet};
-use fleetspawn::spawner::{SpawnRequest, Spawner, SpawnerSettings};
+use fleetspawn_core::profiles::{self, ProfileSet};
+use fleetspawn::service::{SpawnRequest, Spawner, SpawnerSettings};
 use futures::{stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -178,7 +178,7 @@ ingress_public_url = {urls}
 fn load_profiles(dir: &Path) -> ProfileSet {
     let path = dir.join("profiles.toml");
     std::fs::write(&path, profiles_toml()).expect("write bench profiles");
-    profiles::load(&path).unwrap_or_else(|e| panic!("bench profiles: {e}"))
+    fleetspawn::sources::profiles_builtin(&path).unwrap_or_else(|e| panic!("bench profiles: {e}"))
 }
 
 /// The bundle of `user` on `profile` as the spawner applies it (inventory and placement
@@ -427,14 +427,14 @@ struct Env {
 
 async fn start_env(dir: &Path) -> Env {
     let t0 = Instant::now();
-    let loaded = kubeconfig::load(Some(&kubeconfig_path())).expect("kubeconfig");
+    let loaded = fleet::load(Some(&kubeconfig_path())).expect("kubeconfig");
     let fleet = counted_fleet(&loaded).await;
     let profiles = load_profiles(dir);
-    let renderer = Renderer::new(None).expect("templates");
+    let renderer = Renderer::builtin().expect("templates");
     let settings = SpawnerSettings { max_concurrent_spawns: 4096, max_servers_per_user: 3, ..Default::default() };
     let spawner = Spawner::start(fleet.clone(), profiles.clone(), renderer, settings, Metrics::new()).await;
     let start_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    Env { fleet, spawner, renderer: Renderer::new(None).expect("templates"), profiles, start_ms }
+    Env { fleet, spawner, renderer: Renderer::builtin().expect("templates"), profiles, start_ms }
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -853,7 +853,7 @@ fn rewrite_doc(table: &str) {
 async fn parent() {
     let kubeconfig = kubeconfig_path();
     let dir = tempfile::tempdir().expect("tempdir");
-    let loaded = kubeconfig::load(Some(&kubeconfig)).expect("kubeconfig");
+    let loaded = fleet::load(Some(&kubeconfig)).expect("kubeconfig");
     let fleet = counted_fleet(&loaded).await;
     let clients: Vec<(String, Client)> = CLUSTERS.iter().map(|c| (c.to_string(), client_of(&fleet, c))).collect();
     let storm_users = env_usize("FSBENCH_STORM", 1000);
@@ -868,7 +868,7 @@ async fn parent() {
         ensure_bench_node(c, cluster).await;
         ensure_service_cidr(c, cluster).await;
     }
-    let renderer = Renderer::new(None).expect("templates");
+    let renderer = Renderer::builtin().expect("templates");
     let set = load_profiles(dir.path());
 
     eprintln!("==> 1. spawn overhead, 0 instances live: fleetspawn and the bare loop");

@@ -14,9 +14,13 @@ use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
-use serde::{Deserialize, Serialize};
+use fleetspawn_core::diagnostic::Diagnostic;
+use fleetspawn_core::duration;
+use fleetspawn_core::spans::{Document, KeyPath, Seg};
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::net::IpAddr;
 
-use crate::profiles::spans::{Document, KeyPath, Seg};
 
 /// Where the settings are read from when no path is given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/fleetspawn.toml";
@@ -45,7 +49,7 @@ pub struct Config {
     #[serde(with = "duration")]
     pub gc_grace: Duration,
     /// Who may call the daemon: API tokens, trusted proxies, admins (see `auth`).
-    pub auth: crate::auth::AuthConfig,
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -58,7 +62,7 @@ impl Default for Config {
             max_concurrent_spawns: 64,
             max_servers_per_user: 3,
             gc_grace: Duration::from_secs(60),
-            auth: crate::auth::AuthConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -76,32 +80,6 @@ const FIELDS: &[&str] = &[
     "auth",
 ];
 
-/// A setting that could not be read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigIssue {
-    /// Where the value came from: a file path or an environment variable.
-    pub source: String,
-    /// 1-based line in the file, when the value came from one.
-    pub line: Option<usize>,
-    /// The setting's key path (`listen`, `gc_grace`...), empty for the file.
-    pub key: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for ConfigIssue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.source)?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
 /// Every problem found while reading the settings.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ConfigError {
@@ -115,7 +93,7 @@ pub enum ConfigError {
     },
     /// Values are missing, of the wrong type or unknown.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
-    Invalid(Vec<ConfigIssue>),
+    Invalid(Vec<Diagnostic>),
 }
 
 impl Config {
@@ -151,10 +129,10 @@ impl Config {
         if let Some((path, text)) = file {
             // Syntax errors are reported with their line by our own parser.
             let doc = Document::parse(text).map_err(|err| {
-                ConfigError::Invalid(vec![ConfigIssue {
-                    source: path.display().to_string(),
+                ConfigError::Invalid(vec![Diagnostic {
+                    file: path.display().to_string(),
                     line: Some(err.line),
-                    key: String::new(),
+                    path: String::new(),
                     message: err.message,
                 }])
             })?;
@@ -205,10 +183,10 @@ fn invalid(err: figment::Error, env_prefix: &str, file: Option<(&Path, &Document
                 ),
                 _ => ("built-in defaults".to_owned(), None),
             };
-            ConfigIssue {
-                source,
+            Diagnostic {
+                file: source,
                 line,
-                key,
+                path: key,
                 message: e.kind.to_string(),
             }
         })
@@ -216,94 +194,116 @@ fn invalid(err: figment::Error, env_prefix: &str, file: Option<(&Path, &Document
     ConfigError::Invalid(issues)
 }
 
-/// Durations written as whole seconds (`90`) or with units (`"90s"`, `"5m"`,
-/// `"1h30m"`, `"500ms"`); serialized as whole seconds.
-pub mod duration {
-    use std::time::Duration;
+/// The `[auth]` section of the daemon's configuration.
+///
+/// ```toml
+/// [auth]
+/// trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]
+/// admin_groups = ["platform"]
+/// cookie_secret_file = "/etc/fleetspawn/cookie-secret"
+///
+/// [[auth.tokens]]
+/// name = "jupyterhub"
+/// sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+/// role = "hub"            # or "admin", or { user = "alice" }
+/// ```
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// API tokens, stored as SHA-256 hashes.
+    pub tokens: Vec<TokenConfig>,
+    /// Peers whose identity headers are believed: addresses or CIDR ranges.
+    #[serde(deserialize_with = "deserialize_nets")]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Header with the authenticated user's name, set by the proxy.
+    pub user_header: String,
+    /// Header with the user's groups (comma-separated), set by the proxy.
+    pub groups_header: String,
+    /// Proxy-authenticated users who are administrators.
+    pub admin_users: Vec<String>,
+    /// Members of any of these groups are administrators.
+    pub admin_groups: Vec<String>,
+    /// Secret for signing cookies (at least 32 bytes). Prefer the environment
+    /// (`FLEETSPAWN_AUTH__COOKIE_SECRET` or however the config layer maps it) or `cookie_secret_file`.
+    pub cookie_secret: Option<Secret>,
+    /// File holding the cookie secret (trailing whitespace ignored).
+    pub cookie_secret_file: Option<PathBuf>,
+    /// Mark cookies `Secure` (sent over HTTPS only). Turn off only for plain-HTTP development.
+    pub secure_cookies: bool,
+    /// Development only: browser requests from a loopback address that carry neither a token
+    /// nor identity headers act as this user. Never set it on a shared machine.
+    pub local_user: Option<String>,
+}
 
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Parses `"1h30m"`, `"90s"`, `"500ms"` or `"90"` (seconds).
-    pub fn parse(text: &str) -> Result<Duration, String> {
-        let text = text.trim();
-        if let Ok(secs) = text.parse::<u64>() {
-            return Ok(Duration::from_secs(secs));
-        }
-        let mut total = Duration::ZERO;
-        let mut rest = text;
-        while !rest.is_empty() {
-            let digits = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            let unit_len = rest[digits..]
-                .find(|c: char| c.is_ascii_digit())
-                .unwrap_or(rest.len() - digits);
-            let (number, unit) = (&rest[..digits], &rest[digits..digits + unit_len]);
-            let n: u64 = number.parse().map_err(|_| {
-                format!("invalid duration {text:?}: expected e.g. 90, \"90s\", \"5m\", \"1h30m\"")
-            })?;
-            let part = match unit {
-                "ms" => Duration::from_millis(n),
-                "s" => Duration::from_secs(n),
-                "m" => Duration::from_secs(n * 60),
-                "h" => Duration::from_secs(n * 3600),
-                _ => {
-                    return Err(format!(
-                        "invalid duration unit {unit:?} in {text:?}: use ms, s, m or h"
-                    ))
-                }
-            };
-            total += part;
-            rest = &rest[digits + unit_len..];
-        }
-        if text.is_empty() {
-            return Err("empty duration".to_owned());
-        }
-        Ok(total)
-    }
-
-    #[derive(Deserialize)]
-    #[serde(
-        untagged,
-        expecting = "a duration: whole seconds or a string such as \"90s\", \"5m\", \"1h30m\""
-    )]
-    enum Raw {
-        Secs(u64),
-        Text(String),
-    }
-
-    /// Deserializes a duration (see [`parse`]).
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        match Raw::deserialize(d)? {
-            Raw::Secs(secs) => Ok(Duration::from_secs(secs)),
-            Raw::Text(text) => parse(&text).map_err(serde::de::Error::custom),
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            tokens: Vec::new(),
+            trusted_proxies: Vec::new(),
+            user_header: "X-Forwarded-User".into(),
+            groups_header: "X-Forwarded-Groups".into(),
+            admin_users: Vec::new(),
+            admin_groups: Vec::new(),
+            cookie_secret: None,
+            cookie_secret_file: None,
+            secure_cookies: true,
+            local_user: None,
         }
     }
+}
 
-    /// Serializes a duration as whole seconds.
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_secs())
+/// A secret string that never shows in `Debug` output, logs or serialized settings.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
     }
+}
 
-    /// The same for optional durations.
-    pub mod option {
-        use std::time::Duration;
-
-        use serde::{Deserializer, Serializer};
-
-        /// Deserializes an optional duration.
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            super::deserialize(d).map(Some)
-        }
-
-        /// Serializes an optional duration as whole seconds.
-        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-            match d {
-                Some(d) => super::serialize(d, s),
-                None => s.serialize_none(),
-            }
-        }
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
     }
+}
+
+/// One API token: a name for logs, the SHA-256 of the token (hex), and its role.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Shown in logs and audit lines instead of the token.
+    pub name: String,
+    /// Lowercase or uppercase hex SHA-256 of the token (`printf %s "$TOKEN" | sha256sum`).
+    pub sha256: String,
+    /// What the token may do.
+    pub role: Role,
+}
+
+/// What an API token may do.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, including the instance registry of every user.
+    Admin,
+    /// Acts on behalf of any user (a JupyterHub); not the admin endpoints.
+    Hub,
+    /// Acts only as this one user.
+    User(String),
+}
+
+fn deserialize_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    let raw = Vec::<String>::deserialize(d)?;
+    raw.iter().map(|s| parse_net(s).map_err(serde::de::Error::custom)).collect()
+}
+
+/// Parses `10.0.0.0/8`, `::1` or `127.0.0.1` (a bare address is a /32 or /128).
+pub fn parse_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR range"))
 }
 
 #[cfg(test)]
@@ -405,18 +405,5 @@ mod tests {
         let mut fields: Vec<_> = FIELDS.iter().map(|s| s.to_string()).collect();
         fields.sort();
         assert_eq!(keys, fields);
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(duration::parse("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(duration::parse("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(
-            duration::parse("500ms").unwrap(),
-            Duration::from_millis(500)
-        );
-        assert!(duration::parse("5 parsecs").is_err());
-        assert!(duration::parse("").is_err());
-        assert!(duration::parse("m").is_err());
     }
 }

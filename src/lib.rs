@@ -1,22 +1,14 @@
-//! fleetspawn: a multi-cluster spawner for Kubernetes.
+//! fleetspawn, the daemon: the I/O around `fleetspawn-core`.
 //!
-//! See `docs/ARCHITECTURE.md` for the map of the crate.
+//! Layers, each importing only those below it (tests/architecture.rs checks it):
+//! `main` (CLI) → `http` → `service` → `registry`, `kube` → `fleetspawn_core`; `config`,
+//! `metrics` and `sources` are leaves any layer may use. See `docs/ARCHITECTURE.md`.
 
-pub mod kubeconfig;
-pub mod lifecycle;
-pub mod progress;
-pub mod apply;
-pub mod labels;
-pub mod registry;
-pub mod merge_patch;
-pub mod naming;
-pub mod profiles;
 pub mod config;
-pub mod bundle;
-pub mod placement;
-pub mod spawner;
+pub mod http;
+pub mod kube;
 pub mod metrics;
-pub mod auth;
-pub mod api;
-pub mod web;
-pub mod server;
+pub mod reload;
+pub mod registry;
+pub mod service;
+pub mod sources;

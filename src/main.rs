@@ -11,13 +11,15 @@ use std::path::Path;
 
 use futures::StreamExt;
 
-use fleetspawn::bundle::{self, Renderer, SpawnInput};
 use fleetspawn::config::Config;
-use fleetspawn::kubeconfig::{self, Fleet, Health};
+use fleetspawn::http::{self, wire};
+use fleetspawn::kube::fleet::{self, Fleet, Health};
 use fleetspawn::metrics::Metrics;
-use fleetspawn::server;
-use fleetspawn::profiles::{self, ProfileSet};
-use fleetspawn::spawner::{InstanceView, SpawnRequest, Spawner, SpawnerSettings};
+use fleetspawn::service::{SpawnRequest, Spawner, SpawnerSettings};
+use fleetspawn::sources;
+use fleetspawn_core::bundle::{self, Renderer, SpawnInput};
+use fleetspawn_core::instance::InstanceView;
+use fleetspawn_core::profiles::ProfileSet;
 
 /// fleetspawn: spawn per-user servers across many Kubernetes clusters.
 #[derive(Parser)]
@@ -155,12 +157,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let profiles_path = cli.profiles.clone().unwrap_or_else(|| config.profiles.clone());
     match cli.command {
         Command::Clusters { json } => clusters(kubeconfig_path, json).await,
-        Command::Check => check(kubeconfig_path.as_deref(), &profiles_path).await,
+        Command::Check => check(&config, kubeconfig_path.as_deref(), &profiles_path).await,
         Command::Render { profile, user, server, context, options } => {
-            let set = load_profiles(&profiles_path)?;
+            let renderer = sources::renderer(config.templates_dir.as_deref())?;
+            let set = load_profiles(&profiles_path, &renderer)?;
             let p = set.get(&profile).with_context(|| format!("unknown profile {profile:?} in {}", profiles_path.display()))?;
             let context = context.unwrap_or_else(|| p.contexts.first().cloned().unwrap_or_default());
-            let renderer = Renderer::new(config.templates_dir.as_deref())?;
             let options: BTreeMap<String, String> = options.into_iter().collect();
             let secret_env = BTreeMap::new();
             let input = SpawnInput { user: &user, server: &server, profile: p, options: &options, context: &context, secret_env: &secret_env, url_prefix: None };
@@ -195,7 +197,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path, Metrics::new()).await?;
             let list = spawner.list();
             if json {
-                println!("{}", serde_json::to_string_pretty(&list).context("encoding JSON")?);
+                let wire: Vec<wire::InstanceView> = list.iter().cloned().map(wire::InstanceView::from).collect();
+                println!("{}", serde_json::to_string_pretty(&wire).context("encoding JSON")?);
             } else {
                 print!("{}", instances_table(&list));
             }
@@ -210,7 +213,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path, metrics.clone()).await?;
             let mut config = config.clone();
             config.profiles = profiles_path;
-            server::serve(&config, config.auth.clone(), spawner, metrics, server::shutdown_signal()).await?;
+            http::serve(&config, config.auth.clone(), spawner, metrics, http::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Stop { user, server, remove_storage } => {
@@ -222,27 +225,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn load_profiles(path: &Path) -> anyhow::Result<ProfileSet> {
-    // ProfileErrors lists every problem, one `file:line: key: message` per line.
-    profiles::load(path).map_err(|errors| anyhow::anyhow!("invalid profiles:\n{errors}"))
+fn load_profiles(path: &Path, renderer: &Renderer) -> anyhow::Result<ProfileSet> {
+    // Diagnostics lists every problem, one `file:line: key: message` per line.
+    sources::profiles(path, renderer).map_err(|errors| anyhow::anyhow!("invalid profiles:\n{errors}"))
 }
 
 async fn start_spawner(config: &Config, kubeconfig_path: Option<&Path>, profiles_path: &Path, metrics: Metrics) -> anyhow::Result<Spawner> {
-    let set = load_profiles(profiles_path)?;
-    let renderer = Renderer::new(config.templates_dir.as_deref())?;
-    let loaded = kubeconfig::load(kubeconfig_path)?;
+    let renderer = sources::renderer(config.templates_dir.as_deref())?;
+    let set = load_profiles(profiles_path, &renderer)?;
+    let loaded = fleet::load(kubeconfig_path)?;
     let fleet = Fleet::connect(&loaded).await;
-    let settings = SpawnerSettings {
-        max_concurrent_spawns: config.max_concurrent_spawns,
-        max_servers_per_user: config.max_servers_per_user,
-        gc_grace: config.gc_grace,
-        ..Default::default()
-    };
-    Ok(Spawner::start(fleet, set, renderer, settings, metrics).await)
+    Ok(Spawner::start(fleet, set, renderer, SpawnerSettings::from(config), metrics).await)
 }
 
-async fn check(kubeconfig_path: Option<&Path>, profiles_path: &Path) -> anyhow::Result<ExitCode> {
-    let set = match profiles::load(profiles_path) {
+/// Checks the profiles against the operator's templates (`templates_dir`) as the daemon
+/// would load them, and their contexts against the kubeconfig.
+async fn check(config: &Config, kubeconfig_path: Option<&Path>, profiles_path: &Path) -> anyhow::Result<ExitCode> {
+    let renderer = match sources::renderer(config.templates_dir.as_deref()) {
+        Ok(renderer) => renderer,
+        Err(e) => {
+            eprintln!("{}", describe(&anyhow::Error::new(e)));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let set = match sources::profiles(profiles_path, &renderer) {
         Ok(set) => set,
         Err(errors) => {
             eprintln!("{errors}");
@@ -251,7 +257,7 @@ async fn check(kubeconfig_path: Option<&Path>, profiles_path: &Path) -> anyhow::
     };
     let count = set.iter().count();
     // Contexts: checked against the kubeconfig when there is one (a warning, not an error).
-    match kubeconfig::load(kubeconfig_path) {
+    match fleet::load(kubeconfig_path) {
         Ok(loaded) => {
             let contexts = loaded.contexts();
             let names: Vec<&str> = contexts.iter().map(String::as_str).collect();
@@ -284,11 +290,12 @@ fn instances_table(rows: &[InstanceView]) -> String {
 }
 
 async fn clusters(kubeconfig: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
-    let loaded = kubeconfig::load(kubeconfig.as_deref())?;
+    let loaded = fleet::load(kubeconfig.as_deref())?;
     let fleet = Fleet::connect(&loaded).await;
     let health = fleet.health().await;
     if json {
-        println!("{}", serde_json::to_string_pretty(&health).context("encoding JSON")?);
+        let wire: Vec<wire::Health> = health.iter().cloned().map(wire::Health::from).collect();
+        println!("{}", serde_json::to_string_pretty(&wire).context("encoding JSON")?);
     } else {
         print!("{}", health_table(&health));
     }

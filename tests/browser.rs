@@ -28,7 +28,7 @@ use common::daemon::{Daemon, DaemonOptions, ADMIN_TOKEN};
 use fantoccini::elements::Element;
 use fantoccini::wd::TimeoutConfiguration;
 use fantoccini::{Client, ClientBuilder, Locator};
-use fleetspawn::naming::InstanceKey;
+use fleetspawn_core::naming::InstanceKey;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -306,7 +306,7 @@ async fn daemon(profiles: PathBuf, local_user: &str) -> Daemon {
 
 /// The daemon's registry view of `user`'s servers (through the admin API).
 async fn instances_of(daemon: &Daemon, user: &str) -> Vec<Value> {
-    let url = format!("{}/api/v1/instances?user={}", daemon.url, fleetspawn::web::percent_encode(user));
+    let url = format!("{}/api/v1/instances?user={}", daemon.url, fleetspawn::http::web::percent_encode(user));
     let response = reqwest::Client::new().get(&url).bearer_auth(ADMIN_TOKEN).send().await.expect("GET instances");
     assert!(response.status().is_success(), "GET {url}: {}", response.status());
     response.json().await.expect("instances JSON")
@@ -314,7 +314,7 @@ async fn instances_of(daemon: &Daemon, user: &str) -> Vec<Value> {
 
 /// Stops `user`'s default server through the API (cleanup when a test fails half-way).
 async fn stop_via_api(daemon: &Daemon, user: &str) {
-    let url = format!("{}/api/v1/users/{}/server", daemon.url, fleetspawn::web::percent_encode(user));
+    let url = format!("{}/api/v1/users/{}/server", daemon.url, fleetspawn::http::web::percent_encode(user));
     let _ = reqwest::Client::new().delete(&url).bearer_auth(ADMIN_TOKEN).send().await;
 }
 
@@ -386,7 +386,7 @@ async fn start_a_server_with_options_watch_it_start_land_on_it_and_stop_it() {
     b.goto(&format!("{}/", d.url)).await;
 
     // Pick options: a free-text image ("Other…") and the medium size.
-    b.find("#notebook--image").await.select_by_value(fleetspawn::web::OTHER).await.expect("pick Other");
+    b.find("#notebook--image").await.select_by_value(fleetspawn::http::web::OTHER).await.expect("pick Other");
     let other = b.find("input[name='other.image']").await;
     assert!(other.is_displayed().await.expect("displayed"), "“Other…” shows the free-text field");
     other.send_keys("quay.io/jupyter/r-notebook:latest").await.expect("type an image");
@@ -492,7 +492,7 @@ async fn a_start_that_fails_says_why_in_words_with_a_way_back() {
     b.screenshot("10-csrf-refused").await;
 
     // A free-text value that does not match the option's pattern is refused, in words.
-    b.find("#notebook--image").await.select_by_value(fleetspawn::web::OTHER).await.expect("pick Other");
+    b.find("#notebook--image").await.select_by_value(fleetspawn::http::web::OTHER).await.expect("pick Other");
     b.find("input[name='other.image']").await.send_keys("docker.io/evil:latest").await.expect("type");
     b.find("form.card button[type='submit']").await.click().await.expect("submit");
     b.wait_for_text(".alert.error", "“docker.io/evil:latest” cannot be used as Image: enter an image from quay.io/jupyter").await;

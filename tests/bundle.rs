@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use fleetspawn::bundle::{to_yaml, Bundle, BundleError, Renderer, SpawnInput, Tier};
-use fleetspawn::profiles::{self, Profile, ProfileSet};
+use fleetspawn_core::bundle::{to_yaml, Bundle, BundleError, Renderer, SpawnInput, Tier};
+use fleetspawn_core::profiles::{Profile, ProfileSet};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "s3cr3t-hub-token";
@@ -77,7 +77,7 @@ data:
 "#;
 
 fn set() -> ProfileSet {
-    profiles::parse("p.toml", PROFILES).unwrap_or_else(|e| panic!("{e}"))
+    Renderer::builtin().expect("templates").parse_profiles("p.toml", PROFILES).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn render_with(
@@ -87,7 +87,7 @@ fn render_with(
     options: &BTreeMap<String, String>,
 ) -> Result<Bundle, BundleError> {
     let secrets = BTreeMap::from([("JUPYTERHUB_API_TOKEN".to_owned(), TOKEN.to_owned())]);
-    let renderer = Renderer::new(None).unwrap_or_else(|e| panic!("{e}"));
+    let renderer = Renderer::builtin().unwrap_or_else(|e| panic!("{e}"));
     renderer.render(&SpawnInput {
         user,
         server,
@@ -371,7 +371,7 @@ fn options_reach_the_bundle() {
 fn contexts_and_url_prefixes() {
     let set = set();
     let profile = set.get("full").expect("full");
-    let renderer = Renderer::new(None).unwrap_or_else(|e| panic!("{e}"));
+    let renderer = Renderer::builtin().unwrap_or_else(|e| panic!("{e}"));
     let empty = BTreeMap::new();
     let input = |context, url_prefix| SpawnInput {
         user: "alice",
@@ -434,7 +434,7 @@ fn operators_can_override_templates() {
         "{# no ingress on this cluster #}\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let renderer = Renderer::new(Some(dir.path())).unwrap_or_else(|e| panic!("{e}"));
+    let renderer = fleetspawn::sources::renderer(Some(dir.path())).unwrap_or_else(|e| panic!("{e}"));
     let set = set();
     let profile = set.get("plain").expect("plain");
     let empty = BTreeMap::new();
@@ -461,7 +461,7 @@ fn operators_can_override_templates() {
     );
 
     std::fs::write(dir.path().join("servise.yaml.j2"), "x").unwrap_or_else(|e| panic!("{e}"));
-    let err = Renderer::new(Some(dir.path())).unwrap_err();
+    let err = fleetspawn::sources::renderer(Some(dir.path())).unwrap_err();
     assert!(
         err.to_string()
             .contains("servise.yaml.j2: not a template fleetspawn knows"),
@@ -473,9 +473,13 @@ fn operators_can_override_templates() {
         "kind: {{ no_such_variable }}",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let renderer = Renderer::new(Some(dir.path())).unwrap_or_else(|e| panic!("{e}"));
-    let problems: Vec<String> = set
-        .check_templates(&renderer)
+    let renderer = fleetspawn::sources::renderer(Some(dir.path())).unwrap_or_else(|e| panic!("{e}"));
+    // Profiles are checked against the operator's templates, as `fleetspawn check` and a
+    // hot reload load them.
+    let problems: Vec<String> = renderer
+        .parse_profiles("p.toml", PROFILES)
+        .expect_err("the profiles do not render with these templates")
+        .0
         .iter()
         .map(ToString::to_string)
         .collect();
@@ -486,7 +490,7 @@ fn operators_can_override_templates() {
         "{problems:?}"
     );
     std::fs::write(dir.path().join("pod.yaml.j2"), "{% if %}").unwrap_or_else(|e| panic!("{e}"));
-    let err = Renderer::new(Some(dir.path())).unwrap_err();
+    let err = fleetspawn::sources::renderer(Some(dir.path())).unwrap_err();
     assert!(
         err.to_string()
             .starts_with("template pod.yaml.j2: syntax error"),
@@ -506,7 +510,7 @@ image = "i"
 target = { kind = "Service" }
 patch = "metadata: {name: other}"
 "#;
-    let err = profiles::parse("p.toml", rename).unwrap_err().to_string();
+    let err = Renderer::builtin().expect("templates").parse_profiles("p.toml", rename).unwrap_err().to_string();
     assert!(
         err.starts_with("p.toml:7: profiles[r].patches.rename: cannot patch Service/fs-jovyan"),
         "{err}"
@@ -520,7 +524,7 @@ image = "i"
 [profiles.objects]
 sa = "{apiVersion: v1, kind: ServiceAccount, metadata: {name: {{ name }}}}"
 "#;
-    let err = profiles::parse("p.toml", clash).unwrap_err().to_string();
+    let err = Renderer::builtin().expect("templates").parse_profiles("p.toml", clash).unwrap_err().to_string();
     assert!(
         err.starts_with("p.toml:8: profiles[c].objects.sa: object ServiceAccount/fs-jovyan: "),
         "{err}"
@@ -530,8 +534,8 @@ sa = "{apiVersion: v1, kind: ServiceAccount, metadata: {name: {{ name }}}}"
 #[test]
 fn every_example_profile_renders_for_every_context_and_choice() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/example.toml");
-    let set = profiles::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let renderer = Renderer::new(None).unwrap_or_else(|e| panic!("{e}"));
+    let set = fleetspawn::sources::profiles_builtin(&path).unwrap_or_else(|e| panic!("{e}"));
+    let renderer = Renderer::builtin().unwrap_or_else(|e| panic!("{e}"));
     let secrets = BTreeMap::new();
     for profile in set.iter() {
         let mut option_sets = vec![BTreeMap::new()];

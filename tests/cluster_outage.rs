@@ -4,12 +4,12 @@
 
 mod common;
 
-use fleetspawn::kubeconfig::{self, Fleet};
+use fleetspawn::kube::fleet::{self, Fleet};
 
 #[tokio::test]
 async fn a_stopped_cluster_is_reported_unhealthy_by_name_and_the_others_still_work() {
     let _serial = common::serial();
-    let loaded = kubeconfig::load(Some(&common::kubeconfig())).expect("load kubeconfig");
+    let loaded = fleet::load(Some(&common::kubeconfig())).expect("load kubeconfig");
     let fleet = Fleet::connect(&loaded).await;
     let outage = common::ClusterOutage::begin("cluster-b");
     let health = fleet.health().await;
@@ -25,15 +25,15 @@ async fn a_stopped_cluster_is_reported_unhealthy_by_name_and_the_others_still_wo
 
 #[tokio::test]
 async fn instances_on_a_stopped_cluster_are_unknown_not_stopped_and_come_back_running() {
-    use fleetspawn::registry::InstanceState;
-    use fleetspawn::spawner::{SpawnRequest, Spawner, SpawnerSettings};
+    use fleetspawn_core::instance::InstanceState;
+    use fleetspawn::service::{SpawnRequest, Spawner, SpawnerSettings};
     use futures::StreamExt;
     use std::time::Duration;
     let _serial = common::serial();
 
-    let loaded = kubeconfig::load(Some(&common::kubeconfig())).expect("kubeconfig");
-    let profiles = fleetspawn::profiles::load(&common::repo().join("tests/fixtures/profiles.toml")).expect("profiles");
-    let renderer = fleetspawn::bundle::Renderer::new(None).expect("templates");
+    let loaded = fleet::load(Some(&common::kubeconfig())).expect("kubeconfig");
+    let profiles = fleetspawn::sources::profiles_builtin(&common::repo().join("tests/fixtures/profiles.toml")).expect("profiles");
+    let renderer = fleetspawn_core::bundle::Renderer::builtin().expect("templates");
     let s = Spawner::start(Fleet::connect(&loaded).await, profiles, renderer, SpawnerSettings::default(), fleetspawn::metrics::Metrics::new()).await;
     let req = |user: &str, profile: &str| SpawnRequest { user: user.into(), profile: profile.into(), ..Default::default() };
     let on_b = common::unique("outage-b");

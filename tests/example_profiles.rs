@@ -9,7 +9,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use futures::StreamExt;
-use fleetspawn::profiles;
 
 fn fleetspawn(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_fleetspawn"))
@@ -46,7 +45,7 @@ fn check_fails_listing_every_error_with_file_and_line() {
 /// example profile on every context it may be placed on, and for every option choice.
 #[test]
 fn render_output_applies_cleanly_with_a_server_side_dry_run() {
-    let set = profiles::load(&common::repo().join("profiles/example.toml")).expect("example profiles");
+    let set = fleetspawn::sources::profiles_builtin(&common::repo().join("profiles/example.toml")).expect("example profiles");
     let mut runs = 0;
     for profile in set.iter() {
         let mut variants: Vec<Vec<String>> = vec![vec![]];
@@ -94,12 +93,12 @@ fn kubectl_stdin(context: &str, args: &[&str], input: &str) {
 
 #[tokio::test]
 async fn every_example_profile_spawns_a_ready_server() {
-    use fleetspawn::spawner::{SpawnRequest, Spawner, SpawnerSettings};
-    let loaded = fleetspawn::kubeconfig::load(Some(&common::kubeconfig())).expect("kubeconfig");
-    let set = profiles::load(&common::repo().join("profiles/example.toml")).expect("example profiles");
+    use fleetspawn::service::{SpawnRequest, Spawner, SpawnerSettings};
+    let loaded = fleetspawn::kube::fleet::load(Some(&common::kubeconfig())).expect("kubeconfig");
+    let set = fleetspawn::sources::profiles_builtin(&common::repo().join("profiles/example.toml")).expect("example profiles");
     let slugs: Vec<String> = set.iter().map(|p| p.slug.clone()).collect();
-    let renderer = fleetspawn::bundle::Renderer::new(None).expect("templates");
-    let fleet = fleetspawn::kubeconfig::Fleet::connect(&loaded).await;
+    let renderer = fleetspawn_core::bundle::Renderer::builtin().expect("templates");
+    let fleet = fleetspawn::kube::fleet::Fleet::connect(&loaded).await;
     let s = Spawner::start(fleet, set, renderer, SpawnerSettings { max_servers_per_user: 10, ..Default::default() }, fleetspawn::metrics::Metrics::new()).await;
     let user = common::unique("example");
     for slug in &slugs {

@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use fleetspawn::kubeconfig::{self, Fleet, KubeconfigError};
+use fleetspawn::kube::fleet::{self, Fleet, KubeconfigError};
 
 fn fleetspawn(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_fleetspawn")).args(args).output().expect("run fleetspawn")
@@ -12,7 +12,7 @@ fn fleetspawn(args: &[&str]) -> std::process::Output {
 
 #[tokio::test]
 async fn every_local_cluster_is_healthy_with_its_version() {
-    let loaded = kubeconfig::load(Some(&common::kubeconfig())).expect("load kubeconfig");
+    let loaded = fleet::load(Some(&common::kubeconfig())).expect("load kubeconfig");
     assert_eq!(loaded.contexts(), ["cluster-a", "cluster-b", "cluster-c"]);
     let health = Fleet::connect(&loaded).await.health().await;
     for h in &health {
@@ -43,7 +43,7 @@ fn clusters_command_prints_a_table_and_json() {
 
 #[test]
 fn a_missing_kubeconfig_is_named() {
-    let err = kubeconfig::load(Some(std::path::Path::new("/nonexistent/kube.yaml"))).err().expect("an error");
+    let err = fleet::load(Some(std::path::Path::new("/nonexistent/kube.yaml"))).err().expect("an error");
     assert!(matches!(err, KubeconfigError::Read { .. }));
     let out = fleetspawn(&["--kubeconfig", "/nonexistent/kube.yaml", "clusters"]);
     assert!(!out.status.success());
@@ -56,7 +56,7 @@ fn invalid_yaml_is_named_with_its_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("broken.yaml");
     std::fs::write(&path, "apiVersion: v1\nclusters: [ {name: a\n").expect("write");
-    let err = kubeconfig::load(Some(&path)).err().expect("an error").to_string();
+    let err = fleet::load(Some(&path)).err().expect("an error").to_string();
     assert!(err.contains("broken.yaml") && err.contains("invalid"), "{err}");
 }
 

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use fleetspawn::profiles::{self, OptionError, Placement, ProfileSet};
+use fleetspawn_core::bundle::Renderer;
+use fleetspawn_core::placement::Placement;
+use fleetspawn_core::profiles::{OptionError, ProfileSet};
 
 /// A valid profile, to which tests append keys.
 const BASIC: &str = r#"
@@ -17,12 +19,12 @@ image = "img:1"
 "#;
 
 fn ok(text: &str) -> ProfileSet {
-    profiles::parse("p.toml", text).unwrap_or_else(|e| panic!("unexpected errors:\n{e}"))
+    Renderer::builtin().expect("templates").parse_profiles("p.toml", text).unwrap_or_else(|e| panic!("unexpected errors:\n{e}"))
 }
 
 /// Every error line for `text`.
 fn errors(text: &str) -> Vec<String> {
-    match profiles::parse("p.toml", text) {
+    match Renderer::builtin().expect("templates").parse_profiles("p.toml", text) {
         Ok(_) => panic!("expected errors for:\n{text}"),
         Err(e) => e.to_string().lines().map(str::to_owned).collect(),
     }
@@ -383,7 +385,7 @@ fn one_bad_profile_fails_the_load_and_names_only_itself() {
     );
     // Loading has no side effects: a caller keeps its last good set.
     let good = ok(BASIC);
-    assert!(profiles::parse("p.toml", &text).is_err());
+    assert!(Renderer::builtin().expect("templates").parse_profiles("p.toml", &text).is_err());
     assert!(good.get("basic").is_some());
 }
 
@@ -599,7 +601,7 @@ fn free_text_must_match_the_whole_regex_and_the_allowlist() {
 #[test]
 fn the_example_file_loads_cleanly() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/example.toml");
-    let set = profiles::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let set = fleetspawn::sources::profiles_builtin(&path).unwrap_or_else(|e| panic!("{e}"));
     let slugs: Vec<&str> = set.iter().map(|p| p.slug.as_str()).collect();
     assert_eq!(
         slugs,
@@ -623,7 +625,7 @@ fn the_example_file_loads_cleanly() {
 
 #[test]
 fn unreadable_files_are_reported() {
-    let err = profiles::load(Path::new("/nonexistent/profiles.toml")).unwrap_err();
+    let err = fleetspawn::sources::profiles_builtin(Path::new("/nonexistent/profiles.toml")).unwrap_err();
     assert!(
         err.to_string()
             .starts_with("/nonexistent/profiles.toml: cannot read"),

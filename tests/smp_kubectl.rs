@@ -20,7 +20,7 @@
 //! `PATH`; without it the test fails. It runs with a throwaway kubeconfig, so
 //! the user's clusters are never consulted (`--local` makes no requests).
 
-use fleetspawn::merge_patch::strategic_merge;
+use fleetspawn_core::merge_patch::strategic_merge;
 use serde::Deserialize;
 use serde_json::Value;
 use std::fmt::Write as _;

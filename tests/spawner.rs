@@ -7,19 +7,18 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use fleetspawn::bundle::Renderer;
-use fleetspawn::kubeconfig::{self, Fleet};
-use fleetspawn::lifecycle::ProgressEvent;
-use fleetspawn::naming::InstanceKey;
-use fleetspawn::profiles;
-use fleetspawn::registry::InstanceState;
-use fleetspawn::spawner::{SpawnError, SpawnRequest, Spawner, SpawnerSettings};
+use fleetspawn_core::bundle::Renderer;
+use fleetspawn::kube::fleet::{self, Fleet};
+use fleetspawn_core::lifecycle::ProgressEvent;
+use fleetspawn_core::naming::InstanceKey;
+use fleetspawn_core::instance::InstanceState;
+use fleetspawn::service::{SpawnError, SpawnRequest, Spawner, SpawnerSettings};
 
 async fn spawner_with(settings: SpawnerSettings) -> Spawner {
-    let loaded = kubeconfig::load(Some(&common::kubeconfig())).expect("kubeconfig");
+    let loaded = fleet::load(Some(&common::kubeconfig())).expect("kubeconfig");
     let fleet = Fleet::connect(&loaded).await;
-    let profiles = profiles::load(&common::repo().join("tests/fixtures/profiles.toml")).expect("test profiles");
-    let renderer = Renderer::new(None).expect("templates");
+    let profiles = fleetspawn::sources::profiles_builtin(&common::repo().join("tests/fixtures/profiles.toml")).expect("test profiles");
+    let renderer = Renderer::builtin().expect("templates");
     Spawner::start(fleet, profiles, renderer, settings, fleetspawn::metrics::Metrics::new()).await
 }
 

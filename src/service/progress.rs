@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::watch;
 
-use crate::lifecycle::ProgressEvent;
+use fleetspawn_core::lifecycle::ProgressEvent;
 
 /// The shared log of one spawn. Cheap to clone.
 #[derive(Clone)]

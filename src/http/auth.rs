@@ -24,11 +24,12 @@ use axum::http::{header, HeaderMap};
 use axum_extra::extract::cookie::{Cookie, Key, SameSite, SignedCookieJar};
 use hmac::{Hmac, Mac};
 use ipnet::IpNet;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::api::ApiError;
+use crate::config::{AuthConfig, Role};
+use crate::http::error::ApiError;
 
 /// Name of the signed session cookie that anchors CSRF tokens.
 pub const SESSION_COOKIE: &str = "fleetspawn_session";
@@ -36,105 +37,6 @@ pub const SESSION_COOKIE: &str = "fleetspawn_session";
 pub const CSRF_FIELD: &str = "csrf_token";
 /// Longest user name, server name or header value accepted as an identity.
 pub const MAX_NAME_LEN: usize = 255;
-
-/// The `[auth]` section of the daemon's configuration.
-///
-/// ```toml
-/// [auth]
-/// trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]
-/// admin_groups = ["platform"]
-/// cookie_secret_file = "/etc/fleetspawn/cookie-secret"
-///
-/// [[auth.tokens]]
-/// name = "jupyterhub"
-/// sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
-/// role = "hub"            # or "admin", or { user = "alice" }
-/// ```
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// API tokens, stored as SHA-256 hashes.
-    pub tokens: Vec<TokenConfig>,
-    /// Peers whose identity headers are believed: addresses or CIDR ranges.
-    #[serde(deserialize_with = "deserialize_nets")]
-    pub trusted_proxies: Vec<IpNet>,
-    /// Header with the authenticated user's name, set by the proxy.
-    pub user_header: String,
-    /// Header with the user's groups (comma-separated), set by the proxy.
-    pub groups_header: String,
-    /// Proxy-authenticated users who are administrators.
-    pub admin_users: Vec<String>,
-    /// Members of any of these groups are administrators.
-    pub admin_groups: Vec<String>,
-    /// Secret for signing cookies (at least 32 bytes). Prefer the environment
-    /// (`FLEETSPAWN_AUTH__COOKIE_SECRET` or however the config layer maps it) or `cookie_secret_file`.
-    pub cookie_secret: Option<Secret>,
-    /// File holding the cookie secret (trailing whitespace ignored).
-    pub cookie_secret_file: Option<PathBuf>,
-    /// Mark cookies `Secure` (sent over HTTPS only). Turn off only for plain-HTTP development.
-    pub secure_cookies: bool,
-    /// Development only: browser requests from a loopback address that carry neither a token
-    /// nor identity headers act as this user. Never set it on a shared machine.
-    pub local_user: Option<String>,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            tokens: Vec::new(),
-            trusted_proxies: Vec::new(),
-            user_header: "X-Forwarded-User".into(),
-            groups_header: "X-Forwarded-Groups".into(),
-            admin_users: Vec::new(),
-            admin_groups: Vec::new(),
-            cookie_secret: None,
-            cookie_secret_file: None,
-            secure_cookies: true,
-            local_user: None,
-        }
-    }
-}
-
-/// A secret string that never shows in `Debug` output, logs or serialized settings.
-#[derive(Clone, PartialEq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<redacted>")
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// One API token: a name for logs, the SHA-256 of the token (hex), and its role.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenConfig {
-    /// Shown in logs and audit lines instead of the token.
-    pub name: String,
-    /// Lowercase or uppercase hex SHA-256 of the token (`printf %s "$TOKEN" | sha256sum`).
-    pub sha256: String,
-    /// What the token may do.
-    pub role: Role,
-}
-
-/// What an API token may do.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Everything, including the instance registry of every user.
-    Admin,
-    /// Acts on behalf of any user (a JupyterHub); not the admin endpoints.
-    Hub,
-    /// Acts only as this one user.
-    User(String),
-}
 
 /// Problems in the `[auth]` configuration, found at startup.
 #[derive(Debug, thiserror::Error)]
@@ -153,19 +55,6 @@ pub enum AuthConfigError {
     },
     #[error("auth.user_header / auth.groups_header: {0:?} is not a valid header name")]
     BadHeader(String),
-}
-
-fn deserialize_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
-    let raw = Vec::<String>::deserialize(d)?;
-    raw.iter().map(|s| parse_net(s).map_err(serde::de::Error::custom)).collect()
-}
-
-/// Parses `10.0.0.0/8`, `::1` or `127.0.0.1` (a bare address is a /32 or /128).
-pub fn parse_net(s: &str) -> Result<IpNet, String> {
-    let s = s.trim();
-    s.parse::<IpNet>()
-        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR range"))
 }
 
 struct TokenEntry {
@@ -462,6 +351,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
     use axum::http::HeaderValue;
 
     const ALICE_TOKEN: &str = "alice-secret-token";

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-use crate::config::duration;
+use crate::duration;
 
 /// TOML has no null: this string, as a value, removes the key it is set to
 /// from the settings it is merged onto (`storage = "__null__"` turns off the

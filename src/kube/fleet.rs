@@ -184,7 +184,7 @@ async fn build_client(config: Kubeconfig, context: String) -> Result<kube::Clien
 }
 
 /// The health of one cluster (kubeconfig context) at one moment.
-#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Health {
     pub context: String,
     pub server: Option<String>,

@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
 
 use minijinja::value::Serde;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
@@ -27,8 +26,19 @@ use serde_json::{json, Map, Value};
 use crate::labels;
 use crate::merge_patch::strategic_merge;
 use crate::naming::{self, is_dns1123_label, InstanceKey};
-use crate::profiles::spans::{KeyPath, Seg};
-use crate::profiles::{OptionError, Profile};
+use crate::diagnostic::Diagnostics;
+use crate::profiles::{self, Blame, OptionError, Profile, ProfileSet};
+use crate::spans::{KeyPath, Seg};
+
+/// Whether `name` is one of the built-in templates (the names `templates_dir` may override).
+pub fn is_template_name(name: &str) -> bool {
+    BUILTIN_TEMPLATES.iter().any(|(n, _)| *n == name)
+}
+
+/// The built-in templates' names, in rendering order.
+pub fn template_names() -> Vec<&'static str> {
+    BUILTIN_TEMPLATES.iter().map(|(n, _)| *n).collect()
+}
 
 /// Port the notebook server listens on.
 pub const NOTEBOOK_PORT: u16 = 8888;
@@ -183,19 +193,11 @@ impl fmt::Display for TemplateRef {
 /// Why a bundle cannot be computed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BundleError {
-    /// An operator template file cannot be read.
-    #[error("cannot read template {path}: {message}")]
-    TemplateFile {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        message: String,
-    },
-    /// A file in `templates_dir` overrides no built-in template.
-    #[error("{path}: not a template fleetspawn knows (expected one of: {known})")]
-    UnknownTemplateFile {
-        /// The file.
-        path: PathBuf,
+    /// An operator template overrides no built-in template (a misspelt name).
+    #[error("{name}: not a template fleetspawn knows (expected one of: {known})")]
+    UnknownTemplate {
+        /// The template's (file) name.
+        name: String,
         /// The built-in template names.
         known: String,
     },
@@ -303,50 +305,64 @@ fn template_env() -> Environment<'static> {
 }
 
 impl Renderer {
-    /// Loads the built-in templates, each replaced by the file of the same
-    /// name in `templates_dir` when there is one. Any other `*.j2` file
-    /// there is an error (a misspelt override would otherwise be ignored).
-    pub fn new(templates_dir: Option<&Path>) -> Result<Self, BundleError> {
-        let mut env = template_env();
-        if let Some(dir) = templates_dir {
-            let entries = std::fs::read_dir(dir).map_err(|err| BundleError::TemplateFile {
-                path: dir.to_owned(),
-                message: err.to_string(),
-            })?;
-            for entry in entries.flatten() {
-                let file_name = entry.file_name().to_string_lossy().into_owned();
-                if file_name.ends_with(".j2")
-                    && !BUILTIN_TEMPLATES.iter().any(|(n, _)| *n == file_name)
-                {
-                    return Err(BundleError::UnknownTemplateFile {
-                        path: entry.path(),
-                        known: BUILTIN_TEMPLATES
-                            .iter()
-                            .map(|(n, _)| *n)
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    });
-                }
-            }
+    /// The built-in templates only.
+    pub fn builtin() -> Result<Self, BundleError> {
+        Self::with_overrides(&BTreeMap::new())
+    }
+
+    /// The built-in templates, each replaced by the operator's template of the same name
+    /// (file name → source, as read from `templates_dir` by the daemon). A name that is not
+    /// a built-in template is an error: a misspelt override would otherwise be ignored.
+    pub fn with_overrides(overrides: &BTreeMap<String, String>) -> Result<Self, BundleError> {
+        if let Some(name) = overrides.keys().find(|name| !is_template_name(name)) {
+            return Err(BundleError::UnknownTemplate { name: name.clone(), known: template_names().join(", ") });
         }
+        let mut env = template_env();
         for (name, builtin) in BUILTIN_TEMPLATES {
-            let override_path = templates_dir
-                .map(|dir| dir.join(name))
-                .filter(|p| p.is_file());
-            let source = match override_path {
-                Some(path) => {
-                    std::fs::read_to_string(&path).map_err(|err| BundleError::TemplateFile {
-                        path: path.clone(),
-                        message: err.to_string(),
-                    })?
-                }
-                None => (*builtin).to_owned(),
-            };
+            let source = overrides.get(*name).cloned().unwrap_or_else(|| (*builtin).to_owned());
             env.add_template_owned(*name, source)
                 .map_err(|err| template_error(TemplateRef::Builtin((*name).to_owned()), &err))?;
         }
         Ok(Self { env })
     }
+
+    /// Checks the profiles in `text` (see [`profiles::parse`]), rendering each once for a
+    /// sample user with these templates, so a profile these templates cannot render is
+    /// reported at its line.
+    pub fn parse_profiles(&self, file: &str, text: &str) -> Result<ProfileSet, Diagnostics> {
+        profiles::parse(file, text, &|profile| self.check(profile))
+    }
+
+/// Renders the profile for a sample user on its first context, so templates
+/// that do not parse or render, and patches or objects that are not YAML, are
+/// reported at load. Returns the key path to blame and the message.
+    fn check(&self, profile: &Profile) -> Result<(), Blame> {
+    let context = profile
+        .contexts
+        .first()
+        .map(String::as_str)
+        .unwrap_or_default();
+    let input = SpawnInput {
+        user: "jovyan",
+        server: "",
+        profile,
+        options: &BTreeMap::new(),
+        context,
+        secret_env: &BTreeMap::new(),
+        url_prefix: None,
+    };
+    self.render(&input).map(drop).map_err(|err| {
+        let at = err.profile_path().unwrap_or_default();
+        let message = err.to_string();
+        let shown = at.to_string();
+        let message = message
+            .strip_prefix(&format!("template {shown}: "))
+            .or_else(|| message.strip_prefix(&format!("{shown}: ")))
+            .map_or_else(|| message.clone(), str::to_owned);
+        (at, message)
+    })
+}
+
 
     /// Computes the bundle for `input`.
     pub fn render(&self, input: &SpawnInput<'_>) -> Result<Bundle, BundleError> {

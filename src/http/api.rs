@@ -9,29 +9,30 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::LazyLock;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use axum_extra::extract::WithRejection;
 use futures::{Stream, StreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::RefOr;
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa::{IntoParams, OpenApi};
 
-use crate::auth::{validate_name, AuthError, Caller};
-use crate::kubeconfig::Health;
-use crate::profiles::{Profile, ProfileSet};
-use crate::server::AppState;
-use crate::lifecycle::ProgressEvent;
-use crate::profiles::OptionError;
-use crate::registry::{ClusterSync, InstanceState};
-use crate::spawner::{InstanceView, SpawnError, SpawnRequest};
+use fleetspawn_core::instance::{InstanceState, InstanceView, SpawnEnd};
+use fleetspawn_core::lifecycle::ProgressEvent;
+
+use crate::config::Role;
+use crate::http::auth::{validate_name, Caller};
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
+use crate::http::wire::{self, ErrorBody, FreeTextInfo, ChoiceInfo, OptionInfo, InstanceFilter, ProfileInfo, Readiness, ServerPath, StartRequest, StopQuery};
+use crate::registry::ClusterSync;
+use crate::service::{SpawnError, SpawnRequest};
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -43,355 +44,6 @@ pub const MAX_OPTION_VALUE: usize = 1024;
 pub const MAX_ENV_VALUE: usize = 8 * 1024;
 /// Longest option key, environment variable name or profile slug.
 pub const MAX_KEY_LEN: usize = 128;
-
-// ---------------------------------------------------------------------------------------------
-// Errors
-// ---------------------------------------------------------------------------------------------
-
-/// An API error: a status, a stable code, a sentence, and the field at fault if any.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{field}: {message}")]
-    Invalid { field: String, message: String },
-    #[error("{message}")]
-    BadBody { status: StatusCode, message: String },
-    #[error(transparent)]
-    Spawn(#[from] SpawnError),
-}
-
-/// The JSON body of every error response.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// A stable, machine-readable code such as `bad_option` or `too_many_spawns`.
-    pub error: String,
-    /// What went wrong, in a sentence.
-    pub detail: String,
-    /// The input at fault (`options.image`, `env.FOO`, `user`...), when there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-}
-
-impl ApiError {
-    /// The HTTP status this error answers with.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::Auth(AuthError::Csrf) => StatusCode::FORBIDDEN,
-            ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
-            ApiError::BadBody { status, .. } => *status,
-            ApiError::Spawn(e) => match e {
-                SpawnError::UnknownProfile(_) | SpawnError::NotFound => StatusCode::NOT_FOUND,
-                SpawnError::BadOption(_) => StatusCode::BAD_REQUEST,
-                SpawnError::TooManySpawns { .. } => StatusCode::TOO_MANY_REQUESTS,
-                SpawnError::TooManyServers { .. } | SpawnError::Busy => StatusCode::CONFLICT,
-                SpawnError::ClusterUnavailable { .. } | SpawnError::NoHealthyCluster(_) => StatusCode::SERVICE_UNAVAILABLE,
-                SpawnError::Kubernetes(_) => StatusCode::BAD_GATEWAY,
-                SpawnError::Bundle(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                SpawnError::StopTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            },
-        }
-    }
-
-    /// The stable code in the `error` field.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ApiError::Auth(AuthError::Csrf) => "csrf",
-            ApiError::Auth(_) => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::Invalid { .. } => "invalid_input",
-            ApiError::BadBody { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-            ApiError::BadBody { .. } => "invalid_body",
-            ApiError::Spawn(e) => match e {
-                SpawnError::UnknownProfile(_) => "unknown_profile",
-                SpawnError::NotFound => "not_found",
-                SpawnError::BadOption(_) => "bad_option",
-                SpawnError::TooManySpawns { .. } => "too_many_spawns",
-                SpawnError::TooManyServers { .. } => "too_many_servers",
-                SpawnError::Busy => "busy",
-                SpawnError::ClusterUnavailable { .. } => "cluster_unavailable",
-                SpawnError::NoHealthyCluster(_) => "no_healthy_cluster",
-                SpawnError::Kubernetes(_) => "kubernetes_error",
-                SpawnError::Bundle(_) => "profile_error",
-                SpawnError::StopTimeout(_) => "stop_timeout",
-            },
-        }
-    }
-
-    /// The input at fault, if one is (`options.NAME` for a bad option).
-    pub fn field(&self) -> Option<String> {
-        match self {
-            ApiError::Invalid { field, .. } => Some(field.clone()),
-            ApiError::Spawn(SpawnError::BadOption(e)) => Some(format!("options.{}", option_name(e))),
-            _ => None,
-        }
-    }
-
-    /// The error in words for a person at a browser rather than a program.
-    pub fn user_message(&self) -> String {
-        match self {
-            ApiError::Auth(AuthError::Csrf) => "This page had expired. Please try again.".into(),
-            ApiError::Auth(_) => "You are not signed in. Sign in and try again.".into(),
-            ApiError::Forbidden(_) => "You are not allowed to do that.".into(),
-            ApiError::Invalid { field, message } => format!("The value for “{field}” {message}."),
-            ApiError::Spawn(SpawnError::BadOption(e)) => bad_option_message(e),
-            ApiError::Spawn(SpawnError::UnknownProfile(_)) => "That environment is no longer offered. Please pick another one.".into(),
-            ApiError::Spawn(SpawnError::TooManySpawns { .. }) => "Many servers are starting right now. Please try again in a minute.".into(),
-            ApiError::Spawn(SpawnError::TooManyServers { limit, .. }) => format!("You already have {limit} servers, the most allowed. Stop one to start another."),
-            ApiError::Spawn(SpawnError::ClusterUnavailable { context }) => format!("The cluster “{context}” cannot be reached right now, so the state of this server is not known. Please try again in a moment."),
-            ApiError::Spawn(SpawnError::NoHealthyCluster(_)) => "No cluster for this environment can be reached right now. Please try again later or pick another environment.".into(),
-            ApiError::Spawn(SpawnError::Busy) => "Your server is still shutting down. Please wait a moment and try again.".into(),
-            ApiError::Spawn(SpawnError::Kubernetes(_)) => "The cluster refused to start your server. Please try again; if it keeps failing, tell your administrators.".into(),
-            ApiError::Spawn(SpawnError::Bundle(_)) => "This environment is misconfigured and cannot start. Please tell your administrators.".into(),
-            ApiError::Spawn(SpawnError::StopTimeout(_)) => "Your server is taking long to stop. It will be cleaned up; please try again in a minute.".into(),
-            ApiError::NotFound(_) | ApiError::Spawn(SpawnError::NotFound) => "There is no such server.".into(),
-            ApiError::BadBody { .. } => "The request could not be read.".into(),
-        }
-    }
-
-    fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
-        ApiError::Invalid { field: field.into(), message: message.into() }
-    }
-}
-
-/// The option an [`OptionError`] is about.
-fn option_name(e: &OptionError) -> &str {
-    match e {
-        OptionError::Unknown { option, .. }
-        | OptionError::NotAChoice { option, .. }
-        | OptionError::NoMatch { option, .. }
-        | OptionError::ImageNotAllowed { option, .. }
-        | OptionError::Invalid { option, .. } => option,
-    }
-}
-
-fn bad_option_message(e: &OptionError) -> String {
-    match e {
-        OptionError::Unknown { option, .. } => format!("This environment has no option “{option}”. Please reload the page."),
-        OptionError::NotAChoice { option, value, .. } => format!("“{value}” is not one of the choices for “{option}”."),
-        OptionError::NoMatch { option, value, .. } => format!("“{value}” is not a valid value for “{option}”."),
-        OptionError::ImageNotAllowed { image, .. } => format!("The image “{image}” is not allowed here."),
-        OptionError::Invalid { option, .. } => format!("The value for “{option}” cannot be used with this environment."),
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        if status.is_server_error() {
-            tracing::warn!(error = %self, "request failed");
-        }
-        let body = ErrorBody { error: self.code().into(), detail: self.to_string(), field: self.field() };
-        let mut response = (status, Json(body)).into_response();
-        let headers = response.headers_mut();
-        match &self {
-            ApiError::Spawn(SpawnError::TooManySpawns { .. }) => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
-            }
-            ApiError::Auth(AuthError::Missing | AuthError::BadToken) => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            _ => {}
-        }
-        response
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(r: JsonRejection) -> Self {
-        // A body of the wrong shape (a number for an option, an unknown field) is bad input like
-        // any other: 400, as documented, rather than axum's 422.
-        let status = match r.status() {
-            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
-            other => other,
-        };
-        ApiError::BadBody { status, message: r.body_text() }
-    }
-}
-
-impl From<PathRejection> for ApiError {
-    fn from(r: PathRejection) -> Self {
-        ApiError::BadBody { status: StatusCode::BAD_REQUEST, message: r.body_text() }
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(r: QueryRejection) -> Self {
-        ApiError::BadBody { status: StatusCode::BAD_REQUEST, message: r.body_text() }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Wire types
-// ---------------------------------------------------------------------------------------------
-
-/// A profile the caller may use.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ProfileInfo {
-    pub slug: String,
-    pub display_name: String,
-    pub description: String,
-    /// The clusters (kubeconfig contexts) it can run on.
-    pub clusters: Vec<String>,
-    /// Whether it is the default profile.
-    pub default: bool,
-    pub options: Vec<OptionInfo>,
-}
-
-/// One user-selectable option of a profile.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct OptionInfo {
-    /// The key to send in `options`.
-    pub name: String,
-    pub display_name: String,
-    /// Help text.
-    pub description: String,
-    /// The listed choices (may be empty for a free-text-only option).
-    pub choices: Vec<ChoiceInfo>,
-    /// The value preselected.
-    pub default: Option<String>,
-    /// Present when a free-text value is accepted.
-    pub free_text: Option<FreeTextInfo>,
-}
-
-/// One listed choice of an option.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ChoiceInfo {
-    pub value: String,
-    pub display_name: String,
-    /// Help text.
-    pub description: String,
-}
-
-/// How a free-text option value is checked.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct FreeTextInfo {
-    /// The regular expression the whole value must match.
-    pub regex: String,
-    /// What to type, in words.
-    pub hint: String,
-}
-
-impl ProfileInfo {
-    /// The wire form of `profile`.
-    pub fn new(profile: &Profile, is_default: bool) -> ProfileInfo {
-        let options = profile
-            .options
-            .iter()
-            .map(|(name, opt)| OptionInfo {
-                name: name.clone(),
-                display_name: opt.display_name.clone(),
-                description: opt.description.clone(),
-                choices: opt
-                    .choices
-                    .iter()
-                    .map(|(value, c)| ChoiceInfo {
-                        value: value.clone(),
-                        display_name: c.display_name.clone(),
-                        description: c.description.clone(),
-                    })
-                    .collect(),
-                default: opt.default.clone(),
-                free_text: opt.free_text.as_ref().map(|f| FreeTextInfo { regex: f.regex.clone(), hint: f.display_name.clone() }),
-            })
-            .collect();
-        ProfileInfo {
-            slug: profile.slug.clone(),
-            display_name: profile.display_name.clone(),
-            description: profile.description.clone(),
-            clusters: profile.contexts.clone(),
-            default: is_default,
-            options,
-        }
-    }
-}
-
-/// The profiles of `set` that `caller` may use, the default first.
-pub fn visible_profiles(set: &ProfileSet, caller: &Caller) -> Vec<ProfileInfo> {
-    let default = set.default_profile().map(|p| p.slug.clone());
-    let mut list: Vec<ProfileInfo> = set
-        .iter()
-        .filter(|p| caller.can_use_profile(&p.allowed_groups))
-        .map(|p| ProfileInfo::new(p, default.as_deref() == Some(p.slug.as_str())))
-        .collect();
-    list.sort_by_key(|p| !p.default);
-    list
-}
-
-/// The body of a start request. Every field may be left out: `{}` starts the default profile.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct StartRequest {
-    /// The profile's slug; the default profile when absent.
-    pub profile: Option<String>,
-    /// Option values by option name; absent options take their default.
-    pub options: BTreeMap<String, String>,
-    /// Extra environment variables for the server (JupyterHub passes its API token here).
-    pub env: BTreeMap<String, String>,
-    /// The path the server is served under (e.g. `/user/alice/`), when a hub proxies it.
-    pub url_prefix: Option<String>,
-}
-
-/// The `/readyz` answer.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Readiness {
-    /// True when the registry is synced for every reachable cluster.
-    pub ready: bool,
-    /// Reachable clusters whose registry is not synced yet.
-    pub unsynced_clusters: Vec<String>,
-    /// The error of the last profiles reload, when it failed (the previous profiles are in use).
-    pub profiles_error: Option<String>,
-}
-
-/// A user and one of their servers; the default server's name is empty.
-#[derive(Debug, Clone, Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
-pub struct ServerPath {
-    /// The user's name.
-    pub user: String,
-    /// The server's name (the route `/users/{user}/server` is the default server).
-    #[serde(default)]
-    pub server: String,
-}
-
-/// `DELETE` query parameters.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(default)]
-pub struct StopQuery {
-    /// Also delete the server's persistent volume claim (its files).
-    pub remove: bool,
-}
-
-/// Filters of `GET /instances`; each one narrows the list.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(default, deny_unknown_fields)]
-pub struct InstanceFilter {
-    pub cluster: Option<String>,
-    pub profile: Option<String>,
-    pub state: Option<InstanceState>,
-    pub user: Option<String>,
-}
-
-impl InstanceFilter {
-    /// Whether `i` passes every filter that is set.
-    pub fn matches(&self, i: &InstanceView) -> bool {
-        let eq = |filter: &Option<String>, value: &str| filter.as_deref().is_none_or(|f| f == value);
-        eq(&self.cluster, &i.cluster)
-            && eq(&self.profile, &i.profile)
-            && eq(&self.user, &i.user)
-            && self.state.is_none_or(|s| s == i.state)
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Validation and authorization
@@ -531,22 +183,22 @@ async fn list_profiles(
     WithRejection(Query(q), _): WithRejection<Query<ProfilesQuery>, ApiError>,
 ) -> Json<Vec<ProfileInfo>> {
     let caller = match (&caller, q.groups) {
-        (Caller::Token { role: crate::auth::Role::Hub | crate::auth::Role::Admin, .. }, Some(groups)) => Caller::User {
+        (Caller::Token { role: Role::Hub | Role::Admin, .. }, Some(groups)) => Caller::User {
             user: String::new(),
             groups: groups.split(',').map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect(),
             admin: false,
         },
         _ => caller,
     };
-    Json(visible_profiles(&state.spawner.profiles(), &caller))
+    Json(wire::visible_profiles(&state.spawner.profiles(), &caller))
 }
 
 /// Starts a server, or returns the one starting or running.
 #[utoipa::path(put, path = "/api/v1/users/{user}/servers/{server}", tag = "servers", params(ServerPath),
     request_body = StartRequest,
     responses(
-        (status = 200, description = "Already running", body = InstanceView),
-        (status = 202, description = "Starting; follow `/progress`", body = InstanceView),
+        (status = 200, description = "Already running", body = wire::InstanceView),
+        (status = 202, description = "Starting; follow `/progress`", body = wire::InstanceView),
         (status = 400, description = "Bad input (the field is named)", body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, description = "Unknown profile", body = ErrorBody),
         (status = 409, description = "Stopping, or too many servers", body = ErrorBody),
@@ -557,36 +209,36 @@ async fn start(
     caller: Caller,
     WithRejection(Path(path), _): ApiPath,
     WithRejection(Json(body), _): WithRejection<Json<StartRequest>, ApiError>,
-) -> Result<(StatusCode, Json<InstanceView>), ApiError> {
+) -> Result<(StatusCode, Json<wire::InstanceView>), ApiError> {
     let view = start_server(&state, &caller, &path, body).await?;
     let status = if view.state == InstanceState::Running { StatusCode::OK } else { StatusCode::ACCEPTED };
-    Ok((status, Json(view)))
+    Ok((status, Json(view.into())))
 }
 
 /// Same as `PUT`.
 #[utoipa::path(post, path = "/api/v1/users/{user}/servers/{server}", tag = "servers", params(ServerPath),
     request_body = StartRequest,
-    responses((status = 200, body = InstanceView), (status = 202, body = InstanceView), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = wire::InstanceView), (status = 202, body = wire::InstanceView), (status = "4XX", body = ErrorBody)))]
 async fn start_post(
     state: State<AppState>,
     caller: Caller,
     path: ApiPath,
     body: WithRejection<Json<StartRequest>, ApiError>,
-) -> Result<(StatusCode, Json<InstanceView>), ApiError> {
+) -> Result<(StatusCode, Json<wire::InstanceView>), ApiError> {
     start(state, caller, path, body).await
 }
 
 /// A server's state, URL, cluster, profile, times and cause of failure.
 #[utoipa::path(get, path = "/api/v1/users/{user}/servers/{server}", tag = "servers", params(ServerPath),
-    responses((status = 200, body = InstanceView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = wire::InstanceView), (status = 404, body = ErrorBody)))]
 async fn status(
     State(state): State<AppState>,
     caller: Caller,
     WithRejection(Path(path), _): ApiPath,
-) -> Result<Json<InstanceView>, ApiError> {
+) -> Result<Json<wire::InstanceView>, ApiError> {
     validate_path(&path)?;
     authorize(&caller, &path.user)?;
-    state.spawner.status(&path.user, &path.server).map(Json).map_err(|e| not_found_names(e, &path))
+    state.spawner.status(&path.user, &path.server).map(|v| Json(v.into())).map_err(|e| not_found_names(e, &path))
 }
 
 /// [`SpawnError::NotFound`] with the user and server named.
@@ -620,7 +272,7 @@ async fn stop(
 /// Server-Sent Events with the spawn's progress: the history first, then live events; the last
 /// one is named `ready` (with `url`) or `failed` (the cause in `message`).
 #[utoipa::path(get, path = "/api/v1/users/{user}/servers/{server}/progress", tag = "servers", params(ServerPath),
-    responses((status = 200, content_type = "text/event-stream", body = ProgressEvent), (status = 404, body = ErrorBody)))]
+    responses((status = 200, content_type = "text/event-stream", body = wire::ProgressEvent), (status = 404, body = ErrorBody)))]
 async fn progress(
     State(state): State<AppState>,
     caller: Caller,
@@ -632,7 +284,8 @@ async fn progress(
     // The log of a spawn that became ready outlives the server: once it is stopped, its old
     // `ready` event (with a URL that no longer answers) must not be replayed. A failed spawn's
     // log stays readable, its cause is what the user needs.
-    let ready_then_stopped = log.last().is_some_and(|e| e.ready == Some(true))
+    let last = log.last();
+    let ready_then_stopped = matches!(SpawnEnd::of(last.as_ref()), Some(SpawnEnd::Ready(_)))
         && matches!(state.spawner.status(&path.user, &path.server), Err(SpawnError::NotFound));
     if ready_then_stopped {
         return Err(no_server(&path));
@@ -643,31 +296,32 @@ async fn progress(
 
 /// One SSE event for a progress message.
 pub fn sse_event(p: ProgressEvent) -> Event {
+    let name = p.event_name();
     // Serializing a struct of strings and numbers cannot fail.
-    let data = serde_json::to_string(&p).unwrap_or_default();
-    Event::default().event(p.event_name()).data(data)
+    let data = serde_json::to_string(&wire::ProgressEvent::from(p)).unwrap_or_default();
+    Event::default().event(name).data(data)
 }
 
 /// Every instance across clusters (administrators only), filtered.
 #[utoipa::path(get, path = "/api/v1/instances", tag = "admin", params(InstanceFilter),
-    responses((status = 200, body = Vec<InstanceView>), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Vec<wire::InstanceView>), (status = 403, body = ErrorBody)))]
 async fn instances(
     State(state): State<AppState>,
     caller: Caller,
     WithRejection(Query(filter), _): WithRejection<Query<InstanceFilter>, ApiError>,
-) -> Result<Json<Vec<InstanceView>>, ApiError> {
+) -> Result<Json<Vec<wire::InstanceView>>, ApiError> {
     require_admin(&caller)?;
-    Ok(Json(state.spawner.list().into_iter().filter(|i| filter.matches(i)).collect()))
+    Ok(Json(state.spawner.list().into_iter().filter(|i| filter.matches(i)).map(wire::InstanceView::from).collect()))
 }
 
 /// The health of each cluster (administrators and the hub).
 #[utoipa::path(get, path = "/api/v1/clusters", tag = "admin",
-    responses((status = 200, body = Vec<Health>), (status = 403, body = ErrorBody)))]
-async fn clusters(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<Health>>, ApiError> {
-    if !(caller.is_admin() || matches!(&caller, Caller::Token { role: crate::auth::Role::Hub, .. })) {
+    responses((status = 200, body = Vec<wire::Health>), (status = 403, body = ErrorBody)))]
+async fn clusters(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<wire::Health>>, ApiError> {
+    if !(caller.is_admin() || matches!(&caller, Caller::Token { role: Role::Hub, .. })) {
         return Err(ApiError::Forbidden("cluster health is for administrators and the hub".into()));
     }
-    Ok(Json(state.spawner.cluster_health().into_iter().collect()))
+    Ok(Json(state.spawner.cluster_health().into_iter().map(wire::Health::from).collect()))
 }
 
 /// The process is alive.
@@ -737,7 +391,7 @@ pub fn ops_router() -> Router<AppState> {
 #[openapi(
     info(title = "fleetspawn", description = "Start, watch and stop per-user servers across many Kubernetes clusters."),
     paths(list_profiles, start, start_post, status, stop, progress, instances, clusters, healthz, readyz, metrics),
-    components(schemas(ErrorBody, InstanceView, InstanceState, ProgressEvent, ProfileInfo, OptionInfo, ChoiceInfo, FreeTextInfo, StartRequest, Health, Readiness)),
+    components(schemas(ErrorBody, wire::InstanceView, wire::InstanceState, wire::ProgressEvent, ProfileInfo, OptionInfo, ChoiceInfo, FreeTextInfo, StartRequest, wire::Health, Readiness)),
     modifiers(&Security),
     security(("token" = [])),
 )]
@@ -801,7 +455,9 @@ static OPENAPI_JSON: LazyLock<String> = LazyLock::new(|| {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Role;
+    use crate::http::auth::AuthError;
+    use crate::http::wire::visible_profiles;
+    use fleetspawn_core::profiles::{OptionError, ProfileSet};
 
     fn not_a_choice() -> OptionError {
         OptionError::NotAChoice { option: "image".into(), value: "x".into(), choices: "base, scipy".into() }
@@ -827,14 +483,14 @@ mod tests {
         let cases: Vec<(SpawnError, u16, &str)> = vec![
             (SpawnError::UnknownProfile("x".into()), 404, "unknown_profile"),
             (SpawnError::BadOption(not_a_choice()), 400, "bad_option"),
-            (SpawnError::NoHealthyCluster(crate::placement::NoHealthyCluster { unhealthy: vec![] }), 503, "no_healthy_cluster"),
+            (SpawnError::NoHealthyCluster(fleetspawn_core::placement::NoHealthyCluster { unhealthy: vec![] }), 503, "no_healthy_cluster"),
             (SpawnError::StopTimeout(std::time::Duration::from_secs(30)), 504, "stop_timeout"),
             (SpawnError::TooManySpawns { limit: 3 }, 429, "too_many_spawns"),
             (SpawnError::TooManyServers { user: "a".into(), limit: 2 }, 409, "too_many_servers"),
             (SpawnError::ClusterUnavailable { context: "east".into() }, 503, "cluster_unavailable"),
             (SpawnError::Busy, 409, "busy"),
             (SpawnError::NotFound, 404, "not_found"),
-            (SpawnError::Kubernetes(crate::apply::ObjectError { object: "Pod jupyter/x".into(), message: "denied".into(), code: Some(403) }), 502, "kubernetes_error"),
+            (SpawnError::Kubernetes(crate::kube::objects::ObjectError { object: "Pod jupyter/x".into(), message: "denied".into(), code: Some(403) }), 502, "kubernetes_error"),
         ];
         for (e, status, code) in cases {
             let e = ApiError::from(e);
@@ -941,7 +597,7 @@ display_name = "an image name"
 regex = 'quay\.io/jupyter/[a-z-]+:[a-z0-9.-]+'
 override = { image = "{value}" }
 "#;
-        crate::profiles::parse("profiles.toml", text).unwrap()
+        fleetspawn_core::bundle::Renderer::builtin().unwrap().parse_profiles("profiles.toml", text).unwrap()
     }
 
     #[test]
@@ -968,9 +624,9 @@ override = { image = "{value}" }
             state: InstanceState::Running, url: None, started_at: None, last_seen: None, cause: None, placement: None,
         };
         assert!(InstanceFilter::default().matches(&i));
-        assert!(InstanceFilter { cluster: Some("east".into()), state: Some(InstanceState::Running), ..Default::default() }.matches(&i));
+        assert!(InstanceFilter { cluster: Some("east".into()), state: Some(wire::InstanceState::Running), ..Default::default() }.matches(&i));
         assert!(!InstanceFilter { user: Some("bob".into()), ..Default::default() }.matches(&i));
-        assert!(!InstanceFilter { state: Some(InstanceState::Failed), ..Default::default() }.matches(&i));
+        assert!(!InstanceFilter { state: Some(wire::InstanceState::Failed), ..Default::default() }.matches(&i));
     }
 
     #[test]

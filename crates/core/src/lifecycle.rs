@@ -70,7 +70,7 @@ pub fn judge_pod(pod: &Pod) -> PodVerdict {
 
 /// One step of a spawn's progress, in the shape JupyterHub's progress API uses: the `data` of
 /// every SSE event, whose name is `progress`, then `ready` or `failed` for the last one.
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ProgressEvent {
     /// 0..=100.
     pub progress: u8,

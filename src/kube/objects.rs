@@ -11,7 +11,7 @@ use kube::Client;
 use serde_json::Value;
 use tokio::sync::RwLock;
 
-use crate::kubeconfig::describe_kube_error;
+use crate::kube::fleet::describe_kube_error;
 
 /// The field manager fleetspawn applies with.
 pub const FIELD_MANAGER: &str = "fleetspawn";
@@ -164,7 +164,7 @@ impl ClusterApi {
             .filter_map(|m| {
                 let meta = m.metadata;
                 let created = meta.creation_timestamp.as_ref().map(|t| t.0);
-                let instance = meta.labels.as_ref().and_then(|l| l.get(crate::labels::INSTANCE)).cloned();
+                let instance = meta.labels.as_ref().and_then(|l| l.get(fleetspawn_core::labels::INSTANCE)).cloned();
                 let r = ObjectRef { api_version: api_version.into(), kind: kind.into(), namespace: meta.namespace, name: meta.name? };
                 Some(Listed { r, created, instance })
             })

@@ -16,20 +16,18 @@
 //! [`load`] reads and checks a file without side effects: a caller that
 //! reloads keeps its last good [`ProfileSet`] when `load` fails.
 
-pub mod spans;
 pub mod spec;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-use std::path::Path;
 use std::time::Duration;
 
 use regex::Regex;
 use serde_json::Value;
 
-use crate::bundle::{Renderer, SpawnInput};
+use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::naming::is_dns1123_label;
-use spans::{Document, KeyPath, Seg};
+use crate::placement::Placement;
+use crate::spans::{Document, KeyPath, Seg};
 use spec::{merge_settings, without_unset};
 pub use spec::{ContextSpec, IngressUrlSpec, PlacementKind, ProfileSpec};
 
@@ -37,6 +35,13 @@ pub use spec::{ContextSpec, IngressUrlSpec, PlacementKind, ProfileSpec};
 const IDENTITY_KEYS: &[&str] = &["slug", "display_name", "description", "default"];
 /// Keys whose strings are templates.
 const TEMPLATE_KEYS: &[&str] = &["namespace", "environment", "objects", "patches"];
+/// How long a spawn may take unless the profile says otherwise.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long `FailedScheduling` is tolerated unless the profile says otherwise.
+pub const DEFAULT_SCHEDULING_GRACE: Duration = Duration::from_secs(60);
+/// How long a stop may take unless the profile says otherwise.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Keys an option override may not change (it may not widen access either).
 const NOT_OVERRIDABLE: &[&str] = &[
     "slug",
@@ -47,60 +52,6 @@ const NOT_OVERRIDABLE: &[&str] = &[
     "allowed_groups",
     "allowed_images",
 ];
-
-/// A problem in a profiles file, located by file, line and key path.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Diagnostic {
-    /// The file, as given to [`load`].
-    pub file: String,
-    /// 1-based line, when known.
-    pub line: Option<usize>,
-    /// Key path such as `profiles[gpu].options.image.regex`; empty for the
-    /// whole file.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        if !self.path.is_empty() {
-            write!(f, ": {}", self.path)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-/// Every problem found by [`load`], one per line when displayed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ProfileErrors(pub Vec<Diagnostic>);
-
-impl fmt::Display for ProfileErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, d) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{d}")?;
-        }
-        Ok(())
-    }
-}
-
-/// How a server is placed among a profile's contexts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Placement {
-    /// The first healthy context, in list order.
-    FirstHealthy,
-    /// The healthy context running the fewest servers.
-    LeastLoaded,
-    /// A healthy context drawn at random, by weight (every context has one).
-    Weighted(BTreeMap<String, u32>),
-}
 
 /// A user-selectable option of a profile.
 #[derive(Debug, Clone)]
@@ -376,18 +327,18 @@ impl Profile {
 
         let positive = |keys: &[&str],
                         value: Option<Duration>,
-                        default: u64,
+                        default: Duration,
                         issue: &mut dyn FnMut(&[&str], String)| {
-            let value = value.unwrap_or(Duration::from_secs(default));
+            let value = value.unwrap_or(default);
             if value.is_zero() {
                 issue(keys, "must be above 0".to_owned());
             }
             value
         };
-        let start_timeout = positive(&["start_timeout"], spec.start_timeout, 300, &mut issue);
+        let start_timeout = positive(&["start_timeout"], spec.start_timeout, DEFAULT_START_TIMEOUT, &mut issue);
         let scheduling_grace =
-            positive(&["scheduling_grace"], spec.scheduling_grace, 60, &mut issue);
-        let stop_timeout = positive(&["stop_timeout"], spec.stop_timeout, 30, &mut issue);
+            positive(&["scheduling_grace"], spec.scheduling_grace, DEFAULT_SCHEDULING_GRACE, &mut issue);
+        let stop_timeout = positive(&["stop_timeout"], spec.stop_timeout, DEFAULT_STOP_TIMEOUT, &mut issue);
 
         for (i, volume) in spec.volumes.iter().enumerate() {
             if !volume.get("name").is_some_and(Value::is_string) {
@@ -779,41 +730,16 @@ impl ProfileSet {
     }
 }
 
-impl ProfileSet {
-    /// Renders every profile once for a sample user with `renderer` (e.g. one
-    /// using the operator's `templates_dir`), reporting what fails. [`load`]
-    /// already does this with the built-in templates.
-    pub fn check_templates(&self, renderer: &Renderer) -> Vec<Diagnostic> {
-        self.profiles
-            .iter()
-            .enumerate()
-            .filter_map(|(index, profile)| {
-                check_render(renderer, profile).err().map(|(at, message)| {
-                    locate(&self.file, &self.doc, index, &profile.slug, &at, message)
-                })
-            })
-            .collect()
-    }
-}
+/// Where a profile goes wrong when rendered: the key path to blame (relative to the profile)
+/// and the message.
+pub type Blame = (KeyPath, String);
 
-/// Reads and checks the profiles file at `path`. Has no side effects.
-pub fn load(path: &Path) -> Result<ProfileSet, ProfileErrors> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|err| {
-        ProfileErrors(vec![Diagnostic {
-            file: file.clone(),
-            line: None,
-            path: String::new(),
-            message: format!("cannot read: {err}"),
-        }])
-    })?;
-    parse(&file, &text)
-}
-
-/// Checks the profiles in `text`, naming `file` in diagnostics.
-pub fn parse(file: &str, text: &str) -> Result<ProfileSet, ProfileErrors> {
+/// Checks the profiles in `text`, naming `file` in diagnostics. `render_check` renders a
+/// profile once for a sample user (see `bundle::Renderer::parse_profiles`, the way callers
+/// use this), so templates that do not render are reported here, at their line.
+pub fn parse(file: &str, text: &str, render_check: &dyn Fn(&Profile) -> Result<(), Blame>) -> Result<ProfileSet, Diagnostics> {
     let doc = Document::parse(text).map_err(|err| {
-        ProfileErrors(vec![Diagnostic {
+        Diagnostics(vec![Diagnostic {
             file: file.to_owned(),
             line: Some(err.line),
             path: String::new(),
@@ -880,7 +806,6 @@ pub fn parse(file: &str, text: &str) -> Result<ProfileSet, ProfileErrors> {
         }
     };
 
-    let renderer = Renderer::new(None);
     let mut profiles = Vec::new();
     let mut slugs: BTreeMap<String, usize> = BTreeMap::new();
     let mut default_line: Option<String> = None;
@@ -949,11 +874,7 @@ pub fn parse(file: &str, text: &str) -> Result<ProfileSet, ProfileErrors> {
             }
         }
         if valid {
-            let checked = match &renderer {
-                Ok(renderer) => check_render(renderer, &profile),
-                Err(err) => Err((KeyPath::default(), err.to_string())),
-            };
-            if let Err(err) = checked {
+            if let Err(err) = render_check(&profile) {
                 located(&err.0, err.1);
                 valid = false;
             }
@@ -996,7 +917,7 @@ pub fn parse(file: &str, text: &str) -> Result<ProfileSet, ProfileErrors> {
     } else {
         let mut diags: Vec<_> = diags.into_iter().collect();
         diags.sort_by_key(|d| d.line);
-        Err(ProfileErrors(diags))
+        Err(Diagnostics(diags))
     }
 }
 
@@ -1005,36 +926,6 @@ fn choice_message(err: &OptionError) -> String {
         OptionError::Invalid { message, .. } => message.clone(),
         other => other.to_string(),
     }
-}
-
-/// Renders the profile for a sample user on its first context, so templates
-/// that do not parse or render, and patches or objects that are not YAML, are
-/// reported at load. Returns the key path to blame and the message.
-fn check_render(renderer: &Renderer, profile: &Profile) -> Result<(), (KeyPath, String)> {
-    let context = profile
-        .contexts
-        .first()
-        .map(String::as_str)
-        .unwrap_or_default();
-    let input = SpawnInput {
-        user: "jovyan",
-        server: "",
-        profile,
-        options: &BTreeMap::new(),
-        context,
-        secret_env: &BTreeMap::new(),
-        url_prefix: None,
-    };
-    renderer.render(&input).map(drop).map_err(|err| {
-        let at = err.profile_path().unwrap_or_default();
-        let message = err.to_string();
-        let shown = at.to_string();
-        let message = message
-            .strip_prefix(&format!("template {shown}: "))
-            .or_else(|| message.strip_prefix(&format!("{shown}: ")))
-            .map_or_else(|| message.clone(), str::to_owned);
-        (at, message)
-    })
 }
 
 /// A diagnostic for `at` (relative to profile `index`): placed on the line

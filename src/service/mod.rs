@@ -19,22 +19,26 @@ use kube::api::DynamicObject;
 use kube::runtime::events::{Event as AuditEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::Api;
-use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{ClusterApi, Listed, ObjectError, ObjectRef};
-use crate::bundle::{Bundle, BundleError, Renderer, SpawnInput, Tier};
-use crate::kubeconfig::{Fleet, Health};
-use crate::labels;
+pub mod progress;
+
+use fleetspawn_core::bundle::{Bundle, BundleError, Renderer, SpawnInput, Tier};
+use fleetspawn_core::instance::{Instance, InstanceState, InstanceView};
+use fleetspawn_core::labels;
+use fleetspawn_core::lifecycle::{judge_pod, progress_for_event, PodVerdict, ProgressEvent};
+use fleetspawn_core::naming::InstanceKey;
+use fleetspawn_core::placement;
+use fleetspawn_core::profiles::{OptionError, Profile, ProfileSet, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT};
+
+use crate::config::Config;
+use crate::kube::fleet::{Fleet, Health};
+use crate::kube::objects::{ClusterApi, Listed, ObjectError, ObjectRef};
 use crate::metrics::Metrics;
-use crate::lifecycle::{judge_pod, progress_for_event, PodVerdict, ProgressEvent};
-use crate::naming::InstanceKey;
-use crate::placement;
-use crate::profiles::{OptionError, Profile, ProfileSet};
-use crate::progress::Progress;
-use crate::registry::{Instance, InstanceState, Registry, Vanished};
+use crate::registry::{Registry, Vanished};
+use progress::Progress;
 
 /// Kinds fleetspawn's own templates create, swept by stop and garbage collection.
 const DEFAULT_KINDS: &[(&str, &str)] = &[
@@ -70,14 +74,24 @@ pub struct SpawnerSettings {
     pub gc_interval: Duration,
 }
 
+/// How often garbage collection runs.
+pub const GC_INTERVAL: Duration = Duration::from_secs(30);
+
+impl From<&Config> for SpawnerSettings {
+    fn from(config: &Config) -> Self {
+        SpawnerSettings {
+            max_concurrent_spawns: config.max_concurrent_spawns,
+            max_servers_per_user: config.max_servers_per_user,
+            gc_grace: config.gc_grace,
+            gc_interval: GC_INTERVAL,
+        }
+    }
+}
+
+/// The settings' defaults ([`Config::default`] is the one place they are written).
 impl Default for SpawnerSettings {
     fn default() -> Self {
-        SpawnerSettings {
-            max_concurrent_spawns: 64,
-            max_servers_per_user: 3,
-            gc_grace: Duration::from_secs(60),
-            gc_interval: Duration::from_secs(30),
-        }
+        SpawnerSettings::from(&Config::default())
     }
 }
 
@@ -93,49 +107,6 @@ pub struct SpawnRequest {
     pub env: BTreeMap<String, String>,
     /// URL path prefix to serve under (a hub's base_url); default from `naming::url_prefix`.
     pub url_prefix: Option<String>,
-}
-
-/// One user server, as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct InstanceView {
-    /// Unique key of the instance across clusters.
-    pub key: String,
-    pub user: String,
-    /// The server's name; empty for the user's default server.
-    pub server: String,
-    pub profile: String,
-    /// The kubeconfig context (cluster) it runs on.
-    pub cluster: String,
-    pub state: InstanceState,
-    /// Where the server answers, once known.
-    pub url: Option<String>,
-    /// RFC 3339.
-    pub started_at: Option<String>,
-    /// RFC 3339: when the registry last heard of the instance from its cluster.
-    pub last_seen: Option<String>,
-    /// Why it failed, when it did.
-    pub cause: Option<String>,
-    /// Why this cluster was chosen (spawns in flight).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub placement: Option<String>,
-}
-
-impl From<Instance> for InstanceView {
-    fn from(i: Instance) -> Self {
-        InstanceView {
-            key: i.key,
-            user: i.user,
-            server: i.server,
-            profile: i.profile,
-            cluster: i.cluster,
-            state: i.state,
-            url: i.url,
-            started_at: i.started_at,
-            last_seen: i.last_seen,
-            cause: i.cause,
-            placement: None,
-        }
-    }
 }
 
 /// Why a spawn or stop was refused or failed.
@@ -285,6 +256,11 @@ impl Spawner {
 
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// The templates every spawn renders with (also what profile reloads are checked against).
+    pub fn renderer(&self) -> &Renderer {
+        &self.inner.renderer
     }
 
     pub fn profiles(&self) -> Arc<ProfileSet> {
@@ -559,7 +535,7 @@ impl Spawner {
 
     /// Instances per cluster, counting spawns in flight the registry does not show yet.
     fn load(&self) -> BTreeMap<String, usize> {
-        let mut load = self.inner.registry.load();
+        let mut load = self.inner.registry.instances_per_cluster();
         for op in lock(&self.inner.ops).values().filter(|op| op.kind == OpKind::Spawn) {
             *load.entry(op.view().cluster).or_default() += 1;
         }
@@ -587,7 +563,7 @@ impl Spawner {
         op.done.send_replace(true);
     }
 
-    async fn run_spawn(&self, op: &Op, profile: &Profile, mut bundle: Bundle, choice: &placement::Choice) {
+    async fn run_spawn(&self, op: &Op, profile: &Profile, mut bundle: Bundle, choice: &placement::Placed) {
         let started = Instant::now();
         // Claims that exist before this spawn hold a user's data: a rollback keeps them.
         let kept_claims = self.existing_claims(&choice.context, &bundle).await;
@@ -632,7 +608,7 @@ impl Spawner {
         })
     }
 
-    async fn apply_and_wait(&self, op: &Op, profile: &Profile, bundle: &mut Bundle, choice: &placement::Choice) -> Result<String, Failure> {
+    async fn apply_and_wait(&self, op: &Op, profile: &Profile, bundle: &mut Bundle, choice: &placement::Placed) -> Result<String, Failure> {
         let cluster = self.cluster(&choice.context).map_err(Failure::from)?;
         let refs: Vec<ObjectRef> = bundle.objects.iter().map(|o| ObjectRef::of(&o.object)).collect::<Result<_, _>>().map_err(Failure::from)?;
         {
@@ -913,7 +889,7 @@ impl Spawner {
         let profile = self.inner.registry.get(key).ok().flatten().map(|i| i.profile);
         profile
             .and_then(|slug| self.profiles().get(&slug).map(|p| p.stop_timeout))
-            .unwrap_or(Duration::from_secs(30))
+            .unwrap_or(DEFAULT_STOP_TIMEOUT)
     }
 
     async fn stop_objects(&self, key: &str, remove_storage: bool) -> Result<(), SpawnError> {
@@ -1021,7 +997,7 @@ impl Spawner {
                 match i.state {
                     InstanceState::Failed => !profile.is_some_and(|p| p.keep_on_failure),
                     _ => {
-                        let timeout = profile.map_or(300, |p| i64::try_from(p.start_timeout.as_secs()).unwrap_or(i64::MAX));
+                        let timeout = i64::try_from(profile.map_or(DEFAULT_START_TIMEOUT, |p| p.start_timeout).as_secs()).unwrap_or(i64::MAX);
                         let started = i.started_at.as_deref().and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
                         started.is_some_and(|t| now - t.as_second() > timeout)
                     }

@@ -4,7 +4,7 @@
 //! Pages are rendered on the server with minijinja (the templates are embedded), and work
 //! without JavaScript except the live progress, which a small script reads from the API's SSE
 //! stream (without it the progress page refreshes itself). Forms carry a CSRF token bound to a
-//! signed session cookie (see [`crate::auth`]). User values reach templates only as context
+//! signed session cookie (see [`crate::http::auth`]). User values reach templates only as context
 //! data, which minijinja escapes for HTML.
 
 use std::collections::BTreeMap;
@@ -18,13 +18,15 @@ use axum_extra::extract::SignedCookieJar;
 use minijinja::Environment;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{self, ApiError, ProfileInfo, ServerPath, StartRequest};
-use crate::kubeconfig::Health;
-use crate::registry::InstanceState;
-use crate::spawner::InstanceView;
-use crate::auth::{Caller, CSRF_FIELD};
-use crate::lifecycle::ProgressEvent;
-use crate::server::AppState;
+use crate::http::api;
+use crate::http::error::ApiError;
+use crate::http::wire::{ProfileInfo, ServerPath, StartRequest};
+use crate::kube::fleet::Health;
+use fleetspawn_core::instance::InstanceState;
+use fleetspawn_core::instance::InstanceView;
+use crate::http::auth::{Caller, CSRF_FIELD};
+use fleetspawn_core::lifecycle::ProgressEvent;
+use crate::http::AppState;
 
 /// The select value meaning "use the free-text field instead".
 pub const OTHER: &str = "__other__";
@@ -234,7 +236,7 @@ fn home_page_saying(state: &AppState, caller: &Caller, jar: SignedCookieJar, fai
         header: Header::new(Some(caller)),
         csrf_token,
         servers,
-        profiles: api::visible_profiles(&set, caller),
+        profiles: crate::http::wire::visible_profiles(&set, caller),
         profile_names,
         error: failure.map(|(_, message)| message),
         other: OTHER,
@@ -315,7 +317,7 @@ async fn spawn(
         // Even for a server already running: the progress page opens it (see `progress_page`).
         Ok(_) => Redirect::to(&progress_href(&form.server)).into_response(),
         Err(e) => {
-            let profiles = api::visible_profiles(&state.spawner.profiles(), &caller);
+            let profiles = crate::http::wire::visible_profiles(&state.spawner.profiles(), &caller);
             let profile = profiles.iter().find(|p| Some(&p.slug) == slug.as_ref());
             let message = form_error_message(&e, profile);
             home_page_saying(&state, &caller, jar, Some((e.status(), message)))
@@ -326,8 +328,8 @@ async fn spawn(
 /// Why a start form was refused, in words: an option is named as the form labels it, and a
 /// refused free-text value comes with what the option expects.
 pub fn form_error_message(error: &ApiError, profile: Option<&ProfileInfo>) -> String {
-    use crate::profiles::OptionError;
-    use crate::spawner::SpawnError;
+    use fleetspawn_core::profiles::OptionError;
+    use crate::service::SpawnError;
     let ApiError::Spawn(SpawnError::BadOption(e)) = error else { return error.user_message() };
     let (name, value) = match e {
         OptionError::NotAChoice { option, value, .. } | OptionError::NoMatch { option, value, .. } => (option, value),
@@ -475,7 +477,7 @@ async fn progress(
         Ok(view) => view,
         // A failed spawn is rolled back, so the registry forgets it; its progress log keeps
         // the cause, which is what this page is for.
-        Err(crate::spawner::SpawnError::NotFound) if history.last().is_some_and(|e| e.failed == Some(true)) => {
+        Err(crate::service::SpawnError::NotFound) if history.last().is_some_and(|e| e.failed == Some(true)) => {
             failed_instance(&path, &history)
         }
         Err(e) => return error_page(&state, Some(&caller), &api::not_found_names(e, &path)),
@@ -490,7 +492,7 @@ async fn progress(
 /// The instance of a spawn that failed and was rolled back, from its progress log.
 fn failed_instance(path: &ServerPath, history: &[ProgressEvent]) -> InstanceView {
     InstanceView {
-        key: crate::naming::InstanceKey::new(&path.user, &path.server).key().to_string(),
+        key: fleetspawn_core::naming::InstanceKey::new(&path.user, &path.server).key().to_string(),
         user: path.user.clone(),
         server: path.server.clone(),
         profile: String::new(),
@@ -565,7 +567,7 @@ pub fn admin_page(caller: &Caller, clusters: Vec<Health>, instances: Vec<Instanc
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ChoiceInfo, FreeTextInfo, OptionInfo};
+    use crate::http::wire::{ChoiceInfo, FreeTextInfo, OptionInfo};
 
     fn alice() -> Caller {
         Caller::User { user: "alice".into(), groups: vec!["data".into()], admin: false }
@@ -745,8 +747,8 @@ mod tests {
 
     #[test]
     fn refused_options_are_named_as_the_form_labels_them() {
-        use crate::profiles::OptionError;
-        use crate::spawner::SpawnError;
+        use fleetspawn_core::profiles::OptionError;
+        use crate::service::SpawnError;
         let list = profiles();
         let scipy = list.iter().find(|p| p.slug == "scipy");
         let no_match = ApiError::Spawn(SpawnError::BadOption(OptionError::NoMatch { option: "image".into(), value: "Bad Image".into(), regex: "x".into() }));
@@ -756,7 +758,7 @@ mod tests {
         assert_eq!(form_error_message(&not_a_choice, gpu), "“9” cannot be used as GPUs. Please pick one of the choices.");
         // Without the profile (or for other errors) the general words.
         assert_eq!(form_error_message(&no_match, None), no_match.user_message());
-        let csrf = ApiError::Auth(crate::auth::AuthError::Csrf);
+        let csrf = ApiError::Auth(crate::http::auth::AuthError::Csrf);
         assert_eq!(form_error_message(&csrf, scipy), csrf.user_message());
     }
 
@@ -854,7 +856,7 @@ mod tests {
 
     #[test]
     fn headers_name_the_caller() {
-        let h = Header::new(Some(&Caller::Token { name: "ops".into(), role: crate::auth::Role::Admin }));
+        let h = Header::new(Some(&Caller::Token { name: "ops".into(), role: crate::config::Role::Admin }));
         assert_eq!(h.who.as_deref(), Some("token:ops"));
         assert!(h.user.is_none() && h.is_admin);
         assert!(Header::new(None).who.is_none());

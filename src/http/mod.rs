@@ -1,21 +1,23 @@
 //! `fleetspawn serve`: composes the API, the web pages and the operations endpoints, watches
 //! profiles.toml for edits, and shuts down gracefully.
 
-use std::ffi::{OsStr, OsString};
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod state;
+pub mod web;
+pub mod wire;
+
 use std::future::Future;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{FromRef, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use axum_extra::extract::cookie::Key;
-use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::watch;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -23,13 +25,12 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::api;
-use crate::auth::{Auth, AuthConfig, AuthConfigError};
 use crate::config::Config;
+use crate::http::auth::{Auth, AuthConfigError};
+use crate::http::state::{AppState, ShutdownSignal};
 use crate::metrics::Metrics;
-use crate::profiles;
-use crate::spawner::Spawner;
-use crate::web::{self, Templates};
+use crate::reload::{watch_profiles, WatchError};
+use crate::service::Spawner;
 
 /// How long open connections may take to finish after a shutdown signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,8 +38,6 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// back) at shutdown. Give the Pod a `terminationGracePeriodSeconds` above this plus
 /// [`DRAIN_TIMEOUT`].
 pub const SPAWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
-/// Quiet time after the last file event before profiles.toml is reloaded.
-pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -51,82 +50,12 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot watch {path} for edits: {source}")]
-    Watch {
-        path: PathBuf,
-        #[source]
-        source: notify::Error,
-    },
+    #[error(transparent)]
+    Watch(#[from] WatchError),
     #[error("the HTTP server failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("the web templates do not compile: {0}")]
     Templates(#[from] minijinja::Error),
-}
-
-/// The error of the last profiles reload, shared between the watcher and the pages that show it.
-#[derive(Clone, Default, Debug)]
-pub struct ReloadStatus(Arc<RwLock<Option<String>>>);
-
-impl ReloadStatus {
-    /// The last reload's error, or `None` when it succeeded (or none happened).
-    pub fn last_error(&self) -> Option<String> {
-        self.0.read().map(|e| e.clone()).unwrap_or_else(|poisoned| poisoned.into_inner().clone())
-    }
-
-    fn set(&self, error: Option<String>) {
-        match self.0.write() {
-            Ok(mut e) => *e = error,
-            Err(poisoned) => *poisoned.into_inner() = error,
-        }
-    }
-}
-
-/// Resolves once the daemon starts shutting down; long-lived responses (progress streams) end then.
-#[derive(Clone, Debug)]
-pub struct ShutdownSignal(watch::Receiver<bool>);
-
-impl ShutdownSignal {
-    /// A signal that fires when `true` is sent on the channel.
-    pub fn new(rx: watch::Receiver<bool>) -> ShutdownSignal {
-        ShutdownSignal(rx)
-    }
-
-    /// Waits for the shutdown (forever if the sender is dropped without sending).
-    pub async fn wait(mut self) {
-        if self.0.wait_for(|stopping| *stopping).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub spawner: Spawner,
-    pub auth: Arc<Auth>,
-    pub metrics: Metrics,
-    pub reload: ReloadStatus,
-    pub templates: Arc<Templates>,
-    pub shutdown: ShutdownSignal,
-}
-
-impl AppState {
-    /// Builds the state, compiling the web templates.
-    pub fn new(spawner: Spawner, auth: Arc<Auth>, metrics: Metrics, reload: ReloadStatus, shutdown: ShutdownSignal) -> Result<AppState, ServeError> {
-        Ok(AppState { spawner, auth, metrics, reload, templates: Arc::new(Templates::new()?), shutdown })
-    }
-}
-
-impl FromRef<AppState> for Arc<Auth> {
-    fn from_ref(state: &AppState) -> Self {
-        state.auth.clone()
-    }
-}
-
-impl FromRef<AppState> for Key {
-    fn from_ref(state: &AppState) -> Self {
-        state.auth.cookie_key().clone()
-    }
 }
 
 /// The whole HTTP application: API, web pages, operations endpoints, with request ids, request
@@ -174,7 +103,7 @@ async fn json_body_limit_errors(req: Request, next: Next) -> Response {
         .and_then(|v| v.parse::<u64>().ok());
     let too_large = || {
         let message = format!("the request body is larger than {} bytes", api::BODY_LIMIT);
-        api::ApiError::BadBody { status: StatusCode::PAYLOAD_TOO_LARGE, message }.into_response()
+        crate::http::error::ApiError::BadBody { status: StatusCode::PAYLOAD_TOO_LARGE, message }.into_response()
     };
     match declared {
         Some(n) if is_api && n > api::BODY_LIMIT as u64 => {
@@ -215,7 +144,7 @@ async fn count_request(State(metrics): State<Metrics>, req: Request, next: Next)
 /// reach a consistent point.
 pub async fn serve(
     config: &Config,
-    auth: AuthConfig,
+    auth: crate::config::AuthConfig,
     spawner: Spawner,
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -278,122 +207,11 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Keeps profiles.toml watched while alive; dropping it stops the watching.
-pub struct ProfilesWatcher {
-    status: ReloadStatus,
-    _watcher: notify::RecommendedWatcher,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl ProfilesWatcher {
-    /// The outcome of the last reload.
-    pub fn status(&self) -> ReloadStatus {
-        self.status.clone()
-    }
-}
-
-impl Drop for ProfilesWatcher {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn content_hash(path: &Path) -> Option<u64> {
-    let bytes = std::fs::read(path).ok()?;
-    let mut h = DefaultHasher::new();
-    bytes.hash(&mut h);
-    Some(h.finish())
-}
-
-/// Watches `path` and swaps the spawner's profiles when its content changes.
-///
-/// The file's directory is watched rather than the file, so editors that replace the file and
-/// Kubernetes ConfigMap updates (a symlink swap) are seen. Events are debounced
-/// ([`RELOAD_DEBOUNCE`]) and a reload happens only when the content changed. An invalid edit
-/// keeps the previous profiles: the error (with the file and line, as the profiles loader
-/// reports it) is logged and kept in [`ProfilesWatcher::status`] for `/readyz` and the admin page.
-pub fn watch_profiles(path: &Path, spawner: Spawner, metrics: Metrics) -> Result<ProfilesWatcher, ServeError> {
-    let path = path.to_path_buf();
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().map(OsString::from).unwrap_or_default();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-        // Other files of the directory (a log written there, say) are not edits of the
-        // profiles: counting them would keep the debounce from ever settling.
-        Ok(e) if !matches!(e.kind, EventKind::Access(_)) && concerns_profiles(&e.paths, &name) => {
-            // A full channel already holds a pending reload.
-            let _ = tx.try_send(());
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "profiles watcher error"),
-    })
-    .map_err(|source| ServeError::Watch { path: dir.clone(), source })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive).map_err(|source| ServeError::Watch { path: dir.clone(), source })?;
-
-    tracing::info!(path = %path.display(), "watching profiles for edits");
-    let status = ReloadStatus::default();
-    let task_status = status.clone();
-    let task = tokio::spawn(async move {
-        let mut last = content_hash(&path);
-        while rx.recv().await.is_some() {
-            // Debounce: wait until the directory has been quiet for a moment.
-            loop {
-                match tokio::time::timeout(RELOAD_DEBOUNCE, rx.recv()).await {
-                    Ok(Some(())) => continue,
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
-            let now = content_hash(&path);
-            if now == last {
-                continue;
-            }
-            last = now;
-            reload_profiles(&path, &spawner, &metrics, &task_status).await;
-        }
-    });
-    Ok(ProfilesWatcher { status, _watcher: watcher, task })
-}
-
-/// Whether a file event in the profiles' directory may have changed the profiles: it names the
-/// file itself, or a Kubernetes ConfigMap volume's `..data` link or `..<timestamp>` directory
-/// (swapped on every ConfigMap update), or no path at all.
-fn concerns_profiles(paths: &[PathBuf], name: &OsStr) -> bool {
-    paths.is_empty()
-        || paths.iter().filter_map(|p| p.file_name()).any(|n| n == name || n.to_str().is_some_and(|n| n.starts_with("..")))
-}
-
-async fn reload_profiles(path: &Path, spawner: &Spawner, metrics: &Metrics, status: &ReloadStatus) {
-    let owned = path.to_path_buf();
-    let loaded = tokio::task::spawn_blocking(move || profiles::load(&owned).map_err(|e| e.to_string())).await;
-    match loaded {
-        Ok(Ok(set)) => {
-            let contexts: Vec<String> = spawner.cluster_health().into_iter().map(|h| h.context).collect();
-            let known: Vec<&str> = contexts.iter().map(String::as_str).collect();
-            for warning in set.check_contexts(&known) {
-                tracing::warn!(%warning, "profiles");
-            }
-            let n = set.iter().count();
-            spawner.set_profiles(Arc::new(set));
-            status.set(None);
-            metrics.profile_reload(true);
-            tracing::info!(path = %path.display(), profiles = n, "profiles reloaded");
-        }
-        Ok(Err(error)) => {
-            tracing::error!(%error, "invalid profiles edit; keeping the previous profiles");
-            status.set(Some(error));
-            metrics.profile_reload(false);
-        }
-        Err(join) => tracing::error!(error = %join, "profiles reload task failed"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::AuthConfig;
+    use crate::reload::ReloadStatus;
 
     /// The whole router over a real spawner with no clusters: routes must not conflict (axum
     /// panics on that when the router is built), and the endpoints that need no cluster answer.
@@ -403,16 +221,16 @@ mod tests {
         use axum::http::{Request, StatusCode};
         use tower::ServiceExt;
 
-        let loaded = crate::kubeconfig::LoadedKubeconfig { paths: vec![], config: Default::default() };
-        let fleet = crate::kubeconfig::Fleet::connect(&loaded).await;
-        let set = profiles::parse("profiles.toml", "[defaults]\nimage = \"quay.io/jupyter/base-notebook:latest\"\ningress_public_url = \"http://x.example.org\"\n[[profiles]]\nslug = \"cpu\"\ndisplay_name = \"CPU\"\ncontext = \"east\"\n").unwrap();
-        let renderer = crate::bundle::Renderer::new(None).unwrap();
+        let loaded = crate::kube::fleet::LoadedKubeconfig { paths: vec![], config: Default::default() };
+        let fleet = crate::kube::fleet::Fleet::connect(&loaded).await;
+        let renderer = fleetspawn_core::bundle::Renderer::builtin().unwrap();
+        let set = renderer.parse_profiles("profiles.toml", "[defaults]\nimage = \"quay.io/jupyter/base-notebook:latest\"\ningress_public_url = \"http://x.example.org\"\n[[profiles]]\nslug = \"cpu\"\ndisplay_name = \"CPU\"\ncontext = \"east\"\n").unwrap();
         let spawner = Spawner::start(fleet, set, renderer, Default::default(), crate::metrics::Metrics::new()).await;
-        let token = crate::auth::TokenConfig {
+        let token = crate::config::TokenConfig {
             name: "hub".into(),
             // sha256("t")
             sha256: "e3b98a4da31a127d4bde6e43033f66ba274cab0eb7eb1c70ec41402bf6273dd8".into(),
-            role: crate::auth::Role::Hub,
+            role: crate::config::Role::Hub,
         };
         let auth = Arc::new(Auth::new(&AuthConfig { tokens: vec![token], ..Default::default() }).unwrap());
         let (_tx, rx) = watch::channel(false);
@@ -449,48 +267,5 @@ mod tests {
         let text = axum::body::to_bytes(metrics.into_body(), 1 << 20).await.unwrap();
         let text = String::from_utf8_lossy(&text);
         assert!(text.contains(r#"fleetspawn_http_requests_total{route="/healthz",status="200"} 1"#), "{text}");
-    }
-
-    #[test]
-    fn reload_status_round_trips() {
-        let s = ReloadStatus::default();
-        assert_eq!(s.last_error(), None);
-        s.clone().set(Some("profiles.toml:3: bad".into()));
-        assert_eq!(s.last_error().as_deref(), Some("profiles.toml:3: bad"));
-        s.set(None);
-        assert_eq!(s.last_error(), None);
-    }
-
-    #[tokio::test]
-    async fn shutdown_signal_fires_once_sent() {
-        let (tx, rx) = watch::channel(false);
-        let waiting = tokio::spawn(ShutdownSignal::new(rx).wait());
-        tx.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
-    }
-
-    #[test]
-    fn only_events_about_the_profiles_file_count() {
-        let name = OsStr::new("profiles.toml");
-        let p = |s: &str| vec![PathBuf::from(s)];
-        assert!(concerns_profiles(&p("/etc/fleetspawn/profiles.toml"), name));
-        assert!(concerns_profiles(&p("/etc/fleetspawn/..data"), name));
-        assert!(concerns_profiles(&p("/etc/fleetspawn/..2026_01_01_00_00_00.123"), name));
-        assert!(concerns_profiles(&[], name));
-        assert!(!concerns_profiles(&p("/etc/fleetspawn/daemon.log"), name));
-        assert!(!concerns_profiles(&p("/etc/fleetspawn/profiles.toml.swp"), name));
-    }
-
-    #[test]
-    fn content_hash_tells_edits_apart() {
-        let dir = std::env::temp_dir().join(format!("fleetspawn-hash-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("profiles.toml");
-        std::fs::write(&file, "a").unwrap();
-        let first = content_hash(&file);
-        std::fs::write(&file, "b").unwrap();
-        assert_ne!(first, content_hash(&file));
-        assert_eq!(content_hash(&dir.join("missing")), None);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,13 +2,24 @@
 //! which clusters are healthy and how loaded they are.
 
 use std::collections::BTreeMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 
-use crate::profiles::Placement;
+use sha2::{Digest, Sha256};
+
+/// How a server is placed among a profile's contexts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// The first healthy context, in list order.
+    FirstHealthy,
+    /// The healthy context running the fewest servers.
+    LeastLoaded,
+    /// A healthy context drawn at random, by weight (every context has one).
+    Weighted(BTreeMap<String, u32>),
+}
+
 
 /// The chosen context and why, in words recorded on the instance and in an Event.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Choice {
+pub struct Placed {
     pub context: String,
     pub reason: String,
 }
@@ -28,7 +39,7 @@ pub fn choose(
     health: impl Fn(&str) -> Result<(), String>,
     load: &BTreeMap<String, usize>,
     seed: &str,
-) -> Result<Choice, NoHealthyCluster> {
+) -> Result<Placed, NoHealthyCluster> {
     let mut unhealthy = Vec::new();
     let mut healthy = Vec::new();
     for c in contexts {
@@ -43,7 +54,7 @@ pub fn choose(
         format!("; skipped unhealthy {}", unhealthy.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>().join(", "))
     };
     let single = contexts.len() == 1;
-    let pick = |context: &str, why: String| Choice { context: context.to_string(), reason: format!("{why}{skipped}") };
+    let pick = |context: &str, why: String| Placed { context: context.to_string(), reason: format!("{why}{skipped}") };
     let Some(&first) = healthy.first() else { return Err(NoHealthyCluster { unhealthy }) };
     if single {
         return Ok(pick(first, "the profile's only cluster".into()));
@@ -62,9 +73,7 @@ pub fn choose(
             if total == 0 {
                 return Ok(pick(first, "weighted, but every healthy cluster has weight 0: first healthy".into()));
             }
-            let mut hasher = DefaultHasher::new();
-            seed.hash(&mut hasher);
-            let mut ticket = hasher.finish() % total;
+            let mut ticket = draw(seed) % total;
             let mut chosen = first;
             for c in &healthy {
                 if ticket < weight(c) {
@@ -76,6 +85,15 @@ pub fn choose(
             pick(chosen, format!("weighted draw: weight {} of {total}", weight(chosen)))
         }
     })
+}
+
+/// A number drawn from the seed that every Rust release and every replica computes alike
+/// (the first 8 bytes of its SHA-256), so a key's weighted draw never moves.
+fn draw(seed: &str) -> u64 {
+    let digest = Sha256::digest(seed.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
 }
 
 #[cfg(test)]
@@ -115,6 +133,8 @@ mod tests {
         assert_eq!(counts.get("a"), None);
         let (b, c) = (counts["b"], counts["c"]);
         assert!(b > 2 * c && c > 500, "b={b} c={c}");
+        // The draw is fixed by the seed's SHA-256: the same on every Rust release and replica.
+        assert_eq!(draw("same"), 0x0967_115f_2813_a354);
         let once = choose(&ctxs(), &w, down(&[]), &BTreeMap::new(), "same").expect("choice");
         assert_eq!(once, choose(&ctxs(), &w, down(&[]), &BTreeMap::new(), "same").expect("choice"));
     }

@@ -1,0 +1,6 @@
+//! Everything fleetspawn says to a Kubernetes API server about objects and clusters: one client
+//! per kubeconfig context with health probes (`fleet`), and apply / delete / list of any kind
+//! (`objects`). Errors keep the client's error as their source.
+
+pub mod fleet;
+pub mod objects;
