@@ -25,13 +25,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use fleetspawn::kube::objects::ObjectRef;
-use fleetspawn_core::bundle::{Bundle, Renderer, SpawnInput, Tier};
 use fleetspawn::kube::fleet::{self, Cluster, Fleet, LoadedKubeconfig};
-use fleetspawn_core::labels;
+use fleetspawn::kube::objects::ObjectRef;
 use fleetspawn::metrics::Metrics;
-use fleetspawn_core::profiles::{self, ProfileSet};
 use fleetspawn::service::{SpawnRequest, Spawner, SpawnerSettings};
+use fleetspawn_core::bundle::{Bundle, Renderer, SpawnInput, Tier};
+use fleetspawn_core::labels;
+use fleetspawn_core::profiles::ProfileSet;
 use futures::{stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -229,12 +229,7 @@ fn stats(samples: &[f64]) -> Stats {
 
 fn proc_status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// utime + stime of this process, in clock ticks.
@@ -365,6 +360,7 @@ fn is_all_applied(message: &str) -> bool {
     matches!(counts.split_once('/'), Some((a, b)) if a == b)
 }
 
+#[allow(clippy::too_many_arguments)] // one figure of the table: every knob is a column
 async fn overhead(s: &Spawner, fleet: &Fleet, renderer: &Renderer, set: &ProfileSet, runs: usize, warmup: usize, live: usize, tag: &str) -> Overhead {
     let client = client_of(fleet, "cluster-a");
     let probe = bundle_like_spawner(renderer, set, "bench", &format!("{tag}-probe"), "cluster-a");
@@ -467,7 +463,8 @@ async fn child_storm(dir: &Path, users: usize) {
     let names: Vec<String> = (0..users).map(|i| format!("storm-{i}")).collect();
     let r0 = requests();
     let t0 = Instant::now();
-    let accepted = futures::future::join_all(names.iter().map(|u| s.spawn(SpawnRequest { user: u.clone(), profile: "storm".into(), ..Default::default() }))).await;
+    let accepted =
+        futures::future::join_all(names.iter().map(|u| s.spawn(SpawnRequest { user: u.clone(), profile: "storm".into(), ..Default::default() }))).await;
     let accept_s = t0.elapsed().as_secs_f64();
     let mut errors = 0;
     let mut per_cluster = BTreeMap::new();
@@ -570,7 +567,12 @@ fn run_mcks(dir: &Path, renderer: &Renderer, set: &ProfileSet, kubeconfig: &Path
     // cluster-a context defaults to the bench namespace.
     let kc = dir.join("mcks-kubeconfig");
     std::fs::copy(kubeconfig, &kc).expect("copy kubeconfig");
-    let st = Command::new("kubectl").arg("--kubeconfig").arg(&kc).args(["config", "set-context", "cluster-a", &format!("--namespace={NS_OVERHEAD}")]).output().expect("kubectl");
+    let st = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args(["config", "set-context", "cluster-a", &format!("--namespace={NS_OVERHEAD}")])
+        .output()
+        .expect("kubectl");
     assert!(st.status.success(), "kubectl config set-context: {}", String::from_utf8_lossy(&st.stderr));
     let warmup = 2;
     let specs: Vec<Value> = (0..runs + warmup)
@@ -638,7 +640,13 @@ async fn ensure_bench_node(client: &Client, cluster: &str) {
     }
     // Wait until kwok reports it Ready.
     for _ in 0..100 {
-        let ready = api.get_opt(BENCH_NODE).await.ok().flatten().and_then(|n| n.status?.conditions).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let ready = api
+            .get_opt(BENCH_NODE)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|n| n.status?.conditions)
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
         if ready {
             return;
         }
@@ -791,7 +799,14 @@ fn table(r: &Value) -> String {
     t.push_str("**1. Spawn overhead** (spawn call → every object accepted by the API server; ms, median / p99)\n\n");
     t.push_str("| spawner | median / p99 (ms) | API requests in the window | vs bare loop (median) | target |\n|---|---|---|---|---|\n");
     let ratio_bare = o0.fleetspawn.median_ms / o0.bare.median_ms;
-    t.push_str(&format!("| (a) fleetspawn | {} | {:.0} | {:.2}× (p99 {:.2}×) | ≤ 1.25× bare: {} |\n", ms(&o0.fleetspawn), o0.fleetspawn_requests, ratio_bare, o0.fleetspawn.p99_ms / o0.bare.p99_ms, mark(ratio_bare <= 1.25)));
+    t.push_str(&format!(
+        "| (a) fleetspawn | {} | {:.0} | {:.2}× (p99 {:.2}×) | ≤ 1.25× bare: {} |\n",
+        ms(&o0.fleetspawn),
+        o0.fleetspawn_requests,
+        ratio_bare,
+        o0.fleetspawn.p99_ms / o0.bare.p99_ms,
+        mark(ratio_bare <= 1.25)
+    ));
     t.push_str(&format!("| (b) bare kube-rs loop (floor) | {} | {:.0} | 1.00× | |\n", ms(&o0.bare), o0.bare_requests));
     match &mcks {
         Some(m) => {
@@ -810,7 +825,11 @@ fn table(r: &Value) -> String {
         None => t.push_str("| (c) multicluster-kubespawner | not run (FSBENCH_PYTHON unset or harness failed) | | | |\n"),
     }
     if let Some(s) = &storm {
-        t.push_str(&format!("\n**2. Spawn storm**: {} users at once across three clusters ({})\n\n", s.users, s.per_cluster.iter().map(|(c, n)| format!("{c}: {n}")).collect::<Vec<_>>().join(", ")));
+        t.push_str(&format!(
+            "\n**2. Spawn storm**: {} users at once across three clusters ({})\n\n",
+            s.users,
+            s.per_cluster.iter().map(|(c, n)| format!("{c}: {n}")).collect::<Vec<_>>().join(", ")
+        ));
         t.push_str("| figure | value | target |\n|---|---|---|\n");
         t.push_str(&format!("| wall time until all Ready | {:.1} s (all accepted in {:.2} s) | |\n", s.wall_s, s.accept_s));
         t.push_str(&format!("| errors | {} | 0: {} |\n", s.errors, mark(s.errors == 0)));
@@ -820,9 +839,22 @@ fn table(r: &Value) -> String {
     if let Some(g) = &reg {
         t.push_str(&format!("\n**3. Registry scale**: {} live instances across three clusters\n\n", g.instances_expected));
         t.push_str("| figure | value | target |\n|---|---|---|\n");
-        t.push_str(&format!("| start → registry fully synced ({} instances in the index) | {:.0} ms | ≤ 5 s: {} |\n", g.instances_synced, g.sync_ms, mark(g.sync_ms <= 5000.0)));
-        t.push_str(&format!("| RSS when synced (VmRSS; peak VmHWM {:.1} MiB) | {:.1} MiB | ≤ 100 MiB: {} |\n", g.peak_rss_mib, g.rss_mib, mark(g.rss_mib <= 100.0)));
-        t.push_str(&format!("| CPU while idle ({:.0} s, utime+stime; {} API requests) | {:.2} % of one core | |\n", g.idle_seconds, g.idle_requests, g.idle_cpu_percent));
+        t.push_str(&format!(
+            "| start → registry fully synced ({} instances in the index) | {:.0} ms | ≤ 5 s: {} |\n",
+            g.instances_synced,
+            g.sync_ms,
+            mark(g.sync_ms <= 5000.0)
+        ));
+        t.push_str(&format!(
+            "| RSS when synced (VmRSS; peak VmHWM {:.1} MiB) | {:.1} MiB | ≤ 100 MiB: {} |\n",
+            g.peak_rss_mib,
+            g.rss_mib,
+            mark(g.rss_mib <= 100.0)
+        ));
+        t.push_str(&format!(
+            "| CPU while idle ({:.0} s, utime+stime; {} API requests) | {:.2} % of one core | |\n",
+            g.idle_seconds, g.idle_requests, g.idle_cpu_percent
+        ));
     }
     t.push_str("\n**4. Spawn overhead as work grows** (ms, median / p99)\n\n");
     t.push_str("| instances live | fleetspawn | bare loop | ratio (median) |\n|---|---|---|---|\n");
@@ -860,7 +892,8 @@ async fn parent() {
     let scale = env_usize("FSBENCH_SCALE", 10_000);
     let mut report = serde_json::Map::new();
     report.insert("machine".into(), json!(machine()));
-    let date = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let date =
+        Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
     report.insert("date".into(), json!(date));
     report.insert("foreign".into(), json!(foreign_instances(&clients).await));
 

@@ -21,7 +21,6 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::net::IpAddr;
 
-
 /// Where the settings are read from when no path is given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/fleetspawn.toml";
 /// Prefix of the environment variables that override settings.
@@ -69,16 +68,7 @@ impl Default for Config {
 
 /// Top-level setting names, the only `FLEETSPAWN_*` variables read (others,
 /// such as a CLI's own variables, are left alone).
-const FIELDS: &[&str] = &[
-    "listen",
-    "kubeconfig",
-    "profiles",
-    "templates_dir",
-    "max_concurrent_spawns",
-    "max_servers_per_user",
-    "gc_grace",
-    "auth",
-];
+const FIELDS: &[&str] = &["listen", "kubeconfig", "profiles", "templates_dir", "max_concurrent_spawns", "max_servers_per_user", "gc_grace", "auth"];
 
 /// Every problem found while reading the settings.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -112,10 +102,7 @@ impl Config {
                 }
             }
         };
-        Self::from_sources(
-            file.as_ref().map(|(p, t)| (p.as_path(), t.as_str())),
-            ENV_PREFIX,
-        )
+        Self::from_sources(file.as_ref().map(|(p, t)| (p.as_path(), t.as_str())), ENV_PREFIX)
     }
 
     /// Reads settings from the TOML `text` of the file `path`, then the
@@ -129,33 +116,17 @@ impl Config {
         if let Some((path, text)) = file {
             // Syntax errors are reported with their line by our own parser.
             let doc = Document::parse(text).map_err(|err| {
-                ConfigError::Invalid(vec![Diagnostic {
-                    file: path.display().to_string(),
-                    line: Some(err.line),
-                    path: String::new(),
-                    message: err.message,
-                }])
+                ConfigError::Invalid(vec![Diagnostic { file: path.display().to_string(), line: Some(err.line), path: String::new(), message: err.message }])
             })?;
             figment = figment.merge(Toml::string(text));
-            return figment
-                .merge(env)
-                .extract::<Config>()
-                .map_err(|err| invalid(err, env_prefix, Some((path, &doc))));
+            return figment.merge(env).extract::<Config>().map_err(|err| invalid(err, env_prefix, Some((path, &doc))));
         }
-        figment
-            .merge(env)
-            .extract::<Config>()
-            .map_err(|err| invalid(err, env_prefix, None))
+        figment.merge(env).extract::<Config>().map_err(|err| invalid(err, env_prefix, None))
     }
 }
 
 fn read(path: &Path) -> Result<(PathBuf, String), ConfigError> {
-    std::fs::read_to_string(path)
-        .map(|text| (path.to_owned(), text))
-        .map_err(|err| ConfigError::Unreadable {
-            path: path.to_owned(),
-            message: err.to_string(),
-        })
+    std::fs::read_to_string(path).map(|text| (path.to_owned(), text)).map_err(|err| ConfigError::Unreadable { path: path.to_owned(), message: err.to_string() })
 }
 
 /// Turns figment's errors into issues naming the file, line and key, or the
@@ -165,30 +136,16 @@ fn invalid(err: figment::Error, env_prefix: &str, file: Option<(&Path, &Document
         .into_iter()
         .map(|e| {
             let key = e.path.join(".");
-            let from_env = e
-                .metadata
-                .as_ref()
-                .is_some_and(|m| m.name.contains("environment"));
+            let from_env = e.metadata.as_ref().is_some_and(|m| m.name.contains("environment"));
             let (source, line) = match file {
                 Some((path, doc)) if !from_env => {
                     let keypath = KeyPath(e.path.iter().map(|k| Seg::Key(k.clone())).collect());
                     (path.display().to_string(), doc.line(&keypath))
                 }
-                _ if from_env => (
-                    format!(
-                        "environment {env_prefix}{}",
-                        e.path.join("__").to_uppercase()
-                    ),
-                    None,
-                ),
+                _ if from_env => (format!("environment {env_prefix}{}", e.path.join("__").to_uppercase()), None),
                 _ => ("built-in defaults".to_owned(), None),
             };
-            Diagnostic {
-                file: source,
-                line,
-                path: key,
-                message: e.kind.to_string(),
-            }
+            Diagnostic { file: source, line, path: key, message: e.kind.to_string() }
         })
         .collect();
     ConfigError::Invalid(issues)
@@ -301,9 +258,7 @@ fn deserialize_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Er
 /// Parses `10.0.0.0/8`, `::1` or `127.0.0.1` (a bare address is a /32 or /128).
 pub fn parse_net(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
-    s.parse::<IpNet>()
-        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR range"))
+    s.parse::<IpNet>().or_else(|_| s.parse::<IpAddr>().map(IpNet::from)).map_err(|_| format!("{s:?} is neither an IP address nor a CIDR range"))
 }
 
 #[cfg(test)]
@@ -334,27 +289,16 @@ mod tests {
     #[test]
     fn errors_name_file_line_and_key() {
         let text = "# settings\nlisten = \"x\"\n\nmax_concurrent_spawns = \"many\"\nbogus = 1\n";
-        let err = Config::from_sources(Some((Path::new("c.toml"), text)), NO_ENV)
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_sources(Some((Path::new("c.toml"), text)), NO_ENV).unwrap_err().to_string();
         assert!(err.contains("c.toml:"), "{err}");
         let first = err.lines().next().unwrap_or_default();
         assert!(first.starts_with("c.toml:"), "{err}");
         let text = "listen = 5\n";
-        let err = Config::from_sources(Some((Path::new("c.toml"), text)), NO_ENV)
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_sources(Some((Path::new("c.toml"), text)), NO_ENV).unwrap_err().to_string();
         assert!(err.starts_with("c.toml:1: listen: "), "{err}");
-        let err = Config::from_sources(Some((Path::new("c.toml"), "\nbogus = 1\n")), NO_ENV)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("c.toml:2: bogus: ") || err.contains("bogus"),
-            "{err}"
-        );
-        let err = Config::from_sources(Some((Path::new("c.toml"), "a = [\n")), NO_ENV)
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_sources(Some((Path::new("c.toml"), "\nbogus = 1\n")), NO_ENV).unwrap_err().to_string();
+        assert!(err.starts_with("c.toml:2: bogus: ") || err.contains("bogus"), "{err}");
+        let err = Config::from_sources(Some((Path::new("c.toml"), "a = [\n")), NO_ENV).unwrap_err().to_string();
         assert!(err.starts_with("c.toml:"), "{err}");
     }
 
@@ -372,21 +316,14 @@ mod tests {
         assert_eq!(config.gc_grace, Duration::from_secs(90));
 
         std::env::set_var("FLEETSPAWN_TEST_BAD_LISTEN", "nope");
-        let err = Config::from_sources(None, "FLEETSPAWN_TEST_BAD_")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("environment FLEETSPAWN_TEST_BAD_LISTEN: listen: "),
-            "{err}"
-        );
+        let err = Config::from_sources(None, "FLEETSPAWN_TEST_BAD_").unwrap_err().to_string();
+        assert!(err.starts_with("environment FLEETSPAWN_TEST_BAD_LISTEN: listen: "), "{err}");
     }
 
     #[test]
     fn missing_explicit_file_is_an_error() {
         let err = Config::load(Some(Path::new("/nonexistent/fleetspawn.toml"))).unwrap_err();
-        assert!(err
-            .to_string()
-            .starts_with("/nonexistent/fleetspawn.toml: cannot read"));
+        assert!(err.to_string().starts_with("/nonexistent/fleetspawn.toml: cannot read"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub mod config;
 pub mod http;
 pub mod kube;
 pub mod metrics;
-pub mod reload;
 pub mod registry;
+pub mod reload;
 pub mod service;
 pub mod sources;

@@ -117,8 +117,7 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 /// for one-shot commands, whose stdout and progress lines are the output).
 fn init_logging(format: LogFormat, daemon: bool) {
     let default = if daemon { "warn,fleetspawn=info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FLEETSPAWN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLEETSPAWN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -165,7 +164,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let context = context.unwrap_or_else(|| p.contexts.first().cloned().unwrap_or_default());
             let options: BTreeMap<String, String> = options.into_iter().collect();
             let secret_env = BTreeMap::new();
-            let input = SpawnInput { user: &user, server: &server, profile: p, options: &options, context: &context, secret_env: &secret_env, url_prefix: None };
+            let input =
+                SpawnInput { user: &user, server: &server, profile: p, options: &options, context: &context, secret_env: &secret_env, url_prefix: None };
             print!("{}", bundle::to_yaml(&renderer.render(&input)?));
             Ok(ExitCode::SUCCESS)
         }

@@ -93,25 +93,12 @@ impl Metrics {
         registry.register("watch_restarts", "Restarts of Kubernetes watches by cluster", watch_restarts.clone());
         registry.register("http_requests", "HTTP requests served by route template and status", http_requests.clone());
         registry.register("profile_reloads", "Reloads of profiles.toml by outcome", profile_reloads.clone());
-        Metrics {
-            registry: Arc::new(registry),
-            spawn_duration,
-            spawns_in_flight,
-            instances,
-            kube_api_errors,
-            watch_restarts,
-            http_requests,
-            profile_reloads,
-        }
+        Metrics { registry: Arc::new(registry), spawn_duration, spawns_in_flight, instances, kube_api_errors, watch_restarts, http_requests, profile_reloads }
     }
 
     /// Records a finished spawn: how long it took and whether the server became ready.
     pub fn spawn_finished(&self, profile: &str, cluster: &str, seconds: f64, ok: bool) {
-        let labels = SpawnLabels {
-            profile: profile.to_string(),
-            cluster: cluster.to_string(),
-            outcome: if ok { "ok" } else { "error" },
-        };
+        let labels = SpawnLabels { profile: profile.to_string(), cluster: cluster.to_string(), outcome: if ok { "ok" } else { "error" } };
         self.spawn_duration.get_or_create(&labels).observe(seconds);
     }
 

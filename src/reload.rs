@@ -127,8 +127,7 @@ pub fn watch_profiles(path: &Path, spawner: Spawner, metrics: Metrics) -> Result
 /// file itself, or a Kubernetes ConfigMap volume's `..data` link or `..<timestamp>` directory
 /// (swapped on every ConfigMap update), or no path at all.
 fn concerns_profiles(paths: &[PathBuf], name: &OsStr) -> bool {
-    paths.is_empty()
-        || paths.iter().filter_map(|p| p.file_name()).any(|n| n == name || n.to_str().is_some_and(|n| n.starts_with("..")))
+    paths.is_empty() || paths.iter().filter_map(|p| p.file_name()).any(|n| n == name || n.to_str().is_some_and(|n| n.starts_with("..")))
 }
 
 async fn reload_profiles(path: &Path, spawner: &Spawner, metrics: &Metrics, status: &ReloadStatus) {

@@ -56,16 +56,14 @@ fn unreadable(path: &Path) -> impl FnOnce(std::io::Error) -> TemplatesError + '_
 /// `renderer` (so a profile the operator's templates cannot render is reported at its line).
 pub fn profiles(path: &Path, renderer: &Renderer) -> Result<ProfileSet, Diagnostics> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|err| {
-        Diagnostics(vec![Diagnostic { file: file.clone(), line: None, path: String::new(), message: format!("cannot read: {err}") }])
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| Diagnostics(vec![Diagnostic { file: file.clone(), line: None, path: String::new(), message: format!("cannot read: {err}") }]))?;
     renderer.parse_profiles(&file, &text)
 }
 
 /// [`profiles`] checked against the built-in templates only.
 pub fn profiles_builtin(path: &Path) -> Result<ProfileSet, Diagnostics> {
-    let renderer = Renderer::builtin().map_err(|e| {
-        Diagnostics(vec![Diagnostic { file: path.display().to_string(), line: None, path: String::new(), message: e.to_string() }])
-    })?;
+    let renderer = Renderer::builtin()
+        .map_err(|e| Diagnostics(vec![Diagnostic { file: path.display().to_string(), line: None, path: String::new(), message: e.to_string() }]))?;
     profiles(path, &renderer)
 }

@@ -16,7 +16,10 @@ enum As<'a> {
     Nobody,
     Token(&'a str),
     /// Identity headers, as the trusted proxy (the tests run on its address) sets them.
-    Proxy { user: &'a str, groups: &'a str },
+    Proxy {
+        user: &'a str,
+        groups: &'a str,
+    },
 }
 
 struct Api {
@@ -43,9 +46,7 @@ impl Answer {
 
 /// A path segment, percent-encoded.
 fn seg(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 /// `/api/v1/users/U/servers/S`, or `/api/v1/users/U/server` for the default server.
@@ -80,11 +81,8 @@ impl Api {
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.expect("a body");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status}: body is not JSON ({e}): {text}"))
-        };
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status}: body is not JSON ({e}): {text}")) };
         assert!(!status.is_server_error(), "{status}: {body}\nlog:\n{}", self.daemon.log());
         Answer { status, headers, body }
     }
@@ -107,10 +105,7 @@ impl Api {
         assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await.unwrap_or_default());
         let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         assert!(content_type.starts_with("text/event-stream"), "{content_type}");
-        let text = tokio::time::timeout(Duration::from_secs(90), response.text())
-            .await
-            .expect("the stream ends within 90s")
-            .expect("the stream reads");
+        let text = tokio::time::timeout(Duration::from_secs(90), response.text()).await.expect("the stream ends within 90s").expect("the stream reads");
         parse_sse(&text)
     }
 
@@ -198,7 +193,11 @@ async fn start_follow_progress_status_and_stop_leaves_nothing_behind() {
     let status = api.status_until(&path, hub, |a| a.body["state"] == "running").await;
     assert_eq!(status.status, StatusCode::OK);
     let s = &status.body;
-    assert_eq!((s["state"].as_str(), s["url"].as_str(), s["cluster"].as_str(), s["profile"].as_str()), (Some("running"), Some(url.as_str()), Some("cluster-a"), Some("a")), "{s}");
+    assert_eq!(
+        (s["state"].as_str(), s["url"].as_str(), s["cluster"].as_str(), s["profile"].as_str()),
+        (Some("running"), Some(url.as_str()), Some("cluster-a"), Some("a")),
+        "{s}"
+    );
     assert!(s["started_at"].is_string() && s["cause"].is_null(), "{s}");
     assert!(common::objects_of("cluster-a", &key).len() >= 5, "{:?}", common::objects_of("cluster-a", &key));
 
@@ -451,7 +450,12 @@ async fn instances_are_filtered_by_cluster_profile_state_and_user() {
         async move {
             let a = api.get(&format!("/api/v1/instances?{query}"), admin).await;
             assert_eq!(a.status, StatusCode::OK, "{}", a.body);
-            a.body.as_array().expect("a list").iter().map(|i| (i["user"].as_str().unwrap_or_default().to_string(), i["server"].as_str().unwrap_or_default().to_string())).collect::<Vec<_>>()
+            a.body
+                .as_array()
+                .expect("a list")
+                .iter()
+                .map(|i| (i["user"].as_str().unwrap_or_default().to_string(), i["server"].as_str().unwrap_or_default().to_string()))
+                .collect::<Vec<_>>()
         }
     };
     let (q1, q2) = (seg(&u1), seg(&u2));

@@ -41,16 +41,12 @@ const WAIT: Duration = Duration::from_secs(60);
 /// `name` on PATH (or in /usr/bin), or a failing test that says what to install.
 fn program(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "the browser test needs `{name}`, which is not installed: install Debian's chromium and \
+    std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]).map(|dir| dir.join(name)).find(|p| p.is_file()).unwrap_or_else(|| {
+        panic!(
+            "the browser test needs `{name}`, which is not installed: install Debian's chromium and \
                  chromium-driver (`apt-get install -y chromium chromium-driver`; `./dev test` does it)"
-            )
-        })
+        )
+    })
 }
 
 fn free_port() -> u16 {
@@ -109,10 +105,7 @@ impl Browser {
                 panic!("no Chromium session through chromedriver: {e}");
             }
         };
-        client
-            .update_timeouts(TimeoutConfiguration::new(Some(WAIT), Some(WAIT), None))
-            .await
-            .expect("set WebDriver timeouts");
+        client.update_timeouts(TimeoutConfiguration::new(Some(WAIT), Some(WAIT), None)).await.expect("set WebDriver timeouts");
         Browser { client, driver, _profile: profile }
     }
 
@@ -276,10 +269,8 @@ async fn landing(hold: Duration) -> Landing {
                         ("200 OK", "hello from the server".to_string())
                     }
                 };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+                let response =
+                    format!("HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
                 let _ = conn.write_all(response.as_bytes()).await;
                 let _ = conn.shutdown().await;
             });
@@ -306,7 +297,7 @@ async fn daemon(profiles: PathBuf, local_user: &str) -> Daemon {
 
 /// The daemon's registry view of `user`'s servers (through the admin API).
 async fn instances_of(daemon: &Daemon, user: &str) -> Vec<Value> {
-    let url = format!("{}/api/v1/instances?user={}", daemon.url, fleetspawn::http::web::percent_encode(user));
+    let url = format!("{}/api/v1/instances?user={}", daemon.url, fleetspawn::http::pages::percent_encode(user));
     let response = reqwest::Client::new().get(&url).bearer_auth(ADMIN_TOKEN).send().await.expect("GET instances");
     assert!(response.status().is_success(), "GET {url}: {}", response.status());
     response.json().await.expect("instances JSON")
@@ -314,7 +305,7 @@ async fn instances_of(daemon: &Daemon, user: &str) -> Vec<Value> {
 
 /// Stops `user`'s default server through the API (cleanup when a test fails half-way).
 async fn stop_via_api(daemon: &Daemon, user: &str) {
-    let url = format!("{}/api/v1/users/{}/server", daemon.url, fleetspawn::http::web::percent_encode(user));
+    let url = format!("{}/api/v1/users/{}/server", daemon.url, fleetspawn::http::pages::percent_encode(user));
     let _ = reqwest::Client::new().delete(&url).bearer_auth(ADMIN_TOKEN).send().await;
 }
 
@@ -481,10 +472,7 @@ async fn a_start_that_fails_says_why_in_words_with_a_way_back() {
 
     // A form whose CSRF token was tampered with is refused, in words.
     let broken = "form.card:has(input[name='profile'][value='broken-image'])";
-    b.client
-        .execute(&format!("document.querySelector(\"{broken} input[name='csrf_token']\").value = 'forged'"), vec![])
-        .await
-        .expect("tamper with the token");
+    b.client.execute(&format!("document.querySelector(\"{broken} input[name='csrf_token']\").value = 'forged'"), vec![]).await.expect("tamper with the token");
     b.find(&format!("{broken} button[type='submit']")).await.click().await.expect("submit");
     let alert = b.wait_for_text(".alert.error", "expired").await;
     assert!(alert.contains("Your server was not started"), "{alert}");

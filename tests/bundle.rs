@@ -80,23 +80,10 @@ fn set() -> ProfileSet {
     Renderer::builtin().expect("templates").parse_profiles("p.toml", PROFILES).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn render_with(
-    profile: &Profile,
-    user: &str,
-    server: &str,
-    options: &BTreeMap<String, String>,
-) -> Result<Bundle, BundleError> {
+fn render_with(profile: &Profile, user: &str, server: &str, options: &BTreeMap<String, String>) -> Result<Bundle, BundleError> {
     let secrets = BTreeMap::from([("JUPYTERHUB_API_TOKEN".to_owned(), TOKEN.to_owned())]);
     let renderer = Renderer::builtin().unwrap_or_else(|e| panic!("{e}"));
-    renderer.render(&SpawnInput {
-        user,
-        server,
-        profile,
-        options,
-        context: &profile.contexts[0],
-        secret_env: &secrets,
-        url_prefix: None,
-    })
+    renderer.render(&SpawnInput { user, server, profile, options, context: &profile.contexts[0], secret_env: &secrets, url_prefix: None })
 }
 
 fn render(slug: &str, user: &str, server: &str) -> Bundle {
@@ -106,12 +93,7 @@ fn render(slug: &str, user: &str, server: &str) -> Bundle {
 }
 
 fn find<'a>(bundle: &'a Bundle, kind: &str) -> &'a Value {
-    &bundle
-        .objects
-        .iter()
-        .find(|o| o.kind() == kind)
-        .unwrap_or_else(|| panic!("no {kind} in {:?}", bundle.objects))
-        .object
+    &bundle.objects.iter().find(|o| o.kind() == kind).unwrap_or_else(|| panic!("no {kind} in {:?}", bundle.objects)).object
 }
 
 fn kinds(bundle: &Bundle) -> Vec<&str> {
@@ -121,19 +103,7 @@ fn kinds(bundle: &Bundle) -> Vec<&str> {
 #[test]
 fn the_bundle_has_every_object_in_apply_order() {
     let bundle = render("full", "alice", "");
-    assert_eq!(
-        kinds(&bundle),
-        [
-            "Namespace",
-            "ConfigMap",
-            "PersistentVolumeClaim",
-            "Secret",
-            "ServiceAccount",
-            "Pod",
-            "Ingress",
-            "Service"
-        ]
-    );
+    assert_eq!(kinds(&bundle), ["Namespace", "ConfigMap", "PersistentVolumeClaim", "Secret", "ServiceAccount", "Pod", "Ingress", "Service"]);
     let tiers: Vec<Tier> = bundle.objects.iter().map(|o| o.tier).collect();
     assert!(tiers.windows(2).all(|w| w[0] <= w[1]));
     assert_eq!(bundle.namespace, "ns-full");
@@ -141,11 +111,7 @@ fn the_bundle_has_every_object_in_apply_order() {
     assert_eq!(bundle.key.key(), "alice");
 
     let plain = render("plain", "alice", "");
-    assert_eq!(
-        kinds(&plain),
-        ["Secret", "ServiceAccount", "Pod", "Ingress", "Service"],
-        "no PVC, no Namespace"
-    );
+    assert_eq!(kinds(&plain), ["Secret", "ServiceAccount", "Pod", "Ingress", "Service"], "no PVC, no Namespace");
     assert_eq!(plain.namespace, "default");
 }
 
@@ -168,10 +134,7 @@ fn objects_have_the_expected_shape() {
             assert_eq!(o.object["metadata"]["namespace"], "ns-full", "{}", o.kind());
         }
     }
-    assert_eq!(
-        find(&bundle, "ServiceAccount")["automountServiceAccountToken"],
-        false
-    );
+    assert_eq!(find(&bundle, "ServiceAccount")["automountServiceAccountToken"], false);
 
     let pod = find(&bundle, "Pod");
     let container = &pod["spec"]["containers"][0];
@@ -179,52 +142,30 @@ fn objects_have_the_expected_shape() {
     assert_eq!(container["image"], "img:1");
     assert_eq!(container["ports"][0]["containerPort"], 8888);
     assert_eq!(container["envFrom"][0]["secretRef"]["name"], name);
-    assert_eq!(
-        container["readinessProbe"]["httpGet"]["path"],
-        "/user/alice/gpu/api"
-    );
-    assert_eq!(
-        container["securityContext"]["allowPrivilegeEscalation"],
-        false
-    );
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/user/alice/gpu/api");
+    assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
     assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
     assert_eq!(pod["spec"]["serviceAccountName"], name);
-    assert_eq!(
-        pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
-        name
-    );
+    assert_eq!(pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"], name);
     assert_eq!(container["volumeMounts"][0]["mountPath"], "/home/jovyan");
-    let env: BTreeMap<&str, &str> = container["env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
-        .collect();
+    let env: BTreeMap<&str, &str> =
+        container["env"].as_array().into_iter().flatten().filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?))).collect();
     assert_eq!(env["JUPYTERHUB_SERVICE_PREFIX"], "/user/alice/gpu/");
     assert_eq!(env["OWNER"], "alice");
     assert_eq!(env["SERVER"], "gpu");
 
     let service = find(&bundle, "Service");
-    assert_eq!(
-        service["spec"]["selector"],
-        json!({"fleetspawn.io/instance": "alice--gpu"})
-    );
+    assert_eq!(service["spec"]["selector"], json!({"fleetspawn.io/instance": "alice--gpu"}));
     let ingress = find(&bundle, "Ingress");
     assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
     assert_eq!(ingress["spec"]["rules"][0]["host"], "a.example");
-    assert_eq!(
-        ingress["spec"]["tls"][0],
-        json!({"secretName": "tls", "hosts": ["a.example"]})
-    );
+    assert_eq!(ingress["spec"]["tls"][0], json!({"secretName": "tls", "hosts": ["a.example"]}));
     let path = &ingress["spec"]["rules"][0]["http"]["paths"][0];
     assert_eq!(path["path"], "/user/alice/gpu/");
     assert_eq!(path["pathType"], "Prefix");
     assert_eq!(path["backend"]["service"]["name"], name);
     assert_eq!(ingress["metadata"]["annotations"]["x/y"], "z");
-    assert_eq!(
-        find(&bundle, "PersistentVolumeClaim")["spec"]["resources"]["requests"]["storage"],
-        "1Gi"
-    );
+    assert_eq!(find(&bundle, "PersistentVolumeClaim")["spec"]["resources"]["requests"]["storage"], "1Gi");
 }
 
 #[test]
@@ -233,88 +174,40 @@ fn every_object_carries_the_fleetspawn_labels_even_against_patches() {
     let key = bundle.key.clone();
     for o in bundle.objects.iter().filter(|o| o.kind() != "Namespace") {
         let meta = &o.object["metadata"];
-        assert_eq!(
-            meta["labels"]["app.kubernetes.io/managed-by"],
-            "fleetspawn",
-            "{}",
-            o.kind()
-        );
-        assert_eq!(
-            meta["labels"]["fleetspawn.io/instance"],
-            key.key(),
-            "{}",
-            o.kind()
-        );
+        assert_eq!(meta["labels"]["app.kubernetes.io/managed-by"], "fleetspawn", "{}", o.kind());
+        assert_eq!(meta["labels"]["fleetspawn.io/instance"], key.key(), "{}", o.kind());
         assert_eq!(meta["labels"]["fleetspawn.io/user"], key.safe_user());
         assert_eq!(meta["labels"]["fleetspawn.io/server"], key.safe_server());
         assert_eq!(meta["labels"]["fleetspawn.io/profile"], "full");
-        assert_eq!(
-            meta["annotations"]["fleetspawn.io/username"],
-            "Alice@Example.org"
-        );
+        assert_eq!(meta["annotations"]["fleetspawn.io/username"], "Alice@Example.org");
         assert_eq!(meta["annotations"]["fleetspawn.io/servername"], "my server");
         assert_eq!(meta["annotations"]["fleetspawn.io/context"], "cluster-a");
-        assert_eq!(
-            meta["annotations"]["fleetspawn.io/url"],
-            bundle.url.as_str()
-        );
+        assert_eq!(meta["annotations"]["fleetspawn.io/url"], bundle.url.as_str());
     }
     // The namespace is shared: it is only marked as managed.
-    assert_eq!(
-        find(&bundle, "Namespace")["metadata"]["labels"],
-        json!({"app.kubernetes.io/managed-by": "fleetspawn"})
-    );
+    assert_eq!(find(&bundle, "Namespace")["metadata"]["labels"], json!({"app.kubernetes.io/managed-by": "fleetspawn"}));
     let service = find(&bundle, "Service");
-    assert_eq!(
-        service["metadata"]["labels"]["extra"], "yes",
-        "the patch applied"
-    );
-    assert_eq!(
-        service["metadata"]["annotations"]["note"],
-        "for Alice@Example.org"
-    );
-    assert_eq!(
-        bundle.url,
-        "http://a.example:8080/user/Alice@Example.org/my%20server/"
-    );
+    assert_eq!(service["metadata"]["labels"]["extra"], "yes", "the patch applied");
+    assert_eq!(service["metadata"]["annotations"]["note"], "for Alice@Example.org");
+    assert_eq!(bundle.url, "http://a.example:8080/user/Alice@Example.org/my%20server/");
 }
 
 #[test]
 fn user_values_are_data_not_template_code_or_yaml() {
-    let attempts = [
-        ("{{ 7*7 }}", "{% raw %}x"),
-        ("a\nkind: ClusterRole", "b\n---\nkind: ClusterRoleBinding"),
-        ("\"quoted\": {x: 1}", "' ]} #"),
-        ("}}{{", "{#"),
-    ];
+    let attempts =
+        [("{{ 7*7 }}", "{% raw %}x"), ("a\nkind: ClusterRole", "b\n---\nkind: ClusterRoleBinding"), ("\"quoted\": {x: 1}", "' ]} #"), ("}}{{", "{#")];
     for (user, server) in attempts {
         let bundle = render("full", user, server);
         assert_eq!(bundle.objects.len(), 8, "{user:?}");
-        assert!(
-            !kinds(&bundle).iter().any(|k| k.starts_with("Cluster")),
-            "{user:?}"
-        );
+        assert!(!kinds(&bundle).iter().any(|k| k.starts_with("Cluster")), "{user:?}");
         for o in bundle.objects.iter().filter(|o| o.kind() != "Namespace") {
-            assert_eq!(
-                o.object["metadata"]["annotations"]["fleetspawn.io/username"],
-                user
-            );
-            assert_eq!(
-                o.object["metadata"]["annotations"]["fleetspawn.io/servername"],
-                server
-            );
+            assert_eq!(o.object["metadata"]["annotations"]["fleetspawn.io/username"], user);
+            assert_eq!(o.object["metadata"]["annotations"]["fleetspawn.io/servername"], server);
         }
         let cm = find(&bundle, "ConfigMap");
-        assert_eq!(
-            cm["data"],
-            json!({"owner": user, "server": server, "size": "s"})
-        );
+        assert_eq!(cm["data"], json!({"owner": user, "server": server, "size": "s"}));
         let env = &find(&bundle, "Pod")["spec"]["containers"][0]["env"];
-        assert!(env
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|e| e["name"] == "OWNER" && e["value"] == user));
+        assert!(env.as_array().into_iter().flatten().any(|e| e["name"] == "OWNER" && e["value"] == user));
         assert!(!to_yaml(&bundle).contains("49"), "{user:?} was evaluated");
     }
 }
@@ -330,8 +223,7 @@ fn free_text_options_are_data_too() {
         assert_eq!(find(&bundle, "Pod")["spec"]["nodeSelector"]["tag"], text);
         assert_eq!(bundle.objects.len(), 6);
     }
-    let bundle =
-        render_with(profile, "alice", "", &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
+    let bundle = render_with(profile, "alice", "", &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(find(&bundle, "ConfigMap")["data"]["tag"], "none");
 }
 
@@ -342,11 +234,7 @@ fn secrets_only_go_into_the_secret_and_are_never_debug_printed() {
     assert_eq!(secret["stringData"]["JUPYTERHUB_API_TOKEN"], TOKEN);
     assert_eq!(secret["type"], "Opaque");
     for o in bundle.objects.iter().filter(|o| o.kind() != "Secret") {
-        assert!(
-            !o.object.to_string().contains(TOKEN),
-            "{} holds the token",
-            o.kind()
-        );
+        assert!(!o.object.to_string().contains(TOKEN), "{} holds the token", o.kind());
     }
     assert!(!format!("{bundle:?}").contains(TOKEN));
 }
@@ -357,10 +245,7 @@ fn options_reach_the_bundle() {
     let profile = set.get("full").expect("full");
     let options = BTreeMap::from([("size".to_owned(), "l".to_owned())]);
     let bundle = render_with(profile, "alice", "", &options).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        find(&bundle, "Pod")["spec"]["containers"][0]["resources"]["limits"]["cpu"],
-        "2"
-    );
+    assert_eq!(find(&bundle, "Pod")["spec"]["containers"][0]["resources"]["limits"]["cpu"], "2");
     assert_eq!(find(&bundle, "ConfigMap")["data"]["size"], "l");
     let options = BTreeMap::from([("size".to_owned(), "xl".to_owned())]);
     let err = render_with(profile, "alice", "", &options).unwrap_err();
@@ -373,36 +258,14 @@ fn contexts_and_url_prefixes() {
     let profile = set.get("full").expect("full");
     let renderer = Renderer::builtin().unwrap_or_else(|e| panic!("{e}"));
     let empty = BTreeMap::new();
-    let input = |context, url_prefix| SpawnInput {
-        user: "alice",
-        server: "",
-        profile,
-        options: &empty,
-        context,
-        secret_env: &empty,
-        url_prefix,
-    };
-    let b = renderer
-        .render(&input("cluster-b", Some("/hub/user/alice")))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let input = |context, url_prefix| SpawnInput { user: "alice", server: "", profile, options: &empty, context, secret_env: &empty, url_prefix };
+    let b = renderer.render(&input("cluster-b", Some("/hub/user/alice"))).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(b.url, "https://b.example/hub/user/alice/");
-    assert_eq!(
-        find(&b, "Ingress")["spec"]["rules"][0]["http"]["paths"][0]["path"],
-        "/hub/user/alice/"
-    );
-    assert_eq!(
-        find(&b, "Pod")["metadata"]["annotations"]["fleetspawn.io/context"],
-        "cluster-b"
-    );
+    assert_eq!(find(&b, "Ingress")["spec"]["rules"][0]["http"]["paths"][0]["path"], "/hub/user/alice/");
+    assert_eq!(find(&b, "Pod")["metadata"]["annotations"]["fleetspawn.io/context"], "cluster-b");
     let err = renderer.render(&input("cluster-z", None)).unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with("context \"cluster-z\" is not one of profile \"full\"'s contexts"),
-        "{err}"
-    );
-    assert!(renderer
-        .render(&input("cluster-a", Some("relative/")))
-        .is_err());
+    assert!(err.to_string().starts_with("context \"cluster-z\" is not one of profile \"full\"'s contexts"), "{err}");
+    assert!(renderer.render(&input("cluster-a", Some("relative/"))).is_err());
 }
 
 #[test]
@@ -411,11 +274,7 @@ fn long_names_fit_kubernetes_limits() {
     let bundle = render("plain", &user, &"s".repeat(200));
     for o in &bundle.objects {
         assert!(o.name().len() <= 63, "{}", o.name());
-        for value in o.object["metadata"]["labels"]
-            .as_object()
-            .into_iter()
-            .flat_map(|m| m.values())
-        {
+        for value in o.object["metadata"]["labels"].as_object().into_iter().flat_map(|m| m.values()) {
             assert!(value.as_str().is_some_and(|v| v.len() <= 63), "{value}");
         }
     }
@@ -429,73 +288,33 @@ fn operators_can_override_templates() {
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ name }}\nspec:\n  type: NodePort\n  selector: {{ selector }}\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(
-        dir.path().join("ingress.yaml.j2"),
-        "{# no ingress on this cluster #}\n",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("ingress.yaml.j2"), "{# no ingress on this cluster #}\n").unwrap_or_else(|e| panic!("{e}"));
     let renderer = fleetspawn::sources::renderer(Some(dir.path())).unwrap_or_else(|e| panic!("{e}"));
     let set = set();
     let profile = set.get("plain").expect("plain");
     let empty = BTreeMap::new();
     let bundle = renderer
-        .render(&SpawnInput {
-            user: "bob",
-            server: "",
-            profile,
-            options: &empty,
-            context: "cluster-a",
-            secret_env: &empty,
-            url_prefix: None,
-        })
+        .render(&SpawnInput { user: "bob", server: "", profile, options: &empty, context: "cluster-a", secret_env: &empty, url_prefix: None })
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(find(&bundle, "Service")["spec"]["type"], "NodePort");
-    assert_eq!(
-        find(&bundle, "Service")["metadata"]["namespace"],
-        "default",
-        "namespace added"
-    );
-    assert!(
-        !kinds(&bundle).contains(&"Ingress"),
-        "an empty template drops its object"
-    );
+    assert_eq!(find(&bundle, "Service")["metadata"]["namespace"], "default", "namespace added");
+    assert!(!kinds(&bundle).contains(&"Ingress"), "an empty template drops its object");
 
     std::fs::write(dir.path().join("servise.yaml.j2"), "x").unwrap_or_else(|e| panic!("{e}"));
     let err = fleetspawn::sources::renderer(Some(dir.path())).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("servise.yaml.j2: not a template fleetspawn knows"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("servise.yaml.j2: not a template fleetspawn knows"), "{err}");
     std::fs::remove_file(dir.path().join("servise.yaml.j2")).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(
-        dir.path().join("pod.yaml.j2"),
-        "kind: {{ no_such_variable }}",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("pod.yaml.j2"), "kind: {{ no_such_variable }}").unwrap_or_else(|e| panic!("{e}"));
     let renderer = fleetspawn::sources::renderer(Some(dir.path())).unwrap_or_else(|e| panic!("{e}"));
     // Profiles are checked against the operator's templates, as `fleetspawn check` and a
     // hot reload load them.
-    let problems: Vec<String> = renderer
-        .parse_profiles("p.toml", PROFILES)
-        .expect_err("the profiles do not render with these templates")
-        .0
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let problems: Vec<String> =
+        renderer.parse_profiles("p.toml", PROFILES).expect_err("the profiles do not render with these templates").0.iter().map(ToString::to_string).collect();
     assert_eq!(problems.len(), 3, "{problems:?}");
-    assert!(
-        problems[1]
-            .starts_with("p.toml:42: profiles[plain]: template pod.yaml.j2: undefined value"),
-        "{problems:?}"
-    );
+    assert!(problems[1].starts_with("p.toml:42: profiles[plain]: template pod.yaml.j2: undefined value"), "{problems:?}");
     std::fs::write(dir.path().join("pod.yaml.j2"), "{% if %}").unwrap_or_else(|e| panic!("{e}"));
     let err = fleetspawn::sources::renderer(Some(dir.path())).unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with("template pod.yaml.j2: syntax error"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("template pod.yaml.j2: syntax error"), "{err}");
 }
 
 #[test]
@@ -511,10 +330,7 @@ target = { kind = "Service" }
 patch = "metadata: {name: other}"
 "#;
     let err = Renderer::builtin().expect("templates").parse_profiles("p.toml", rename).unwrap_err().to_string();
-    assert!(
-        err.starts_with("p.toml:7: profiles[r].patches.rename: cannot patch Service/fs-jovyan"),
-        "{err}"
-    );
+    assert!(err.starts_with("p.toml:7: profiles[r].patches.rename: cannot patch Service/fs-jovyan"), "{err}");
     let clash = r#"
 [[profiles]]
 slug = "c"
@@ -525,10 +341,7 @@ image = "i"
 sa = "{apiVersion: v1, kind: ServiceAccount, metadata: {name: {{ name }}}}"
 "#;
     let err = Renderer::builtin().expect("templates").parse_profiles("p.toml", clash).unwrap_err().to_string();
-    assert!(
-        err.starts_with("p.toml:8: profiles[c].objects.sa: object ServiceAccount/fs-jovyan: "),
-        "{err}"
-    );
+    assert!(err.starts_with("p.toml:8: profiles[c].objects.sa: object ServiceAccount/fs-jovyan: "), "{err}");
 }
 
 #[test]
@@ -540,25 +353,12 @@ fn every_example_profile_renders_for_every_context_and_choice() {
     for profile in set.iter() {
         let mut option_sets = vec![BTreeMap::new()];
         for (name, option) in &profile.options {
-            option_sets.extend(
-                option
-                    .choices
-                    .keys()
-                    .map(|c| BTreeMap::from([(name.clone(), c.clone())])),
-            );
+            option_sets.extend(option.choices.keys().map(|c| BTreeMap::from([(name.clone(), c.clone())])));
         }
         for context in &profile.contexts {
             for options in &option_sets {
                 let bundle = renderer
-                    .render(&SpawnInput {
-                        user: "alice@example.com",
-                        server: "",
-                        profile,
-                        options,
-                        context,
-                        secret_env: &secrets,
-                        url_prefix: None,
-                    })
+                    .render(&SpawnInput { user: "alice@example.com", server: "", profile, options, context, secret_env: &secrets, url_prefix: None })
                     .unwrap_or_else(|e| panic!("{}: {e}", profile.slug));
                 let yaml = to_yaml(&bundle);
                 assert_eq!(yaml.matches("\n---\n").count() + 1, bundle.objects.len());
@@ -570,18 +370,6 @@ fn every_example_profile_renders_for_every_context_and_choice() {
     let bundle = render_with(data, "alice", "", &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         kinds(&bundle),
-        [
-            "Namespace",
-            "ConfigMap",
-            "NetworkPolicy",
-            "PersistentVolumeClaim",
-            "Role",
-            "RoleBinding",
-            "Secret",
-            "ServiceAccount",
-            "Pod",
-            "Ingress",
-            "Service"
-        ]
+        ["Namespace", "ConfigMap", "NetworkPolicy", "PersistentVolumeClaim", "Role", "RoleBinding", "Secret", "ServiceAccount", "Pod", "Ingress", "Service"]
     );
 }

@@ -25,8 +25,8 @@ async fn a_stopped_cluster_is_reported_unhealthy_by_name_and_the_others_still_wo
 
 #[tokio::test]
 async fn instances_on_a_stopped_cluster_are_unknown_not_stopped_and_come_back_running() {
-    use fleetspawn_core::instance::InstanceState;
     use fleetspawn::service::{SpawnRequest, Spawner, SpawnerSettings};
+    use fleetspawn_core::instance::InstanceState;
     use futures::StreamExt;
     use std::time::Duration;
     let _serial = common::serial();
@@ -46,7 +46,9 @@ async fn instances_on_a_stopped_cluster_are_unknown_not_stopped_and_come_back_ru
     let mut seen = None;
     for _ in 0..100 {
         seen = state_of(&s, &on_b);
-        if seen == Some(InstanceState::Unknown) { break; }
+        if seen == Some(InstanceState::Unknown) {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(seen, Some(InstanceState::Unknown), "instances of a down cluster are unknown, never stopped");
@@ -62,7 +64,9 @@ async fn instances_on_a_stopped_cluster_are_unknown_not_stopped_and_come_back_ru
     outage.end();
     for _ in 0..200 {
         seen = state_of(&s, &on_b);
-        if seen == Some(InstanceState::Running) { break; }
+        if seen == Some(InstanceState::Running) {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(seen, Some(InstanceState::Running), "re-synced after the cluster came back");

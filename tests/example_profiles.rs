@@ -56,14 +56,27 @@ fn render_output_applies_cleanly_with_a_server_side_dry_run() {
         }
         for context in &profile.contexts {
             for extra in &variants {
-                let mut args = vec!["--config", "config/fleetspawn.toml", "render", "--profile", &profile.slug, "--user", "Zoë.Dupont@example.org", "--server", "Ünicode", "--context", context];
+                let mut args = vec![
+                    "--config",
+                    "config/fleetspawn.toml",
+                    "render",
+                    "--profile",
+                    &profile.slug,
+                    "--user",
+                    "Zoë.Dupont@example.org",
+                    "--server",
+                    "Ünicode",
+                    "--context",
+                    context,
+                ];
                 args.extend(extra.iter().map(String::as_str));
                 let out = fleetspawn(&args);
                 assert!(out.status.success(), "render {args:?}: {}", String::from_utf8_lossy(&out.stderr));
                 // A dry run persists nothing, but the API server admits a Pod only if its
                 // ServiceAccount exists: create the Namespace and ServiceAccount for real first.
                 let yaml = String::from_utf8_lossy(&out.stdout).to_string();
-                let prerequisites: Vec<&str> = yaml.split("\n---\n").filter(|d| d.contains("\nkind: ServiceAccount\n") || d.contains("\nkind: Namespace\n")).collect();
+                let prerequisites: Vec<&str> =
+                    yaml.split("\n---\n").filter(|d| d.contains("\nkind: ServiceAccount\n") || d.contains("\nkind: Namespace\n")).collect();
                 assert_eq!(prerequisites.len(), 2, "{yaml}");
                 kubectl_stdin(context, &["apply", "-f", "-"], &prerequisites.join("\n---\n"));
                 kubectl_stdin(context, &["apply", "--dry-run=server", "-f", "-"], &yaml);

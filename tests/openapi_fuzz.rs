@@ -27,9 +27,7 @@ fn schemathesis() -> PathBuf {
         assert!(bin.is_file(), "FLEETSPAWN_TEST_VENV is set but {} does not exist: pip install -r tests/requirements.txt in that venv", bin.display());
         return bin;
     }
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("schemathesis")).find(|b| b.is_file()))
-        .unwrap_or_default();
+    let on_path = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).map(|d| d.join("schemathesis")).find(|b| b.is_file())).unwrap_or_default();
     on_path.unwrap_or_else(|| {
         panic!(
             "schemathesis not found: set FLEETSPAWN_TEST_VENV to a venv with tests/requirements.txt installed \
@@ -40,9 +38,7 @@ fn schemathesis() -> PathBuf {
 
 /// A path segment, percent-encoded.
 fn seg(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 /// Profiles of this run only: one cheap default profile with a slug no one else uses, so the
@@ -89,7 +85,8 @@ async fn stop_fuzzed_servers(daemon: &Daemon, slug: &str) -> usize {
         assert!(started.elapsed() < Duration::from_secs(90), "servers left after stopping: {left:?}");
         for i in &left {
             let (user, server) = (i["user"].as_str().unwrap_or_default(), i["server"].as_str().unwrap_or_default());
-            let path = if server.is_empty() { format!("/api/v1/users/{}/server", seg(user)) } else { format!("/api/v1/users/{}/servers/{}", seg(user), seg(server)) };
+            let path =
+                if server.is_empty() { format!("/api/v1/users/{}/server", seg(user)) } else { format!("/api/v1/users/{}/servers/{}", seg(user), seg(server)) };
             let r = http.delete(format!("{}{path}", daemon.url)).bearer_auth(ADMIN_TOKEN).send().await.expect("stop");
             assert_eq!(r.status(), reqwest::StatusCode::NO_CONTENT, "stopping {user:?}/{server:?}: {}", r.text().await.unwrap_or_default());
             stopped.insert(i["key"].to_string());
@@ -145,11 +142,7 @@ async fn the_openapi_document_fuzzed_gets_no_server_error() {
     let failed_requests: Vec<&str> = log.lines().filter(|l| l.contains("request failed")).collect();
     match status {
         None => panic!("schemathesis did not finish within {FUZZ_TIMEOUT:?}:\n{report}"),
-        Some(s) => assert!(
-            s.success(),
-            "schemathesis found problems ({s}):\n{report}\n\nserver errors in the daemon's log:\n{}",
-            failed_requests.join("\n")
-        ),
+        Some(s) => assert!(s.success(), "schemathesis found problems ({s}):\n{report}\n\nserver errors in the daemon's log:\n{}", failed_requests.join("\n")),
     }
     assert!(report.contains("passed"), "schemathesis ran no test:\n{report}");
     println!("{report}\n{stopped} server(s) the fuzzer started were stopped");

@@ -84,13 +84,8 @@ impl Kubectl {
     fn new() -> Self {
         match Command::new("kubectl").args(["version", "--client"]).output() {
             Ok(output) if output.status.success() => {}
-            Ok(output) => panic!(
-                "`kubectl version --client` failed; kubectl is required to check the SMP corpus: {}",
-                String::from_utf8_lossy(&output.stderr)
-            ),
-            Err(err) => panic!(
-                "kubectl is required to check the SMP corpus but could not be run ({err}); install kubectl on PATH"
-            ),
+            Ok(output) => panic!("`kubectl version --client` failed; kubectl is required to check the SMP corpus: {}", String::from_utf8_lossy(&output.stderr)),
+            Err(err) => panic!("kubectl is required to check the SMP corpus but could not be run ({err}); install kubectl on PATH"),
         }
         let dir = tempfile::tempdir().expect("create a scratch directory");
         let kubeconfig = dir.path().join("kubeconfig");
@@ -116,8 +111,7 @@ impl Kubectl {
         if !output.status.success() {
             return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
         }
-        serde_json::from_slice(&output.stdout)
-            .map_err(|err| format!("kubectl printed invalid JSON ({err})"))
+        serde_json::from_slice(&output.stdout).map_err(|err| format!("kubectl printed invalid JSON ({err})"))
     }
 
     fn write(&self, file: &str, value: &Value) -> PathBuf {
@@ -138,14 +132,9 @@ fn load_corpus() -> Vec<(String, Case)> {
     files
         .into_iter()
         .map(|path| {
-            let name = path
-                .file_stem()
-                .and_then(|stem| stem.to_str())
-                .expect("corpus file names are UTF-8")
-                .to_owned();
+            let name = path.file_stem().and_then(|stem| stem.to_str()).expect("corpus file names are UTF-8").to_owned();
             let text = fs::read_to_string(&path).expect("read a corpus file");
-            let case = serde_yaml::from_str(&text)
-                .unwrap_or_else(|err| panic!("{}: invalid corpus file: {err}", path.display()));
+            let case = serde_yaml::from_str(&text).unwrap_or_else(|err| panic!("{}: invalid corpus file: {err}", path.display()));
             (name, case)
         })
         .collect()
@@ -154,19 +143,13 @@ fn load_corpus() -> Vec<(String, Case)> {
 /// The first path at which `ours` and `theirs` differ, for the report.
 fn first_difference(ours: &Value, theirs: &Value, path: &str) -> Option<String> {
     match (ours, theirs) {
-        (Value::Object(a), Value::Object(b)) => {
-            a.keys()
-                .chain(b.keys())
-                .find_map(|key| match (a.get(key), b.get(key)) {
-                    (Some(x), Some(y)) => first_difference(x, y, &format!("{path}.{key}")),
-                    _ => Some(format!("{path}.{key} (present on one side only)")),
-                })
+        (Value::Object(a), Value::Object(b)) => a.keys().chain(b.keys()).find_map(|key| match (a.get(key), b.get(key)) {
+            (Some(x), Some(y)) => first_difference(x, y, &format!("{path}.{key}")),
+            _ => Some(format!("{path}.{key} (present on one side only)")),
+        }),
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            a.iter().zip(b).enumerate().find_map(|(i, (x, y))| first_difference(x, y, &format!("{path}[{i}]")))
         }
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
-            .iter()
-            .zip(b)
-            .enumerate()
-            .find_map(|(i, (x, y))| first_difference(x, y, &format!("{path}[{i}]"))),
         _ => (ours != theirs).then(|| path.to_owned()),
     }
 }
@@ -181,18 +164,13 @@ fn check(kubectl: &Kubectl, name: &str, case: &Case) -> Result<(), String> {
     let theirs = kubectl.patch(name, case, case.kubectl_type);
     if case.kubectl_type == PatchType::Merge {
         if let Ok(strategic) = kubectl.patch(name, case, PatchType::Strategic) {
-            return Err(format!(
-                "kubectl applies a strategic merge patch to this kind, so `kubectl_type: merge` is wrong:\n{}",
-                pretty(&strategic)
-            ));
+            return Err(format!("kubectl applies a strategic merge patch to this kind, so `kubectl_type: merge` is wrong:\n{}", pretty(&strategic)));
         }
     }
     match (ours, theirs) {
-        (Ok(ours), Ok(theirs)) if case.expect_error => Err(format!(
-            "expected both to fail, both succeeded\n--- ours\n{}\n--- kubectl\n{}",
-            pretty(&ours),
-            pretty(&theirs)
-        )),
+        (Ok(ours), Ok(theirs)) if case.expect_error => {
+            Err(format!("expected both to fail, both succeeded\n--- ours\n{}\n--- kubectl\n{}", pretty(&ours), pretty(&theirs)))
+        }
         (Ok(ours), Ok(theirs)) if ours == theirs => Ok(()),
         (Ok(ours), Ok(theirs)) => Err(format!(
             "results differ at {}\n--- ours\n{}\n--- kubectl\n{}",
@@ -204,45 +182,25 @@ fn check(kubectl: &Kubectl, name: &str, case: &Case) -> Result<(), String> {
             println!("{name}: both reject the patch\n  ours:    {ours}\n  kubectl: {theirs}");
             Ok(())
         }
-        (Err(ours), Err(theirs)) => Err(format!(
-            "both failed, but the case expects a result\n  ours:    {ours}\n  kubectl: {theirs}"
-        )),
-        (Ok(ours), Err(theirs)) => Err(format!(
-            "kubectl failed ({theirs}), ours succeeded:\n{}",
-            pretty(&ours)
-        )),
-        (Err(ours), Ok(theirs)) => Err(format!(
-            "ours failed ({ours}), kubectl succeeded:\n{}",
-            pretty(&theirs)
-        )),
+        (Err(ours), Err(theirs)) => Err(format!("both failed, but the case expects a result\n  ours:    {ours}\n  kubectl: {theirs}")),
+        (Ok(ours), Err(theirs)) => Err(format!("kubectl failed ({theirs}), ours succeeded:\n{}", pretty(&ours))),
+        (Err(ours), Ok(theirs)) => Err(format!("ours failed ({ours}), kubectl succeeded:\n{}", pretty(&theirs))),
     }
 }
 
 #[test]
 fn corpus_matches_kubectl() {
     let corpus = load_corpus();
-    assert!(
-        corpus.len() >= 40,
-        "the SMP corpus must have at least 40 cases, found {}",
-        corpus.len()
-    );
+    assert!(corpus.len() >= 40, "the SMP corpus must have at least 40 cases, found {}", corpus.len());
     let kubectl = Kubectl::new();
     let mut report = String::new();
     let mut failures = 0;
     for (name, case) in &corpus {
         if let Err(mismatch) = check(&kubectl, name, case) {
             failures += 1;
-            let _ = writeln!(
-                report,
-                "=== {name}: {}\n{mismatch}\n",
-                case.description.trim()
-            );
+            let _ = writeln!(report, "=== {name}: {}\n{mismatch}\n", case.description.trim());
         }
     }
-    assert!(
-        failures == 0,
-        "{failures} of {} SMP corpus cases disagree with kubectl:\n\n{report}",
-        corpus.len()
-    );
+    assert!(failures == 0, "{failures} of {} SMP corpus cases disagree with kubectl:\n\n{report}", corpus.len());
     println!("{} SMP corpus cases agree with kubectl", corpus.len());
 }

@@ -6,13 +6,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::StreamExt;
-use fleetspawn_core::bundle::Renderer;
 use fleetspawn::kube::fleet::{self, Fleet};
+use fleetspawn::service::{SpawnError, SpawnRequest, Spawner, SpawnerSettings};
+use fleetspawn_core::bundle::Renderer;
+use fleetspawn_core::instance::InstanceState;
 use fleetspawn_core::lifecycle::ProgressEvent;
 use fleetspawn_core::naming::InstanceKey;
-use fleetspawn_core::instance::InstanceState;
-use fleetspawn::service::{SpawnError, SpawnRequest, Spawner, SpawnerSettings};
+use futures::StreamExt;
 
 async fn spawner_with(settings: SpawnerSettings) -> Spawner {
     let loaded = fleet::load(Some(&common::kubeconfig())).expect("kubeconfig");
@@ -57,7 +57,9 @@ async fn spawn_ready_url_and_stop_on_each_cluster_leaves_nothing_behind() {
         assert!(common::objects_of(cluster, &key).len() >= 5, "bundle applied: {:?}", common::objects_of(cluster, &key));
         // The registry sees it running, from the watch.
         for _ in 0..50 {
-            if s.status(&user, "").is_ok_and(|v| v.state == InstanceState::Running) { break; }
+            if s.status(&user, "").is_ok_and(|v| v.state == InstanceState::Running) {
+                break;
+            }
             s.registry().changed(Duration::from_millis(200)).await;
         }
         let status = s.status(&user, "").expect("status");
@@ -257,7 +259,18 @@ async fn two_hundred_concurrent_spawns_across_three_clusters_all_succeed() {
     // No duplicate objects: exactly one Pod per user, across all clusters.
     let mut pods = 0;
     for c in ["cluster-a", "cluster-b", "cluster-c"] {
-        let out = common::kubectl(c, &["get", "pods", "-A", "-l", "app.kubernetes.io/managed-by=fleetspawn", "-o", "jsonpath={range .items[*]}{.metadata.annotations.fleetspawn\\.io/username}{\"\\n\"}{end}"]);
+        let out = common::kubectl(
+            c,
+            &[
+                "get",
+                "pods",
+                "-A",
+                "-l",
+                "app.kubernetes.io/managed-by=fleetspawn",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.annotations.fleetspawn\\.io/username}{\"\\n\"}{end}",
+            ],
+        );
         pods += out.lines().filter(|l| l.starts_with(&prefix)).count();
     }
     assert_eq!(pods, 200);
@@ -308,7 +321,9 @@ async fn a_failed_spawn_is_kept_for_debugging_when_the_profile_says_so() {
     let mut status = None;
     for _ in 0..50 {
         status = s.status(&user, "").ok();
-        if status.as_ref().is_some_and(|v| v.state == InstanceState::Failed && v.cause.is_some()) { break; }
+        if status.as_ref().is_some_and(|v| v.state == InstanceState::Failed && v.cause.is_some()) {
+            break;
+        }
         s.registry().changed(Duration::from_millis(200)).await;
     }
     let status = status.expect("a kept failure has a status");

@@ -30,7 +30,7 @@ use crate::config::Role;
 use crate::http::auth::{validate_name, Caller};
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
-use crate::http::wire::{self, ErrorBody, FreeTextInfo, ChoiceInfo, OptionInfo, InstanceFilter, ProfileInfo, Readiness, ServerPath, StartRequest, StopQuery};
+use crate::http::wire::{self, ChoiceInfo, ErrorBody, FreeTextInfo, InstanceFilter, OptionInfo, ProfileInfo, Readiness, ServerPath, StartRequest, StopQuery};
 use crate::registry::ClusterSync;
 use crate::service::{SpawnError, SpawnRequest};
 
@@ -183,11 +183,9 @@ async fn list_profiles(
     WithRejection(Query(q), _): WithRejection<Query<ProfilesQuery>, ApiError>,
 ) -> Json<Vec<ProfileInfo>> {
     let caller = match (&caller, q.groups) {
-        (Caller::Token { role: Role::Hub | Role::Admin, .. }, Some(groups)) => Caller::User {
-            user: String::new(),
-            groups: groups.split(',').map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect(),
-            admin: false,
-        },
+        (Caller::Token { role: Role::Hub | Role::Admin, .. }, Some(groups)) => {
+            Caller::User { user: String::new(), groups: groups.split(',').map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect(), admin: false }
+        }
         _ => caller,
     };
     Json(wire::visible_profiles(&state.spawner.profiles(), &caller))
@@ -231,11 +229,7 @@ async fn start_post(
 /// A server's state, URL, cluster, profile, times and cause of failure.
 #[utoipa::path(get, path = "/api/v1/users/{user}/servers/{server}", tag = "servers", params(ServerPath),
     responses((status = 200, body = wire::InstanceView), (status = 404, body = ErrorBody)))]
-async fn status(
-    State(state): State<AppState>,
-    caller: Caller,
-    WithRejection(Path(path), _): ApiPath,
-) -> Result<Json<wire::InstanceView>, ApiError> {
+async fn status(State(state): State<AppState>, caller: Caller, WithRejection(Path(path), _): ApiPath) -> Result<Json<wire::InstanceView>, ApiError> {
     validate_path(&path)?;
     authorize(&caller, &path.user)?;
     state.spawner.status(&path.user, &path.server).map(|v| Json(v.into())).map_err(|e| not_found_names(e, &path))
@@ -285,8 +279,8 @@ async fn progress(
     // `ready` event (with a URL that no longer answers) must not be replayed. A failed spawn's
     // log stays readable, its cause is what the user needs.
     let last = log.last();
-    let ready_then_stopped = matches!(SpawnEnd::of(last.as_ref()), Some(SpawnEnd::Ready(_)))
-        && matches!(state.spawner.status(&path.user, &path.server), Err(SpawnError::NotFound));
+    let ready_then_stopped =
+        matches!(SpawnEnd::of(last.as_ref()), Some(SpawnEnd::Ready(_))) && matches!(state.spawner.status(&path.user, &path.server), Err(SpawnError::NotFound));
     if ready_then_stopped {
         return Err(no_server(&path));
     }
@@ -490,7 +484,11 @@ mod tests {
             (SpawnError::ClusterUnavailable { context: "east".into() }, 503, "cluster_unavailable"),
             (SpawnError::Busy, 409, "busy"),
             (SpawnError::NotFound, 404, "not_found"),
-            (SpawnError::Kubernetes(crate::kube::objects::ObjectError { object: "Pod jupyter/x".into(), message: "denied".into(), code: Some(403) }), 502, "kubernetes_error"),
+            (
+                SpawnError::Kubernetes(crate::kube::objects::ObjectError { object: "Pod jupyter/x".into(), message: "denied".into(), code: Some(403) }),
+                502,
+                "kubernetes_error",
+            ),
         ];
         for (e, status, code) in cases {
             let e = ApiError::from(e);
@@ -620,8 +618,17 @@ override = { image = "{value}" }
     #[test]
     fn instance_filters() {
         let i = InstanceView {
-            key: "k".into(), user: "alice".into(), server: String::new(), profile: "cpu".into(), cluster: "east".into(),
-            state: InstanceState::Running, url: None, started_at: None, last_seen: None, cause: None, placement: None,
+            key: "k".into(),
+            user: "alice".into(),
+            server: String::new(),
+            profile: "cpu".into(),
+            cluster: "east".into(),
+            state: InstanceState::Running,
+            url: None,
+            started_at: None,
+            last_seen: None,
+            cause: None,
+            placement: None,
         };
         assert!(InstanceFilter::default().matches(&i));
         assert!(InstanceFilter { cluster: Some("east".into()), state: Some(wire::InstanceState::Running), ..Default::default() }.matches(&i));

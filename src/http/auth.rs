@@ -14,12 +14,9 @@
 //! cookie and to the user's name (see [`Auth::csrf_token`] and [`Auth::verify_csrf`]).
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
-use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum_extra::extract::cookie::{Cookie, Key, SameSite, SignedCookieJar};
 use hmac::{Hmac, Mac};
@@ -29,7 +26,6 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::{AuthConfig, Role};
-use crate::http::error::ApiError;
 
 /// Name of the signed session cookie that anchors CSRF tokens.
 pub const SESSION_COOKIE: &str = "fleetspawn_session";
@@ -99,12 +95,9 @@ impl Auth {
         }
         let secret = match (&config.cookie_secret, &config.cookie_secret_file) {
             (Some(s), _) => Some(s.0.clone()),
-            (None, Some(path)) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|source| AuthConfigError::SecretFile { path: path.clone(), source })?
-                    .trim_end()
-                    .to_string(),
-            ),
+            (None, Some(path)) => {
+                Some(std::fs::read_to_string(path).map_err(|source| AuthConfigError::SecretFile { path: path.clone(), source })?.trim_end().to_string())
+            }
             (None, None) => None,
         };
         let key = match secret {
@@ -115,9 +108,7 @@ impl Auth {
                 Key::generate()
             }
         };
-        let header = |name: &str| {
-            header::HeaderName::try_from(name).map_err(|_| AuthConfigError::BadHeader(name.to_string()))
-        };
+        let header = |name: &str| header::HeaderName::try_from(name).map_err(|_| AuthConfigError::BadHeader(name.to_string()));
         Ok(Auth {
             tokens,
             trusted: config.trusted_proxies.clone(),
@@ -171,8 +162,7 @@ impl Auth {
             .filter(|g| !g.is_empty() && validate_name(g).is_ok())
             .map(String::from)
             .collect();
-        let admin = self.admin_users.iter().any(|a| a == user)
-            || groups.iter().any(|g| self.admin_groups.contains(g));
+        let admin = self.admin_users.iter().any(|a| a == user) || groups.iter().any(|g| self.admin_groups.contains(g));
         Ok(Caller::User { user: user.to_string(), groups, admin })
     }
 
@@ -185,9 +175,7 @@ impl Auth {
                 found = Some(entry);
             }
         }
-        found
-            .map(|e| Caller::Token { name: e.name.clone(), role: e.role.clone() })
-            .ok_or(AuthError::BadToken)
+        found.map(|e| Caller::Token { name: e.name.clone(), role: e.role.clone() }).ok_or(AuthError::BadToken)
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
@@ -208,12 +196,8 @@ impl Auth {
             }
             None => {
                 let session = uuid::Uuid::new_v4().simple().to_string();
-                let cookie = Cookie::build((SESSION_COOKIE, session.clone()))
-                    .http_only(true)
-                    .secure(self.secure_cookies)
-                    .same_site(SameSite::Strict)
-                    .path("/")
-                    .build();
+                let cookie =
+                    Cookie::build((SESSION_COOKIE, session.clone())).http_only(true).secure(self.secure_cookies).same_site(SameSite::Strict).path("/").build();
                 (jar.add(cookie), session)
             }
         };
@@ -234,8 +218,7 @@ impl Auth {
 
     fn csrf_mac(&self, session: &str, caller: &Caller) -> String {
         // The signing key is 32 bytes, any length is accepted by HMAC: this cannot fail.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.signing())
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.signing()).unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
         mac.update(b"fleetspawn-csrf\0");
         mac.update(session.as_bytes());
         mac.update(b"\0");
@@ -247,9 +230,7 @@ impl Auth {
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token"))
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token")).then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 /// Checks a user, server or group name: at most [`MAX_NAME_LEN`] bytes, no control characters,
@@ -329,22 +310,6 @@ impl Caller {
             Caller::Token { name, .. } => format!("token:{name}"),
             Caller::User { user, .. } => format!("user:{user}"),
         }
-    }
-}
-
-impl<S> FromRequestParts<S> for Caller
-where
-    Arc<Auth>: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let auth = Arc::<Auth>::from_ref(state);
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        let caller = auth.authenticate(&parts.headers, peer)?;
-        tracing::Span::current().record("caller", caller.label());
-        Ok(caller)
     }
 }
 
@@ -458,10 +423,7 @@ mod tests {
         assert!(admin.is_admin());
         let alice = a.authenticate(&headers(&[("authorization", &format!("bearer {ALICE_TOKEN}"))]), None).unwrap();
         assert_eq!(alice.user(), Some("alice"));
-        assert_eq!(
-            a.authenticate(&headers(&[("authorization", "Bearer wrong")]), None),
-            Err(AuthError::BadToken)
-        );
+        assert_eq!(a.authenticate(&headers(&[("authorization", "Bearer wrong")]), None), Err(AuthError::BadToken));
     }
 
     #[test]

@@ -11,7 +11,6 @@ use crate::http::auth::AuthError;
 use crate::http::wire::ErrorBody;
 use crate::service::SpawnError;
 
-
 /// An API error: a status, a stable code, a sentence, and the field at fault if any.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -97,11 +96,19 @@ impl ApiError {
             ApiError::Spawn(SpawnError::BadOption(e)) => bad_option_message(e),
             ApiError::Spawn(SpawnError::UnknownProfile(_)) => "That environment is no longer offered. Please pick another one.".into(),
             ApiError::Spawn(SpawnError::TooManySpawns { .. }) => "Many servers are starting right now. Please try again in a minute.".into(),
-            ApiError::Spawn(SpawnError::TooManyServers { limit, .. }) => format!("You already have {limit} servers, the most allowed. Stop one to start another."),
-            ApiError::Spawn(SpawnError::ClusterUnavailable { context }) => format!("The cluster “{context}” cannot be reached right now, so the state of this server is not known. Please try again in a moment."),
-            ApiError::Spawn(SpawnError::NoHealthyCluster(_)) => "No cluster for this environment can be reached right now. Please try again later or pick another environment.".into(),
+            ApiError::Spawn(SpawnError::TooManyServers { limit, .. }) => {
+                format!("You already have {limit} servers, the most allowed. Stop one to start another.")
+            }
+            ApiError::Spawn(SpawnError::ClusterUnavailable { context }) => {
+                format!("The cluster “{context}” cannot be reached right now, so the state of this server is not known. Please try again in a moment.")
+            }
+            ApiError::Spawn(SpawnError::NoHealthyCluster(_)) => {
+                "No cluster for this environment can be reached right now. Please try again later or pick another environment.".into()
+            }
             ApiError::Spawn(SpawnError::Busy) => "Your server is still shutting down. Please wait a moment and try again.".into(),
-            ApiError::Spawn(SpawnError::Kubernetes(_)) => "The cluster refused to start your server. Please try again; if it keeps failing, tell your administrators.".into(),
+            ApiError::Spawn(SpawnError::Kubernetes(_)) => {
+                "The cluster refused to start your server. Please try again; if it keeps failing, tell your administrators.".into()
+            }
             ApiError::Spawn(SpawnError::Bundle(_)) => "This environment is misconfigured and cannot start. Please tell your administrators.".into(),
             ApiError::Spawn(SpawnError::StopTimeout(_)) => "Your server is taking long to stop. It will be cleaned up; please try again in a minute.".into(),
             ApiError::NotFound(_) | ApiError::Spawn(SpawnError::NotFound) => "There is no such server.".into(),
@@ -180,4 +187,3 @@ impl From<QueryRejection> for ApiError {
         ApiError::BadBody { status: StatusCode::BAD_REQUEST, message: r.body_text() }
     }
 }
-

@@ -4,6 +4,8 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod extract;
+pub mod pages;
 pub mod state;
 pub mod web;
 pub mod wire;
@@ -96,11 +98,7 @@ async fn json_body_limit_errors(req: Request, next: Next) -> Response {
     use futures::StreamExt;
 
     let is_api = req.uri().path().starts_with("/api/");
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let too_large = || {
         let message = format!("the request body is larger than {} bytes", api::BODY_LIMIT);
         crate::http::error::ApiError::BadBody { status: StatusCode::PAYLOAD_TOO_LARGE, message }.into_response()
@@ -119,11 +117,7 @@ async fn json_body_limit_errors(req: Request, next: Next) -> Response {
         }
         _ => {
             let response = next.run(req).await;
-            let is_json = response
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("application/json"));
+            let is_json = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
             if is_api && response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
                 return too_large();
             }
@@ -252,7 +246,12 @@ mod tests {
             assert_eq!(response.status(), status, "{uri}");
             assert!(response.headers().contains_key("x-request-id"), "{uri}");
         }
-        let big = Request::put("/api/v1/users/a/server").header("content-type", "application/json").header("content-length", "71680").header("authorization", "Bearer t").body(Body::from(vec![b' '; 70 * 1024])).unwrap();
+        let big = Request::put("/api/v1/users/a/server")
+            .header("content-type", "application/json")
+            .header("content-length", "71680")
+            .header("authorization", "Bearer t")
+            .body(Body::from(vec![b' '; 70 * 1024]))
+            .unwrap();
         let response = app.clone().oneshot(big).await.unwrap();
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(response.headers()["content-type"], "application/json");

@@ -7,7 +7,7 @@ use axum_extra::extract::cookie::Key;
 use tokio::sync::watch;
 
 use crate::http::auth::Auth;
-use crate::http::web::Templates;
+use crate::http::pages::Templates;
 use crate::metrics::Metrics;
 use crate::reload::ReloadStatus;
 use crate::service::Spawner;

@@ -15,18 +15,18 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use axum_extra::extract::SignedCookieJar;
-use minijinja::Environment;
 use serde::{Deserialize, Serialize};
 
 use crate::http::api;
+use crate::http::auth::{Caller, CSRF_FIELD};
 use crate::http::error::ApiError;
+use crate::http::pages::{percent_encode, progress_href};
+use crate::http::state::AppState;
 use crate::http::wire::{ProfileInfo, ServerPath, StartRequest};
 use crate::kube::fleet::Health;
 use fleetspawn_core::instance::InstanceState;
-use fleetspawn_core::instance::InstanceView;
-use crate::http::auth::{Caller, CSRF_FIELD};
+use fleetspawn_core::instance::{gone_after, InstanceView, SpawnEnd};
 use fleetspawn_core::lifecycle::ProgressEvent;
-use crate::http::AppState;
 
 /// The select value meaning "use the free-text field instead".
 pub const OTHER: &str = "__other__";
@@ -35,36 +35,6 @@ const CSS: &str = include_str!("web/app.css");
 const PROGRESS_JS: &str = include_str!("web/progress.js");
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
     connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
-
-/// The compiled page templates.
-pub struct Templates {
-    env: Environment<'static>,
-}
-
-impl Templates {
-    /// Compiles the embedded templates.
-    pub fn new() -> Result<Templates, minijinja::Error> {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-        env.add_function("progress_href", |server: &str| progress_href(server));
-        env.add_filter("when", |t: Option<String>| t.as_deref().map(short_time).unwrap_or_default());
-        for (name, source) in [
-            ("base.html", include_str!("web/base.html")),
-            ("home.html", include_str!("web/home.html")),
-            ("progress.html", include_str!("web/progress.html")),
-            ("admin.html", include_str!("web/admin.html")),
-            ("error.html", include_str!("web/error.html")),
-        ] {
-            env.add_template(name, source)?;
-        }
-        Ok(Templates { env })
-    }
-
-    /// Renders template `name` with `page` as its context.
-    pub fn render<T: Serialize>(&self, name: &str, page: &T) -> Result<String, minijinja::Error> {
-        self.env.get_template(name)?.render(minijinja::value::Serde(page))
-    }
-}
 
 /// The header bar's data, on every page.
 #[derive(Debug, Clone, Serialize)]
@@ -246,10 +216,7 @@ fn home_page_saying(state: &AppState, caller: &Caller, jar: SignedCookieJar, fai
 
 /// The display name of every profile `servers` use; the slug when `name` knows none.
 pub fn profile_names(servers: &[InstanceView], name: impl Fn(&str) -> Option<String>) -> BTreeMap<String, String> {
-    servers
-        .iter()
-        .map(|s| (s.profile.clone(), name(&s.profile).filter(|n| !n.is_empty()).unwrap_or_else(|| s.profile.clone())))
-        .collect()
+    servers.iter().map(|s| (s.profile.clone(), name(&s.profile).filter(|n| !n.is_empty()).unwrap_or_else(|| s.profile.clone()))).collect()
 }
 
 fn admin_redirect(reason: &ApiError) -> Response {
@@ -328,8 +295,8 @@ async fn spawn(
 /// Why a start form was refused, in words: an option is named as the form labels it, and a
 /// refused free-text value comes with what the option expects.
 pub fn form_error_message(error: &ApiError, profile: Option<&ProfileInfo>) -> String {
-    use fleetspawn_core::profiles::OptionError;
     use crate::service::SpawnError;
+    use fleetspawn_core::profiles::OptionError;
     let ApiError::Spawn(SpawnError::BadOption(e)) = error else { return error.user_message() };
     let (name, value) = match e {
         OptionError::NotAChoice { option, value, .. } | OptionError::NoMatch { option, value, .. } => (option, value),
@@ -378,28 +345,6 @@ async fn stop(
     }
 }
 
-/// Percent-encodes `s` for a URL path segment or query value (everything but unreserved bytes).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// The progress page of `server` (empty: the default server).
-pub fn progress_href(server: &str) -> String {
-    if server.is_empty() {
-        "/progress".into()
-    } else {
-        format!("/progress?server={}", percent_encode(server))
-    }
-}
-
 /// The API's SSE endpoint for `user`'s `server`.
 pub fn events_url(user: &str, server: &str) -> String {
     let user = percent_encode(user);
@@ -436,14 +381,6 @@ pub fn explain_failure(cause: &str) -> &'static str {
     }
 }
 
-/// An RFC 3339 time as `2026-05-02 09:14 UTC` (other text is shown as it is).
-pub fn short_time(t: &str) -> String {
-    match (t.get(..10), t.get(10..11), t.get(11..16)) {
-        (Some(date), Some("T"), Some(hm)) if t.ends_with('Z') => format!("{date} {hm} UTC"),
-        _ => t.to_string(),
-    }
-}
-
 /// `/progress` query.
 #[derive(Debug, Default, Deserialize)]
 pub struct ProgressQuery {
@@ -477,8 +414,12 @@ async fn progress(
         Ok(view) => view,
         // A failed spawn is rolled back, so the registry forgets it; its progress log keeps
         // the cause, which is what this page is for.
-        Err(crate::service::SpawnError::NotFound) if history.last().is_some_and(|e| e.failed == Some(true)) => {
-            failed_instance(&path, &history)
+        Err(crate::service::SpawnError::NotFound) => {
+            let key = fleetspawn_core::naming::InstanceKey::new(&path.user, &path.server);
+            match gone_after(key.key(), &path.user, &path.server, SpawnEnd::of(history.last())) {
+                Some(view) => view,
+                None => return error_page(&state, Some(&caller), &api::not_found_names(crate::service::SpawnError::NotFound, &path)),
+            }
         }
         Err(e) => return error_page(&state, Some(&caller), &api::not_found_names(e, &path)),
     };
@@ -489,30 +430,16 @@ async fn progress(
     render(&state, StatusCode::OK, "progress.html", &page)
 }
 
-/// The instance of a spawn that failed and was rolled back, from its progress log.
-fn failed_instance(path: &ServerPath, history: &[ProgressEvent]) -> InstanceView {
-    InstanceView {
-        key: fleetspawn_core::naming::InstanceKey::new(&path.user, &path.server).key().to_string(),
-        user: path.user.clone(),
-        server: path.server.clone(),
-        profile: String::new(),
-        cluster: String::new(),
-        state: InstanceState::Failed,
-        url: None,
-        started_at: None,
-        last_seen: None,
-        cause: history.last().map(|e| e.message.clone()),
-        placement: None,
-    }
-}
-
 /// The progress page's data for `instance`, with the progress `history` so far.
 ///
 /// A running server gets the page in its finished state, which opens the server with a meta
 /// refresh and a link rather than an HTTP redirect: a redirect to another origin at the end of
 /// a form post is refused by the `form-action 'self'` policy.
 pub fn progress_page(caller: &Caller, instance: &InstanceView, history: Vec<ProgressEvent>) -> ProgressPage {
-    let last_failed = history.last().filter(|e| e.failed == Some(true)).map(|e| e.message.clone());
+    let last_failed = match SpawnEnd::of(history.last()) {
+        Some(SpawnEnd::Failed(cause)) => Some(cause.to_string()),
+        _ => None,
+    };
     let failed = instance.state == InstanceState::Failed || last_failed.is_some();
     let ready_url = match (instance.state, &instance.url) {
         (InstanceState::Running, Some(url)) if !failed => Some(url.clone()),
@@ -523,7 +450,13 @@ pub fn progress_page(caller: &Caller, instance: &InstanceView, history: Vec<Prog
     let cause = instance.cause.clone().or(last_failed).unwrap_or_default();
     let percent = if failed || ready_url.is_some() { 100 } else { history.last().map_or(0, |e| e.progress.min(100)) };
     ProgressPage {
-        title: if failed { "Start failed".into() } else if ready_url.is_some() { "Ready".into() } else { "Starting".into() },
+        title: if failed {
+            "Start failed".into()
+        } else if ready_url.is_some() {
+            "Ready".into()
+        } else {
+            "Starting".into()
+        },
         active: "home",
         header: Header::new(Some(caller)),
         server_label,
@@ -567,6 +500,7 @@ pub fn admin_page(caller: &Caller, clusters: Vec<Health>, instances: Vec<Instanc
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::pages::{short_time, Templates};
     use crate::http::wire::{ChoiceInfo, FreeTextInfo, OptionInfo};
 
     fn alice() -> Caller {
@@ -608,7 +542,10 @@ mod tests {
                     description: "The software installed in your server.".into(),
                     choices: vec![choice("scipy-2026.04", "SciPy 2026.04"), choice("scipy-2025.10", "SciPy 2025.10")],
                     default: Some("scipy-2026.04".into()),
-                    free_text: Some(FreeTextInfo { regex: "^[a-z0-9./:-]+$".into(), hint: "a container image, e.g. quay.io/jupyter/scipy-notebook:latest".into() }),
+                    free_text: Some(FreeTextInfo {
+                        regex: "^[a-z0-9./:-]+$".into(),
+                        hint: "a container image, e.g. quay.io/jupyter/scipy-notebook:latest".into(),
+                    }),
                 }],
             },
             ProfileInfo {
@@ -703,7 +640,8 @@ mod tests {
 
     #[test]
     fn progress_page_while_starting_and_after_a_failure() {
-        let history = vec![ProgressEvent::step(10, "Placed on us-gpu (least loaded)"), ProgressEvent::step(35, "Pulling image quay.io/jupyter/pytorch-notebook")];
+        let history =
+            vec![ProgressEvent::step(10, "Placed on us-gpu (least loaded)"), ProgressEvent::step(35, "Pulling image quay.io/jupyter/pytorch-notebook")];
         let starting = progress_page(&alice(), &instance("alice", "big run", "us-gpu", InstanceState::Pending), history);
         assert_eq!(starting.percent, 35);
         assert_eq!(starting.events_url, "/api/v1/users/alice/servers/big%20run/progress");
@@ -724,7 +662,11 @@ mod tests {
 
     #[test]
     fn progress_page_of_a_running_server_opens_it_without_a_redirect() {
-        let page = progress_page(&alice(), &instance("alice", "", "eu-west", InstanceState::Running), vec![ProgressEvent::ready("https://eu-west.example.org/user/alice/")]);
+        let page = progress_page(
+            &alice(),
+            &instance("alice", "", "eu-west", InstanceState::Running),
+            vec![ProgressEvent::ready("https://eu-west.example.org/user/alice/")],
+        );
         assert_eq!((page.percent, page.failed, page.ready_url.as_deref()), (100, false, Some("https://eu-west.example.org/user/alice/")));
         let html = rendered("progress.html", "progress-ready.html", &page);
         assert!(html.contains(r#"<meta http-equiv="refresh" content="0; url=https://eu-west.example.org/user/alice/">"#), "{html}");
@@ -736,7 +678,7 @@ mod tests {
     fn a_failure_known_only_from_the_progress_log_is_explained() {
         let path = ServerPath { user: "alice".into(), server: "x".into() };
         let history = vec![ProgressEvent::step(45, "Pulling"), ProgressEvent::failed("container notebook cannot start (ErrImagePull: not found)")];
-        let gone = failed_instance(&path, &history);
+        let gone = gone_after("alice--x", &path.user, &path.server, SpawnEnd::of(history.last())).expect("a failed spawn is shown");
         let page = progress_page(&alice(), &gone, history.clone());
         assert!(page.failed && page.explanation.contains("could not be downloaded"), "{page:?}");
         assert_eq!(page.cause, "container notebook cannot start (ErrImagePull: not found)");
@@ -747,12 +689,15 @@ mod tests {
 
     #[test]
     fn refused_options_are_named_as_the_form_labels_them() {
-        use fleetspawn_core::profiles::OptionError;
         use crate::service::SpawnError;
+        use fleetspawn_core::profiles::OptionError;
         let list = profiles();
         let scipy = list.iter().find(|p| p.slug == "scipy");
         let no_match = ApiError::Spawn(SpawnError::BadOption(OptionError::NoMatch { option: "image".into(), value: "Bad Image".into(), regex: "x".into() }));
-        assert_eq!(form_error_message(&no_match, scipy), "“Bad Image” cannot be used as Image: enter a container image, e.g. quay.io/jupyter/scipy-notebook:latest.");
+        assert_eq!(
+            form_error_message(&no_match, scipy),
+            "“Bad Image” cannot be used as Image: enter a container image, e.g. quay.io/jupyter/scipy-notebook:latest."
+        );
         let gpu = list.iter().find(|p| p.slug == "gpu");
         let not_a_choice = ApiError::Spawn(SpawnError::BadOption(OptionError::NotAChoice { option: "gpus".into(), value: "9".into(), choices: "1, 2".into() }));
         assert_eq!(form_error_message(&not_a_choice, gpu), "“9” cannot be used as GPUs. Please pick one of the choices.");
@@ -764,7 +709,10 @@ mod tests {
 
     #[test]
     fn servers_show_their_profiles_display_name() {
-        let servers = vec![instance("alice", "", "eu-west", InstanceState::Running), InstanceView { profile: "gone".into(), ..instance("alice", "b", "eu-west", InstanceState::Running) }];
+        let servers = vec![
+            instance("alice", "", "eu-west", InstanceState::Running),
+            InstanceView { profile: "gone".into(), ..instance("alice", "b", "eu-west", InstanceState::Running) },
+        ];
         let names = profile_names(&servers, |slug| (slug == "scipy").then(|| "Data science".to_string()));
         assert_eq!(names["scipy"], "Data science");
         assert_eq!(names["gone"], "gone");
@@ -775,8 +723,22 @@ mod tests {
     #[test]
     fn admin_page_lists_instances_and_cluster_health() {
         let clusters = vec![
-            Health { context: "eu-west".into(), server: Some("https://10.0.0.1:6443".into()), healthy: true, version: Some("v1.34.1".into()), latency_ms: Some(12), cause: None },
-            Health { context: "us-gpu".into(), server: Some("https://gpu.example.org".into()), healthy: false, version: None, latency_ms: None, cause: Some("connection refused".into()) },
+            Health {
+                context: "eu-west".into(),
+                server: Some("https://10.0.0.1:6443".into()),
+                healthy: true,
+                version: Some("v1.34.1".into()),
+                latency_ms: Some(12),
+                cause: None,
+            },
+            Health {
+                context: "us-gpu".into(),
+                server: Some("https://gpu.example.org".into()),
+                healthy: false,
+                version: None,
+                latency_ms: None,
+                cause: Some("connection refused".into()),
+            },
         ];
         let instances = vec![
             instance("alice", "", "eu-west", InstanceState::Running),

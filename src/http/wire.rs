@@ -25,7 +25,6 @@ pub struct ErrorBody {
     pub field: Option<String>,
 }
 
-
 /// A profile the caller may use.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ProfileInfo {
@@ -86,11 +85,7 @@ impl ProfileInfo {
                 choices: opt
                     .choices
                     .iter()
-                    .map(|(value, c)| ChoiceInfo {
-                        value: value.clone(),
-                        display_name: c.display_name.clone(),
-                        description: c.description.clone(),
-                    })
+                    .map(|(value, c)| ChoiceInfo { value: value.clone(), display_name: c.display_name.clone(), description: c.description.clone() })
                     .collect(),
                 default: opt.default.clone(),
                 free_text: opt.free_text.as_ref().map(|f| FreeTextInfo { regex: f.regex.clone(), hint: f.display_name.clone() }),
@@ -110,11 +105,8 @@ impl ProfileInfo {
 /// The profiles of `set` that `caller` may use, the default first.
 pub fn visible_profiles(set: &ProfileSet, caller: &Caller) -> Vec<ProfileInfo> {
     let default = set.default_profile().map(|p| p.slug.clone());
-    let mut list: Vec<ProfileInfo> = set
-        .iter()
-        .filter(|p| caller.can_use_profile(&p.allowed_groups))
-        .map(|p| ProfileInfo::new(p, default.as_deref() == Some(p.slug.as_str())))
-        .collect();
+    let mut list: Vec<ProfileInfo> =
+        set.iter().filter(|p| caller.can_use_profile(&p.allowed_groups)).map(|p| ProfileInfo::new(p, default.as_deref() == Some(p.slug.as_str()))).collect();
     list.sort_by_key(|p| !p.default);
     list
 }
@@ -179,13 +171,9 @@ impl InstanceFilter {
     /// Whether `i` passes every filter that is set.
     pub fn matches(&self, i: &core_instance::InstanceView) -> bool {
         let eq = |filter: &Option<String>, value: &str| filter.as_deref().is_none_or(|f| f == value);
-        eq(&self.cluster, &i.cluster)
-            && eq(&self.profile, &i.profile)
-            && eq(&self.user, &i.user)
-            && self.state.is_none_or(|s| s == i.state.into())
+        eq(&self.cluster, &i.cluster) && eq(&self.profile, &i.profile) && eq(&self.user, &i.user) && self.state.is_none_or(|s| s == i.state.into())
     }
 }
-
 
 /// The state of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -88,24 +88,16 @@ pub fn load(explicit: Option<&Path>) -> Result<LoadedKubeconfig, KubeconfigError
     let mut merged: Option<Kubeconfig> = None;
     for path in &paths {
         let text = std::fs::read_to_string(path).map_err(|source| KubeconfigError::Read { path: path.clone(), source })?;
-        let one = Kubeconfig::from_yaml(&text).map_err(|e| KubeconfigError::Invalid {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let one = Kubeconfig::from_yaml(&text).map_err(|e| KubeconfigError::Invalid { path: path.clone(), message: e.to_string() })?;
         merged = Some(match merged {
             None => one,
-            Some(acc) => acc.merge(one).map_err(|e| KubeconfigError::Invalid {
-                path: path.clone(),
-                message: e.to_string(),
-            })?,
+            Some(acc) => acc.merge(one).map_err(|e| KubeconfigError::Invalid { path: path.clone(), message: e.to_string() })?,
         });
     }
     let config = merged.ok_or(KubeconfigError::NotFound)?;
     let loaded = LoadedKubeconfig { paths, config };
     if loaded.contexts().is_empty() {
-        return Err(KubeconfigError::NoContexts {
-            paths: loaded.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":"),
-        });
+        return Err(KubeconfigError::NoContexts { paths: loaded.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":") });
     }
     Ok(loaded)
 }
@@ -200,14 +192,7 @@ pub struct Health {
 impl Cluster {
     /// Asks the API server for its version, with [`HEALTH_TIMEOUT`].
     pub async fn probe(&self) -> Health {
-        let mut health = Health {
-            context: self.context.clone(),
-            server: self.server.clone(),
-            healthy: false,
-            version: None,
-            latency_ms: None,
-            cause: None,
-        };
+        let mut health = Health { context: self.context.clone(), server: self.server.clone(), healthy: false, version: None, latency_ms: None, cause: None };
         let client = match &self.client {
             Ok(c) => c,
             Err(cause) => {

@@ -108,11 +108,7 @@ impl ClusterApi {
             return Ok(found.clone());
         }
         let tm = TypeMeta { api_version: r.api_version.clone(), kind: r.kind.clone() };
-        let gvk = GroupVersionKind::try_from(&tm).map_err(|e| ObjectError {
-            object: r.to_string(),
-            message: format!("bad apiVersion: {e}"),
-            code: None,
-        })?;
+        let gvk = GroupVersionKind::try_from(&tm).map_err(|e| ObjectError { object: r.to_string(), message: format!("bad apiVersion: {e}"), code: None })?;
         let found = kube::discovery::pinned_kind(&self.client, &gvk).await.map_err(|e| r.error(&e))?;
         self.kinds.write().await.insert(key, found.clone());
         Ok(found)

@@ -22,7 +22,9 @@ pub enum ClusterSync {
     /// The initial list is not in yet.
     Syncing,
     Synced,
-    Unreachable { cause: String },
+    Unreachable {
+        cause: String,
+    },
 }
 
 /// A Pod fleetspawn managed that disappeared.
@@ -136,8 +138,7 @@ impl Index {
 
     /// Every instance, sorted by user, server and cluster; `unknown` on unsynced clusters.
     pub fn list(&self) -> Vec<Instance> {
-        let mut out: Vec<Instance> =
-            self.instances.iter().flat_map(|(cluster, by_key)| by_key.values().map(move |i| self.shown(cluster, i))).collect();
+        let mut out: Vec<Instance> = self.instances.iter().flat_map(|(cluster, by_key)| by_key.values().map(move |i| self.shown(cluster, i))).collect();
         out.sort_by(|a, b| (&a.user, &a.server, &a.cluster).cmp(&(&b.user, &b.server, &b.cluster)));
         out
     }
@@ -161,12 +162,7 @@ impl Index {
 
     /// The keys of a user's instances that are not being stopped.
     pub fn keys_of_user(&self, user: &str) -> Vec<String> {
-        self.instances
-            .values()
-            .flat_map(|m| m.values())
-            .filter(|i| i.user == user && i.state != InstanceState::Stopping)
-            .map(|i| i.key.clone())
-            .collect()
+        self.instances.values().flat_map(|m| m.values()).filter(|i| i.user == user && i.state != InstanceState::Stopping).map(|i| i.key.clone()).collect()
     }
 
     /// Instances per cluster (any state), for least-loaded placement.

@@ -9,12 +9,13 @@
 //! The registry (watches over every cluster) is the source of truth for what runs; the
 //! spawner only keeps the operations in flight.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::{future::join_all, StreamExt};
 use k8s_openapi::api::core::v1::{Event as KubeEvent, ObjectReference, Pod};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::DynamicObject;
 use kube::runtime::events::{Event as AuditEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
@@ -23,15 +24,16 @@ use serde_json::Value;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+mod decide;
 pub mod progress;
 
 use fleetspawn_core::bundle::{Bundle, BundleError, Renderer, SpawnInput, Tier};
-use fleetspawn_core::instance::{Instance, InstanceState, InstanceView};
+use fleetspawn_core::instance::{InstanceState, InstanceView, SpawnEnd};
 use fleetspawn_core::labels;
 use fleetspawn_core::lifecycle::{judge_pod, progress_for_event, PodVerdict, ProgressEvent};
 use fleetspawn_core::naming::InstanceKey;
 use fleetspawn_core::placement;
-use fleetspawn_core::profiles::{OptionError, Profile, ProfileSet, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT};
+use fleetspawn_core::profiles::{OptionError, Profile, ProfileSet, DEFAULT_STOP_TIMEOUT};
 
 use crate::config::Config;
 use crate::kube::fleet::{Fleet, Health};
@@ -376,27 +378,16 @@ impl Spawner {
         match registered {
             Ok(Some(i)) if i.state == InstanceState::Stopping => {
                 // A failed spawn being rolled back: the user wants the cause, not "stopping".
-                let failure = self.progress(user, server).and_then(|p| p.last()).filter(|e| e.failed == Some(true));
-                Ok(match failure {
-                    Some(e) => InstanceView { state: InstanceState::Failed, cause: Some(e.message), ..i.into() },
-                    None => i.into(),
-                })
+                let last = self.progress(user, server).and_then(|p| p.last());
+                Ok(InstanceView::from(i).after(SpawnEnd::of(last.as_ref())))
             }
             Ok(Some(i)) => Ok(i.into()),
             Ok(None) => Err(SpawnError::NotFound),
             // Not on any synced cluster; the unsynced ones may have it.
             Err(unsynced) => Ok(InstanceView {
-                key: key.key().to_string(),
-                user: user.to_string(),
-                server: server.to_string(),
-                profile: String::new(),
                 cluster: unsynced.join(","),
-                state: InstanceState::Unknown,
-                url: None,
-                started_at: None,
-                last_seen: None,
                 cause: Some(format!("cluster(s) not reachable or not synced: {}", unsynced.join(", "))),
-                placement: None,
+                ..InstanceView::named(key.key(), user, server, InstanceState::Unknown)
             }),
         }
     }
@@ -448,9 +439,8 @@ impl Spawner {
         if servers >= limit {
             return Err(SpawnError::TooManyServers { user: req.user.clone(), limit });
         }
-        let permit = self.inner.slots.clone().try_acquire_owned().map_err(|_| SpawnError::TooManySpawns {
-            limit: self.inner.settings.max_concurrent_spawns,
-        })?;
+        let permit =
+            self.inner.slots.clone().try_acquire_owned().map_err(|_| SpawnError::TooManySpawns { limit: self.inner.settings.max_concurrent_spawns })?;
         let choice = placement::choose(&profile.contexts, &profile.placement, |c| self.health_of(c), &self.load(), key.key())?;
         let url_prefix = req.url_prefix.clone();
         let input = SpawnInput {
@@ -546,7 +536,12 @@ impl Spawner {
     fn servers_of(&self, user: &str, except: &str) -> usize {
         let live: BTreeSet<String> = self.inner.registry.keys_of_user(user).into_iter().filter(|k| k != except).collect();
         let ops = lock(&self.inner.ops);
-        let in_flight = ops.values().filter(|op| op.kind == OpKind::Spawn).map(|op| op.view()).filter(|v| v.user == user && v.key != except && !live.contains(&v.key)).count();
+        let in_flight = ops
+            .values()
+            .filter(|op| op.kind == OpKind::Spawn)
+            .map(|op| op.view())
+            .filter(|v| v.user == user && v.key != except && !live.contains(&v.key))
+            .count();
         live.len() + in_flight
     }
 
@@ -637,10 +632,7 @@ impl Spawner {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
         let events: Api<KubeEvent> = Api::namespaced(client, &namespace);
         let pod_watch = watcher::watcher(pods, watcher::Config::default().fields(&format!("metadata.name={}", pod_ref.name)));
-        let event_watch = watcher::watcher(
-            events,
-            watcher::Config::default().fields(&format!("involvedObject.kind=Pod,involvedObject.name={}", pod_ref.name)),
-        );
+        let event_watch = watcher::watcher(events, watcher::Config::default().fields(&format!("involvedObject.kind=Pod,involvedObject.name={}", pod_ref.name)));
 
         // Tier by tier, in dependency order; the objects of one tier concurrently. A Namespace
         // this process applied on this cluster recently is not applied again: it is shared by
@@ -674,7 +666,7 @@ impl Spawner {
                 }
             }
             applied += bundle.objects.iter().filter(|o| o.tier == tier).count();
-            let pct = 10 + u8::try_from(applied * 30 / total.max(1)).unwrap_or(30);
+            let pct = decide::apply_progress(applied, total);
             op.progress.push(ProgressEvent::step(pct, format!("Applied {applied}/{total} objects ({tier:?})")));
         }
         let pod_uid = pod_obj.as_ref().and_then(|p| p.metadata.uid.clone()).unwrap_or_default();
@@ -838,19 +830,7 @@ impl Spawner {
             kind: OpKind::Stop,
             cancel: CancellationToken::new(),
             progress: Progress::default(),
-            view: Mutex::new(InstanceView {
-                key: key.clone(),
-                user: user.into(),
-                server: server.into(),
-                profile: String::new(),
-                cluster: String::new(),
-                state: InstanceState::Stopping,
-                url: None,
-                started_at: None,
-                last_seen: None,
-                cause: None,
-                placement: None,
-            }),
+            view: Mutex::new(InstanceView::named(&key, user, server, InstanceState::Stopping)),
             done: watch::channel(false).0,
         });
         // Take the key: cancel a spawn in flight and wait for its rollback; join a stop in flight.
@@ -887,17 +867,14 @@ impl Spawner {
 
     fn stop_timeout_for(&self, key: &str) -> Duration {
         let profile = self.inner.registry.get(key).ok().flatten().map(|i| i.profile);
-        profile
-            .and_then(|slug| self.profiles().get(&slug).map(|p| p.stop_timeout))
-            .unwrap_or(DEFAULT_STOP_TIMEOUT)
+        profile.and_then(|slug| self.profiles().get(&slug).map(|p| p.stop_timeout)).unwrap_or(DEFAULT_STOP_TIMEOUT)
     }
 
     async fn stop_objects(&self, key: &str, remove_storage: bool) -> Result<(), SpawnError> {
-        let clusters: Vec<String> = match self.inner.registry.get(key) {
-            Ok(Some(i)) if i.state == InstanceState::Unknown => return Err(SpawnError::ClusterUnavailable { context: i.cluster }),
-            Ok(Some(i)) => vec![i.cluster],
-            // Not live anywhere: still sweep every reachable cluster for leftovers.
-            _ => self.inner.clusters.keys().filter(|c| self.health_of(c).is_ok()).cloned().collect(),
+        let reachable = self.inner.clusters.keys().filter(|c| self.health_of(c).is_ok()).cloned();
+        let clusters = match decide::stop_targets(&self.inner.registry.get(key), reachable) {
+            decide::StopTargets::Clusters(clusters) => clusters,
+            decide::StopTargets::Unavailable(context) => return Err(SpawnError::ClusterUnavailable { context }),
         };
         for context in clusters {
             self.delete_instance_objects(&context, key, remove_storage).await?;
@@ -926,7 +903,8 @@ impl Spawner {
         for r in refs.clone().iter().filter(|r| r.kind == "Pod") {
             let pods: Api<Pod> = Api::namespaced(cluster.api.client().clone(), r.namespace.as_deref().unwrap_or("default"));
             if let Ok(Some(pod)) = pods.get_opt(&r.name).await {
-                let listed = pod.metadata.annotations.as_ref().and_then(|a| a.get(labels::INVENTORY)).and_then(|s| serde_json::from_str::<Vec<ObjectRef>>(s).ok());
+                let listed =
+                    pod.metadata.annotations.as_ref().and_then(|a| a.get(labels::INVENTORY)).and_then(|s| serde_json::from_str::<Vec<ObjectRef>>(s).ok());
                 for extra in listed.into_iter().flatten() {
                     let skip = extra.kind == "Namespace" || (extra.kind == "PersistentVolumeClaim" && !remove_storage);
                     if !skip && !refs.contains(&extra) {
@@ -941,9 +919,11 @@ impl Spawner {
         }
         for pod in &pods {
             let api: Api<Pod> = Api::namespaced(cluster.api.client().clone(), pod.namespace.as_deref().unwrap_or("default"));
-            kube::runtime::wait::await_condition(api, &pod.name, |p: Option<&Pod>| p.is_none())
-                .await
-                .map_err(|e| ObjectError { object: pod.to_string(), message: e.to_string(), code: None })?;
+            kube::runtime::wait::await_condition(api, &pod.name, |p: Option<&Pod>| p.is_none()).await.map_err(|e| ObjectError {
+                object: pod.to_string(),
+                message: e.to_string(),
+                code: None,
+            })?;
         }
         Ok(())
     }
@@ -983,27 +963,8 @@ impl Spawner {
     /// here: failed ones (unless their profile keeps failures) and pending ones older than
     /// their profile's start timeout.
     pub async fn reap_orphaned_spawns(&self) {
-        let now = k8s_openapi::jiff::Timestamp::now().as_second();
-        let profiles = self.profiles();
-        let orphans: Vec<Instance> = self
-            .inner
-            .registry
-            .list()
-            .into_iter()
-            .filter(|i| matches!(i.state, InstanceState::Failed | InstanceState::Pending))
-            .filter(|i| !lock(&self.inner.ops).contains_key(&i.key))
-            .filter(|i| {
-                let profile = profiles.get(&i.profile);
-                match i.state {
-                    InstanceState::Failed => !profile.is_some_and(|p| p.keep_on_failure),
-                    _ => {
-                        let timeout = i64::try_from(profile.map_or(DEFAULT_START_TIMEOUT, |p| p.start_timeout).as_secs()).unwrap_or(i64::MAX);
-                        let started = i.started_at.as_deref().and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
-                        started.is_some_and(|t| now - t.as_second() > timeout)
-                    }
-                }
-            })
-            .collect();
+        let in_flight: HashSet<String> = lock(&self.inner.ops).keys().cloned().collect();
+        let orphans = decide::orphans_to_reap(self.inner.registry.list(), &in_flight, &self.profiles(), Timestamp::now());
         for i in orphans {
             tracing::info!(cluster = %i.cluster, key = %i.key, state = i.state.as_str(), "removing a spawn no operation follows");
             if let Err(e) = self.delete_instance_objects(&i.cluster, &i.key, false).await {
@@ -1029,10 +990,8 @@ impl Spawner {
                 let Ok(found) = cluster.api.list_refs(api_version, kind, labels::MANAGED_SELECTOR).await else { continue };
                 for Listed { r, created, instance } in found {
                     let Some(key) = instance else { continue };
-                    let grace = i64::try_from(self.inner.settings.gc_grace.as_secs()).unwrap_or(i64::MAX);
-                    let now = k8s_openapi::jiff::Timestamp::now();
-                    let old_enough = created.is_some_and(|t| now.as_second() - t.as_second() >= grace);
-                    if live.contains(&key) || lock(&self.inner.ops).contains_key(&key) || !old_enough {
+                    let in_flight: HashSet<String> = lock(&self.inner.ops).keys().cloned().collect();
+                    if !decide::is_garbage(&key, created, &live, &in_flight, self.inner.settings.gc_grace, Timestamp::now()) {
                         continue;
                     }
                     if matches!(cluster.api.delete(&r).await, Ok(true)) {

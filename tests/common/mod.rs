@@ -17,15 +17,9 @@ pub fn repo() -> PathBuf {
 }
 
 fn clusters_script(args: &[&str]) -> String {
-    let out = Command::new(repo().join("deploy/local/clusters"))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run deploy/local/clusters {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "deploy/local/clusters {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        Command::new(repo().join("deploy/local/clusters")).args(args).output().unwrap_or_else(|e| panic!("cannot run deploy/local/clusters {args:?}: {e}"));
+    assert!(out.status.success(), "deploy/local/clusters {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 

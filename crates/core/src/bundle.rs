@@ -23,10 +23,10 @@ use minijinja::value::Serde;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde_json::{json, Map, Value};
 
+use crate::diagnostic::Diagnostics;
 use crate::labels;
 use crate::merge_patch::strategic_merge;
 use crate::naming::{self, is_dns1123_label, InstanceKey};
-use crate::diagnostic::Diagnostics;
 use crate::profiles::{self, Blame, OptionError, Profile, ProfileSet};
 use crate::spans::{KeyPath, Seg};
 
@@ -45,14 +45,8 @@ pub const NOTEBOOK_PORT: u16 = 8888;
 
 /// The built-in templates, in the order they are rendered.
 const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
-    (
-        "namespace.yaml.j2",
-        include_str!("templates/namespace.yaml.j2"),
-    ),
-    (
-        "serviceaccount.yaml.j2",
-        include_str!("templates/serviceaccount.yaml.j2"),
-    ),
+    ("namespace.yaml.j2", include_str!("templates/namespace.yaml.j2")),
+    ("serviceaccount.yaml.j2", include_str!("templates/serviceaccount.yaml.j2")),
     ("secret.yaml.j2", include_str!("templates/secret.yaml.j2")),
     ("pvc.yaml.j2", include_str!("templates/pvc.yaml.j2")),
     ("pod.yaml.j2", include_str!("templates/pod.yaml.j2")),
@@ -152,10 +146,7 @@ impl fmt::Debug for BundleObject {
                 }
             }
         }
-        f.debug_struct("BundleObject")
-            .field("tier", &self.tier)
-            .field("object", &shown)
-            .finish()
+        f.debug_struct("BundleObject").field("tier", &self.tier).field("object", &shown).finish()
     }
 }
 
@@ -294,13 +285,7 @@ fn key_path(keys: &[&str]) -> KeyPath {
 fn template_env() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
-    env.set_auto_escape_callback(|name| {
-        if name.ends_with(".yaml") || name.ends_with(".yaml.j2") {
-            AutoEscape::Json
-        } else {
-            AutoEscape::None
-        }
-    });
+    env.set_auto_escape_callback(|name| if name.ends_with(".yaml") || name.ends_with(".yaml.j2") { AutoEscape::Json } else { AutoEscape::None });
     env
 }
 
@@ -320,8 +305,7 @@ impl Renderer {
         let mut env = template_env();
         for (name, builtin) in BUILTIN_TEMPLATES {
             let source = overrides.get(*name).cloned().unwrap_or_else(|| (*builtin).to_owned());
-            env.add_template_owned(*name, source)
-                .map_err(|err| template_error(TemplateRef::Builtin((*name).to_owned()), &err))?;
+            env.add_template_owned(*name, source).map_err(|err| template_error(TemplateRef::Builtin((*name).to_owned()), &err))?;
         }
         Ok(Self { env })
     }
@@ -333,55 +317,35 @@ impl Renderer {
         profiles::parse(file, text, &|profile| self.check(profile))
     }
 
-/// Renders the profile for a sample user on its first context, so templates
-/// that do not parse or render, and patches or objects that are not YAML, are
-/// reported at load. Returns the key path to blame and the message.
+    /// Renders the profile for a sample user on its first context, so templates
+    /// that do not parse or render, and patches or objects that are not YAML, are
+    /// reported at load. Returns the key path to blame and the message.
     fn check(&self, profile: &Profile) -> Result<(), Blame> {
-    let context = profile
-        .contexts
-        .first()
-        .map(String::as_str)
-        .unwrap_or_default();
-    let input = SpawnInput {
-        user: "jovyan",
-        server: "",
-        profile,
-        options: &BTreeMap::new(),
-        context,
-        secret_env: &BTreeMap::new(),
-        url_prefix: None,
-    };
-    self.render(&input).map(drop).map_err(|err| {
-        let at = err.profile_path().unwrap_or_default();
-        let message = err.to_string();
-        let shown = at.to_string();
-        let message = message
-            .strip_prefix(&format!("template {shown}: "))
-            .or_else(|| message.strip_prefix(&format!("{shown}: ")))
-            .map_or_else(|| message.clone(), str::to_owned);
-        (at, message)
-    })
-}
-
+        let context = profile.contexts.first().map(String::as_str).unwrap_or_default();
+        let input = SpawnInput { user: "jovyan", server: "", profile, options: &BTreeMap::new(), context, secret_env: &BTreeMap::new(), url_prefix: None };
+        self.render(&input).map(drop).map_err(|err| {
+            let at = err.profile_path().unwrap_or_default();
+            let message = err.to_string();
+            let shown = at.to_string();
+            let message = message
+                .strip_prefix(&format!("template {shown}: "))
+                .or_else(|| message.strip_prefix(&format!("{shown}: ")))
+                .map_or_else(|| message.clone(), str::to_owned);
+            (at, message)
+        })
+    }
 
     /// Computes the bundle for `input`.
     pub fn render(&self, input: &SpawnInput<'_>) -> Result<Bundle, BundleError> {
         let resolved = input.profile.resolve_options(input.options)?;
         let profile = &resolved.profile;
-        let ingress_url = profile
-            .ingress_public_url(input.context)
-            .filter(|_| profile.contexts.iter().any(|c| c == input.context))
-            .ok_or_else(|| BundleError::UnknownContext {
-                context: input.context.to_owned(),
-                profile: profile.slug.clone(),
-                contexts: profile.contexts.join(", "),
-            })?;
+        let ingress_url = profile.ingress_public_url(input.context).filter(|_| profile.contexts.iter().any(|c| c == input.context)).ok_or_else(|| {
+            BundleError::UnknownContext { context: input.context.to_owned(), profile: profile.slug.clone(), contexts: profile.contexts.join(", ") }
+        })?;
         let key = InstanceKey::new(input.user, input.server);
         let name = key.object_name();
         let url_prefix = match input.url_prefix {
-            Some(prefix) if !prefix.starts_with('/') => {
-                return Err(BundleError::UrlPrefix(prefix.to_owned()))
-            }
+            Some(prefix) if !prefix.starts_with('/') => return Err(BundleError::UrlPrefix(prefix.to_owned())),
             Some(prefix) if prefix.ends_with('/') => prefix.to_owned(),
             Some(prefix) => format!("{prefix}/"),
             None => naming::url_prefix(input.user, input.server),
@@ -426,14 +390,7 @@ impl Renderer {
             "port": NOTEBOOK_PORT,
         });
 
-        let namespace = self
-            .render_text(
-                TemplateRef::Profile(key_path(&["namespace"])),
-                &profile.namespace,
-                &ctx,
-            )?
-            .trim()
-            .to_owned();
+        let namespace = self.render_text(TemplateRef::Profile(key_path(&["namespace"])), &profile.namespace, &ctx)?.trim().to_owned();
         if !is_dns1123_label(&namespace) {
             return Err(BundleError::Namespace { namespace });
         }
@@ -465,8 +422,7 @@ impl Renderer {
         }
         for (id, source) in &spec.objects {
             let template = TemplateRef::Profile(key_path(&["objects", id]));
-            let text =
-                self.render_text_named(&template, &format!("objects.{id}.yaml"), source, &ctx)?;
+            let text = self.render_text_named(&template, &format!("objects.{id}.yaml"), source, &ctx)?;
             if let Some(object) = parse_object(&template, &text)? {
                 rendered.push((template, object));
             }
@@ -477,40 +433,24 @@ impl Renderer {
                 .target
                 .name
                 .as_ref()
-                .map(|n| {
-                    self.render_text(
-                        TemplateRef::Profile(key_path(&["patches", id, "target", "name"])),
-                        n,
-                        &ctx,
-                    )
-                    .map(|s| s.trim().to_owned())
-                })
+                .map(|n| self.render_text(TemplateRef::Profile(key_path(&["patches", id, "target", "name"])), n, &ctx).map(|s| s.trim().to_owned()))
                 .transpose()?;
             let patch_ref = TemplateRef::Profile(key_path(&["patches", id, "patch"]));
-            let text = self.render_text_named(
-                &patch_ref,
-                &format!("patches.{id}.yaml"),
-                &patch.patch,
-                &ctx,
-            )?;
+            let text = self.render_text_named(&patch_ref, &format!("patches.{id}.yaml"), &patch.patch, &ctx)?;
             let Some(patch_value) = parse_object(&patch_ref, &text)? else {
                 continue;
             };
             for (origin, object) in rendered.iter_mut() {
-                let matches = object["kind"] == json!(patch.target.kind)
-                    && target_name
-                        .as_ref()
-                        .is_none_or(|n| object["metadata"]["name"] == json!(n));
+                let matches = object["kind"] == json!(patch.target.kind) && target_name.as_ref().is_none_or(|n| object["metadata"]["name"] == json!(n));
                 if !matches {
                     continue;
                 }
                 let before = object_id(object);
-                let patched =
-                    strategic_merge(object, &patch_value).map_err(|err| BundleError::Patch {
-                        template: template.clone(),
-                        object: before.clone(),
-                        message: err.to_string(),
-                    })?;
+                let patched = strategic_merge(object, &patch_value).map_err(|err| BundleError::Patch {
+                    template: template.clone(),
+                    object: before.clone(),
+                    message: err.to_string(),
+                })?;
                 if object_id(&patched) != before {
                     return Err(BundleError::Patch {
                         template: template.clone(),
@@ -529,71 +469,36 @@ impl Renderer {
             finish_object(&template, &mut object, &namespace, &labels, &annotations)?;
             let id = object_id(&object);
             if seen.insert(id.clone(), ()).is_some() {
-                return Err(BundleError::Object {
-                    template,
-                    object: id,
-                    message: "another object of the bundle has the same kind and name".to_owned(),
-                });
+                return Err(BundleError::Object { template, object: id, message: "another object of the bundle has the same kind and name".to_owned() });
             }
             let tier = Tier::of(object["kind"].as_str().unwrap_or_default());
             objects.push(BundleObject { tier, object });
         }
         objects.sort_by(|a, b| (a.tier, a.kind(), a.name()).cmp(&(b.tier, b.kind(), b.name())));
-        Ok(Bundle {
-            key,
-            namespace,
-            url,
-            objects,
-        })
+        Ok(Bundle { key, namespace, url, objects })
     }
 
     /// Adds the pod's settings, shaped as Kubernetes expects them, to `ctx`.
-    fn add_pod_settings(
-        &self,
-        ctx: &mut Value,
-        profile: &Profile,
-        url_prefix: &str,
-    ) -> Result<(), BundleError> {
+    fn add_pod_settings(&self, ctx: &mut Value, profile: &Profile, url_prefix: &str) -> Result<(), BundleError> {
         let spec = &profile.spec;
         let mut env = BTreeMap::from([
             ("JUPYTERHUB_USER".to_owned(), ctx["username"].clone()),
-            (
-                "JUPYTERHUB_SERVER_NAME".to_owned(),
-                ctx["servername"].clone(),
-            ),
+            ("JUPYTERHUB_SERVER_NAME".to_owned(), ctx["servername"].clone()),
             ("JUPYTERHUB_SERVICE_PREFIX".to_owned(), json!(url_prefix)),
-            (
-                "JUPYTERHUB_SERVICE_URL".to_owned(),
-                json!(format!("http://0.0.0.0:{NOTEBOOK_PORT}{url_prefix}")),
-            ),
+            ("JUPYTERHUB_SERVICE_URL".to_owned(), json!(format!("http://0.0.0.0:{NOTEBOOK_PORT}{url_prefix}"))),
         ]);
         for (var, template) in &spec.environment {
-            let value = self.render_text(
-                TemplateRef::Profile(key_path(&["environment", var])),
-                template,
-                ctx,
-            )?;
+            let value = self.render_text(TemplateRef::Profile(key_path(&["environment", var])), template, ctx)?;
             env.insert(var.clone(), json!(value));
         }
-        let env: Vec<Value> = env
-            .into_iter()
-            .map(|(name, value)| json!({"name": name, "value": value}))
-            .collect();
+        let env: Vec<Value> = env.into_iter().map(|(name, value)| json!({"name": name, "value": value})).collect();
 
         let mut limits = Map::new();
         let mut requests = Map::new();
         put(&mut limits, "cpu", spec.cpu_limit.as_ref().map(|q| &q.0));
-        put(
-            &mut requests,
-            "cpu",
-            spec.cpu_guarantee.as_ref().map(|q| &q.0),
-        );
+        put(&mut requests, "cpu", spec.cpu_guarantee.as_ref().map(|q| &q.0));
         put(&mut limits, "memory", spec.mem_limit.as_ref().map(|q| &q.0));
-        put(
-            &mut requests,
-            "memory",
-            spec.mem_guarantee.as_ref().map(|q| &q.0),
-        );
+        put(&mut requests, "memory", spec.mem_guarantee.as_ref().map(|q| &q.0));
         for (name, q) in &spec.extra_resource_limits {
             put(&mut limits, name, Some(&q.0));
         }
@@ -614,23 +519,13 @@ impl Renderer {
         put(&mut pod_sc, "fsGroup", sc.fs_gid);
         put(&mut pod_sc, "runAsNonRoot", Some(sc.run_as_non_root));
         let mut container_sc = Map::new();
-        put(
-            &mut container_sc,
-            "allowPrivilegeEscalation",
-            Some(sc.allow_privilege_escalation),
-        );
+        put(&mut container_sc, "allowPrivilegeEscalation", Some(sc.allow_privilege_escalation));
         put(&mut container_sc, "runAsNonRoot", Some(sc.run_as_non_root));
 
         let mut volumes: Vec<Value> = spec.volumes.iter().cloned().map(Value::Object).collect();
-        let mut mounts: Vec<Value> = spec
-            .volume_mounts
-            .iter()
-            .cloned()
-            .map(Value::Object)
-            .collect();
+        let mut mounts: Vec<Value> = spec.volume_mounts.iter().cloned().map(Value::Object).collect();
         if let Some(storage) = &spec.storage {
-            volumes
-                .push(json!({"name": "home", "persistentVolumeClaim": {"claimName": ctx["name"]}}));
+            volumes.push(json!({"name": "home", "persistentVolumeClaim": {"claimName": ctx["name"]}}));
             mounts.push(json!({"name": "home", "mountPath": storage.mount_path}));
         }
 
@@ -658,34 +553,18 @@ impl Renderer {
 
     fn render_builtin(&self, name: &str, ctx: &Value) -> Result<String, BundleError> {
         let template = TemplateRef::Builtin(name.to_owned());
-        self.env
-            .get_template(name)
-            .and_then(|t| t.render(Serde(ctx)))
-            .map_err(|err| template_error(template, &err))
+        self.env.get_template(name).and_then(|t| t.render(Serde(ctx))).map_err(|err| template_error(template, &err))
     }
 
     /// Renders a plain-string profile template (not escaped).
-    fn render_text(
-        &self,
-        template: TemplateRef,
-        source: &str,
-        ctx: &Value,
-    ) -> Result<String, BundleError> {
+    fn render_text(&self, template: TemplateRef, source: &str, ctx: &Value) -> Result<String, BundleError> {
         let name = template.to_string();
         self.render_text_named(&template, &name, source, ctx)
     }
 
     /// Renders a profile template under `name` (which selects escaping).
-    fn render_text_named(
-        &self,
-        template: &TemplateRef,
-        name: &str,
-        source: &str,
-        ctx: &Value,
-    ) -> Result<String, BundleError> {
-        self.env
-            .render_named_str(name, source, Serde(ctx))
-            .map_err(|err| template_error(template.clone(), &err))
+    fn render_text_named(&self, template: &TemplateRef, name: &str, source: &str, ctx: &Value) -> Result<String, BundleError> {
+        self.env.render_named_str(name, source, Serde(ctx)).map_err(|err| template_error(template.clone(), &err))
     }
 }
 
@@ -698,26 +577,17 @@ fn put<T: serde::Serialize>(map: &mut Map<String, Value>, key: &str, value: Opti
 
 fn template_error(template: TemplateRef, err: &minijinja::Error) -> BundleError {
     // minijinja's message ends with "(in <name>:<line>)".
-    BundleError::Template {
-        template,
-        message: err.to_string(),
-    }
+    BundleError::Template { template, message: err.to_string() }
 }
 
 /// Parses rendered YAML: `None` for an empty document (a template may render
 /// nothing to drop its object), an error for anything but one mapping.
 fn parse_object(template: &TemplateRef, text: &str) -> Result<Option<Value>, BundleError> {
-    let value: Value = serde_yaml::from_str(text).map_err(|err| BundleError::Yaml {
-        template: template.clone(),
-        message: err.to_string(),
-    })?;
+    let value: Value = serde_yaml::from_str(text).map_err(|err| BundleError::Yaml { template: template.clone(), message: err.to_string() })?;
     match value {
         Value::Null => Ok(None),
         Value::Object(_) => Ok(Some(value)),
-        other => Err(BundleError::Yaml {
-            template: template.clone(),
-            message: format!("expected a mapping, got {}", type_name(&other)),
-        }),
+        other => Err(BundleError::Yaml { template: template.clone(), message: format!("expected a mapping, got {}", type_name(&other)) }),
     }
 }
 
@@ -733,29 +603,15 @@ fn type_name(value: &Value) -> &'static str {
 }
 
 fn object_id(object: &Value) -> String {
-    format!(
-        "{}/{}",
-        object["kind"].as_str().unwrap_or("?"),
-        object["metadata"]["name"].as_str().unwrap_or("?")
-    )
+    format!("{}/{}", object["kind"].as_str().unwrap_or("?"), object["metadata"]["name"].as_str().unwrap_or("?"))
 }
 
 /// Checks an object's identity fields, adds the namespace to namespaced
 /// objects that have none, and forces the fleetspawn labels and annotations.
 /// A Namespace, shared by many servers, only gets the managed-by label.
-fn finish_object(
-    template: &TemplateRef,
-    object: &mut Value,
-    namespace: &str,
-    labels: &Value,
-    annotations: &Value,
-) -> Result<(), BundleError> {
+fn finish_object(template: &TemplateRef, object: &mut Value, namespace: &str, labels: &Value, annotations: &Value) -> Result<(), BundleError> {
     let id = object_id(object);
-    let invalid = |message: &str| BundleError::Object {
-        template: template.clone(),
-        object: id.clone(),
-        message: message.to_owned(),
-    };
+    let invalid = |message: &str| BundleError::Object { template: template.clone(), object: id.clone(), message: message.to_owned() };
     let non_empty = |v: &Value| v.as_str().is_some_and(|s| !s.is_empty());
     if !non_empty(&object["apiVersion"]) || !non_empty(&object["kind"]) {
         return Err(invalid("needs a string apiVersion and kind"));
@@ -770,14 +626,8 @@ fn finish_object(
     if !CLUSTER_SCOPED_KINDS.contains(&kind.as_str()) && !metadata.contains_key("namespace") {
         metadata.insert("namespace".to_owned(), json!(namespace));
     }
-    let (labels, annotations) = if kind == "Namespace" {
-        (
-            json!({ labels::MANAGED_BY: labels::MANAGED_BY_VALUE }),
-            json!({}),
-        )
-    } else {
-        (labels.clone(), annotations.clone())
-    };
+    let (labels, annotations) =
+        if kind == "Namespace" { (json!({ labels::MANAGED_BY: labels::MANAGED_BY_VALUE }), json!({})) } else { (labels.clone(), annotations.clone()) };
     for (field, forced) in [("labels", labels), ("annotations", annotations)] {
         let entry = metadata.entry(field).or_insert_with(|| json!({}));
         if entry.is_null() {
@@ -798,10 +648,7 @@ pub fn to_yaml(bundle: &Bundle) -> String {
     bundle
         .objects
         .iter()
-        .map(|o| {
-            serde_yaml::to_string(&o.object)
-                .unwrap_or_else(|err| format!("# cannot write {}: {err}\n", object_id(&o.object)))
-        })
+        .map(|o| serde_yaml::to_string(&o.object).unwrap_or_else(|err| format!("# cannot write {}: {err}\n", object_id(&o.object))))
         .collect::<Vec<_>>()
         .join("---\n")
 }

@@ -15,26 +15,16 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit_len = rest[digits..]
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len() - digits);
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest[digits..].find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len() - digits);
         let (number, unit) = (&rest[..digits], &rest[digits..digits + unit_len]);
-        let n: u64 = number.parse().map_err(|_| {
-            format!("invalid duration {text:?}: expected e.g. 90, \"90s\", \"5m\", \"1h30m\"")
-        })?;
+        let n: u64 = number.parse().map_err(|_| format!("invalid duration {text:?}: expected e.g. 90, \"90s\", \"5m\", \"1h30m\""))?;
         let part = match unit {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n * 60),
             "h" => Duration::from_secs(n * 3600),
-            _ => {
-                return Err(format!(
-                    "invalid duration unit {unit:?} in {text:?}: use ms, s, m or h"
-                ))
-            }
+            _ => return Err(format!("invalid duration unit {unit:?} in {text:?}: use ms, s, m or h")),
         };
         total += part;
         rest = &rest[digits + unit_len..];
@@ -46,10 +36,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 }
 
 #[derive(Deserialize)]
-#[serde(
-    untagged,
-    expecting = "a duration: whole seconds or a string such as \"90s\", \"5m\", \"1h30m\""
-)]
+#[serde(untagged, expecting = "a duration: whole seconds or a string such as \"90s\", \"5m\", \"1h30m\"")]
 enum Raw {
     Secs(u64),
     Text(String),
@@ -98,10 +85,7 @@ mod tests {
     fn durations() {
         assert_eq!(parse("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(
-            parse("500ms").unwrap(),
-            Duration::from_millis(500)
-        );
+        assert_eq!(parse("500ms").unwrap(), Duration::from_millis(500));
         assert!(parse("5 parsecs").is_err());
         assert!(parse("").is_err());
         assert!(parse("m").is_err());

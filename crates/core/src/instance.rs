@@ -194,9 +194,7 @@ impl<'a> SpawnEnd<'a> {
 /// with a URL that no longer answers, must not be replayed).
 pub fn gone_after(key: &str, user: &str, server: &str, end: Option<SpawnEnd<'_>>) -> Option<InstanceView> {
     match end {
-        Some(SpawnEnd::Failed(cause)) => {
-            Some(InstanceView { cause: Some(cause.to_string()), ..InstanceView::named(key, user, server, InstanceState::Failed) })
-        }
+        Some(SpawnEnd::Failed(cause)) => Some(InstanceView { cause: Some(cause.to_string()), ..InstanceView::named(key, user, server, InstanceState::Failed) }),
         _ => None,
     }
 }

@@ -66,26 +66,14 @@ impl InstanceKey {
     pub fn new(user: &str, server: &str) -> Self {
         let key = if server.is_empty() {
             safe_slug(user, MAX_KEY_LEN, is_safe_object_name)
-        } else if is_safe_object_name(user)
-            && is_safe_object_name(server)
-            && user.len() + 2 + server.len() <= MAX_KEY_LEN
-        {
+        } else if is_safe_object_name(user) && is_safe_object_name(server) && user.len() + 2 + server.len() <= MAX_KEY_LEN {
             format!("{user}--{server}")
         } else {
             // Two names and one hash: `<user>--<server>---<hash>`.
             let per_name = (MAX_KEY_LEN - HASH_SUFFIX_LEN - 2) / 2;
-            format!(
-                "{}--{}---{}",
-                readable(user, per_name),
-                readable(server, per_name),
-                short_hash(&[user, server])
-            )
+            format!("{}--{}---{}", readable(user, per_name), readable(server, per_name), short_hash(&[user, server]))
         };
-        Self {
-            key,
-            safe_user: safe_slug(user, MAX_LABEL_LEN, is_safe_label_value),
-            safe_server: safe_slug(server, MAX_LABEL_LEN, is_safe_label_value),
-        }
+        Self { key, safe_user: safe_slug(user, MAX_LABEL_LEN, is_safe_label_value), safe_server: safe_slug(server, MAX_LABEL_LEN, is_safe_label_value) }
     }
 
     /// The DNS-1123 label (at most [`MAX_KEY_LEN`] characters) identifying
@@ -139,11 +127,7 @@ fn safe_slug(name: &str, max_len: usize, is_safe: fn(&str) -> bool) -> String {
     if name.len() <= max_len && is_safe(name) {
         name.to_owned()
     } else {
-        format!(
-            "{}---{}",
-            readable(name, max_len - HASH_SUFFIX_LEN),
-            short_hash(&[name])
-        )
+        format!("{}---{}", readable(name, max_len - HASH_SUFFIX_LEN), short_hash(&[name]))
     }
 }
 
@@ -178,12 +162,7 @@ fn short_hash(parts: &[&str]) -> String {
         }
         hasher.update(part.as_bytes());
     }
-    hasher
-        .finalize()
-        .iter()
-        .take(HASH_LEN / 2)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hasher.finalize().iter().take(HASH_LEN / 2).map(|b| format!("{b:02x}")).collect()
 }
 
 /// A DNS-1123 label starting with a lowercase letter and holding no `--`
@@ -192,8 +171,7 @@ fn is_safe_object_name(s: &str) -> bool {
     !s.contains("--")
         && s.starts_with(|c: char| c.is_ascii_lowercase())
         && s.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// A Kubernetes label value holding no `--` (length is checked by the caller).
@@ -202,8 +180,7 @@ fn is_safe_label_value(s: &str) -> bool {
         || (!s.contains("--")
             && s.starts_with(|c: char| c.is_ascii_alphanumeric())
             && s.ends_with(|c: char| c.is_ascii_alphanumeric())
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)))
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)))
 }
 
 /// Whether `s` is a DNS-1123 label (what Kubernetes requires of namespace and
@@ -213,8 +190,7 @@ pub fn is_dns1123_label(s: &str) -> bool {
         && s.len() <= 63
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && s.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[cfg(test)]
@@ -228,8 +204,7 @@ mod tests {
             && (s.is_empty()
                 || (s.starts_with(|c: char| c.is_ascii_alphanumeric())
                     && s.ends_with(|c: char| c.is_ascii_alphanumeric())
-                    && s.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))))
+                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))))
     }
 
     #[test]
@@ -258,16 +233,9 @@ mod tests {
             ("élodie", "", "lodie---36bac2631d17"),
         ];
         for (user, server, want) in cases {
-            assert_eq!(
-                InstanceKey::new(user, server).key(),
-                want,
-                "{user:?} {server:?}"
-            );
+            assert_eq!(InstanceKey::new(user, server).key(), want, "{user:?} {server:?}");
         }
-        assert_eq!(
-            InstanceKey::new("alice@example.com", "").safe_user(),
-            "alice-example-com---ff8d9819fc0e"
-        );
+        assert_eq!(InstanceKey::new("alice@example.com", "").safe_user(), "alice-example-com---ff8d9819fc0e");
     }
 
     #[test]
@@ -289,20 +257,14 @@ mod tests {
         assert_ne!(a.key(), b.key());
         assert_ne!(a.key(), c.key());
         assert_ne!(b.key(), c.key());
-        assert_ne!(
-            InstanceKey::new("a-b", "c").key(),
-            InstanceKey::new("a", "b-c").key()
-        );
+        assert_ne!(InstanceKey::new("a-b", "c").key(), InstanceKey::new("a", "b-c").key());
     }
 
     #[test]
     fn url_prefixes_follow_jupyterhub() {
         assert_eq!(url_prefix("alice", ""), "/user/alice/");
         assert_eq!(url_prefix("alice", "gpu"), "/user/alice/gpu/");
-        assert_eq!(
-            url_prefix("a@b.c d/é", "x y"),
-            "/user/a@b.c%20d%2F%C3%A9/x%20y/"
-        );
+        assert_eq!(url_prefix("a@b.c d/é", "x y"), "/user/a@b.c%20d%2F%C3%A9/x%20y/");
     }
 
     #[test]

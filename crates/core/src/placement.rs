@@ -16,7 +16,6 @@ pub enum Placement {
     Weighted(BTreeMap<String, u32>),
 }
 
-
 /// The chosen context and why, in words recorded on the instance and in an Event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placed {

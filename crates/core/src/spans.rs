@@ -83,10 +83,8 @@ pub struct SyntaxError {
 impl Document {
     /// Parses `text`.
     pub fn parse(text: &str) -> Result<Self, SyntaxError> {
-        let table = DeTable::parse(text).map_err(|err| SyntaxError {
-            line: err.span().map_or(1, |span| line_of(text, span.start)),
-            message: err.message().trim().to_owned(),
-        })?;
+        let table = DeTable::parse(text)
+            .map_err(|err| SyntaxError { line: err.span().map_or(1, |span| line_of(text, span.start)), message: err.message().trim().to_owned() })?;
         let mut lines = HashMap::new();
         let value = convert_table(text, table.get_ref(), &KeyPath::default(), &mut lines);
         Ok(Self { value, lines })
@@ -94,9 +92,7 @@ impl Document {
 
     /// The line of `path`, or of its longest prefix present in the document.
     pub fn line(&self, path: &KeyPath) -> Option<usize> {
-        (0..=path.0.len())
-            .rev()
-            .find_map(|n| self.lines.get(&KeyPath(path.0[..n].to_vec())).copied())
+        (0..=path.0.len()).rev().find_map(|n| self.lines.get(&KeyPath(path.0[..n].to_vec())).copied())
     }
 
     /// Whether `path` itself is written in the document.
@@ -106,47 +102,25 @@ impl Document {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
 }
 
-fn convert_table(
-    text: &str,
-    table: &DeTable<'_>,
-    path: &KeyPath,
-    lines: &mut HashMap<KeyPath, usize>,
-) -> Value {
+fn convert_table(text: &str, table: &DeTable<'_>, path: &KeyPath, lines: &mut HashMap<KeyPath, usize>) -> Value {
     let mut map = Map::new();
     for (key, value) in table.iter() {
         let child = path.key(key.get_ref());
-        lines
-            .entry(child.clone())
-            .or_insert_with(|| line_of(text, key.span().start));
+        lines.entry(child.clone()).or_insert_with(|| line_of(text, key.span().start));
         let converted = convert(text, value, &child, lines);
         map.insert(key.get_ref().to_string(), converted);
     }
     Value::Object(map)
 }
 
-fn convert(
-    text: &str,
-    value: &Spanned<DeValue<'_>>,
-    path: &KeyPath,
-    lines: &mut HashMap<KeyPath, usize>,
-) -> Value {
+fn convert(text: &str, value: &Spanned<DeValue<'_>>, path: &KeyPath, lines: &mut HashMap<KeyPath, usize>) -> Value {
     match value.get_ref() {
         DeValue::String(s) => Value::String(s.to_string()),
-        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
-            .map_or_else(|_| Value::String(i.to_string()), Value::from),
-        DeValue::Float(f) => f
-            .as_str()
-            .parse::<f64>()
-            .ok()
-            .and_then(Number::from_f64)
-            .map_or_else(|| Value::String(f.to_string()), Value::Number),
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).map_or_else(|_| Value::String(i.to_string()), Value::from),
+        DeValue::Float(f) => f.as_str().parse::<f64>().ok().and_then(Number::from_f64).map_or_else(|| Value::String(f.to_string()), Value::Number),
         DeValue::Boolean(b) => Value::Bool(*b),
         DeValue::Datetime(d) => Value::String(d.to_string()),
         DeValue::Array(items) => Value::Array(
@@ -158,11 +132,7 @@ fn convert(
                     let start = item.span().start;
                     // Elements of `[[array]]` tables may carry no span of
                     // their own: fall back to the array's line.
-                    let line = if item.span().is_empty() && start == 0 {
-                        lines.get(path).copied().unwrap_or(1)
-                    } else {
-                        line_of(text, start)
-                    };
+                    let line = if item.span().is_empty() && start == 0 { lines.get(path).copied().unwrap_or(1) } else { line_of(text, start) };
                     lines.entry(child.clone()).or_insert(line);
                     convert(text, item, &child, lines)
                 })
@@ -178,28 +148,13 @@ mod tests {
 
     #[test]
     fn lines_of_keys_and_array_tables() {
-        let doc = Document::parse(
-            "a = 1\n[b]\nc = \"x\"\n\n[[p]]\nname = \"one\"\n\n[[p]]\nname = \"two\"\n[p.o.image]\nregex = \"x\"\n",
-        )
-        .unwrap();
+        let doc = Document::parse("a = 1\n[b]\nc = \"x\"\n\n[[p]]\nname = \"one\"\n\n[[p]]\nname = \"two\"\n[p.o.image]\nregex = \"x\"\n").unwrap();
         let path = |s: &[Seg]| KeyPath(s.to_vec());
         let k = |s: &str| Seg::Key(s.to_owned());
         assert_eq!(doc.line(&path(&[k("a")])), Some(1));
         assert_eq!(doc.line(&path(&[k("b"), k("c")])), Some(3));
-        assert_eq!(
-            doc.line(&path(&[k("p"), Seg::Index(1), k("name")])),
-            Some(9)
-        );
-        assert_eq!(
-            doc.line(&path(&[
-                k("p"),
-                Seg::Index(1),
-                k("o"),
-                k("image"),
-                k("regex")
-            ])),
-            Some(11)
-        );
+        assert_eq!(doc.line(&path(&[k("p"), Seg::Index(1), k("name")])), Some(9));
+        assert_eq!(doc.line(&path(&[k("p"), Seg::Index(1), k("o"), k("image"), k("regex")])), Some(11));
         // Missing keys fall back to their closest written ancestor.
         assert_eq!(doc.line(&path(&[k("b"), k("zzz")])), Some(2));
         assert_eq!(doc.value["p"][1]["o"]["image"]["regex"], "x");
@@ -213,11 +168,7 @@ mod tests {
 
     #[test]
     fn paths_display_like_code() {
-        let p = KeyPath(vec![
-            Seg::Key("a".into()),
-            Seg::Index(2),
-            Seg::Key("b".into()),
-        ]);
+        let p = KeyPath(vec![Seg::Key("a".into()), Seg::Index(2), Seg::Key("b".into())]);
         assert_eq!(p.to_string(), "a[2].b");
     }
 }

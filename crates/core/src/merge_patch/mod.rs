@@ -98,11 +98,7 @@ pub enum MergePatchError {
     UnsupportedDirective { path: String, directive: String },
     /// A list item (or `$setElementOrder` entry) without the field's merge key.
     #[error("{path}: list item {item} has no merge key {key:?}")]
-    MissingMergeKey {
-        path: String,
-        key: String,
-        item: String,
-    },
+    MissingMergeKey { path: String, key: String, item: String },
     /// A list of objects that would have to be merged but whose field has no
     /// merge key.
     #[error("{path}: cannot merge a list of objects without a merge key")]
@@ -117,11 +113,7 @@ pub enum MergePatchError {
     /// A `$deleteFromPrimitiveList` or `$setElementOrder` key without
     /// `/<field>`.
     #[error("{path}: directive key {key:?} must have the form {prefix}/<field>")]
-    MalformedDirectiveKey {
-        path: String,
-        key: String,
-        prefix: &'static str,
-    },
+    MalformedDirectiveKey { path: String, key: String, prefix: &'static str },
     /// A `$retainKeys` directive that is not a list, or that omits a key the
     /// patch sets.
     #[error("{path}: invalid $retainKeys: {reason}")]
@@ -147,24 +139,13 @@ type Result<T, E = MergePatchError> = std::result::Result<T, E>;
 /// `$deleteFromPrimitiveList` directive, lists mixing JSON types, or when the
 /// original or the patch is not a JSON object.
 pub fn strategic_merge(original: &Value, patch: &Value) -> Result<Value, MergePatchError> {
-    let original = original
-        .as_object()
-        .ok_or(MergePatchError::NotAnObject("original"))?;
-    let patch = patch
-        .as_object()
-        .ok_or(MergePatchError::NotAnObject("patch"))?;
+    let original = original.as_object().ok_or(MergePatchError::NotAnObject("original"))?;
+    let patch = patch.as_object().ok_or(MergePatchError::NotAnObject("patch"))?;
     let api_version = original.get("apiVersion").and_then(Value::as_str);
     let kind = original.get("kind").and_then(Value::as_str);
-    let schema = api_version
-        .zip(kind)
-        .and_then(|(api_version, kind)| TypeSchema::for_kind(api_version, kind));
+    let schema = api_version.zip(kind).and_then(|(api_version, kind)| TypeSchema::for_kind(api_version, kind));
     let merged = match schema {
-        Some(schema) => merge_map(
-            original.clone(),
-            patch.clone(),
-            Some(schema),
-            &JsonPath::default(),
-        )?,
+        Some(schema) => merge_map(original.clone(), patch.clone(), Some(schema), &JsonPath::default())?,
         None => json_merge_patch(original.clone(), patch.clone()),
     };
     Ok(Value::Object(merged))
@@ -208,25 +189,15 @@ impl fmt::Display for JsonPath {
 }
 
 fn unsupported_directive(path: &JsonPath, directive: &Value) -> MergePatchError {
-    MergePatchError::UnsupportedDirective {
-        path: path.to_string(),
-        directive: directive.to_string(),
-    }
+    MergePatchError::UnsupportedDirective { path: path.to_string(), directive: directive.to_string() }
 }
 
 fn missing_merge_key(path: &JsonPath, key: &str, item: &Value) -> MergePatchError {
-    MergePatchError::MissingMergeKey {
-        path: path.to_string(),
-        key: key.to_owned(),
-        item: item.to_string(),
-    }
+    MergePatchError::MissingMergeKey { path: path.to_string(), key: key.to_owned(), item: item.to_string() }
 }
 
 fn invalid_list(path: &JsonPath, reason: &'static str) -> MergePatchError {
-    MergePatchError::InvalidList {
-        path: path.to_string(),
-        reason,
-    }
+    MergePatchError::InvalidList { path: path.to_string(), reason }
 }
 
 /// The JSON types Go tells apart when it decodes a document (integers and
@@ -275,12 +246,7 @@ struct ObjectPatch {
 
 impl ObjectPatch {
     fn split(patch: JsonMap, path: &JsonPath) -> Result<Self> {
-        let mut split = Self {
-            retain_keys: None,
-            element_orders: Vec::new(),
-            deletions: Vec::new(),
-            fields: JsonMap::new(),
-        };
+        let mut split = Self { retain_keys: None, element_orders: Vec::new(), deletions: Vec::new(), fields: JsonMap::new() };
         for (key, value) in patch {
             if key == RETAIN_KEYS {
                 split.retain_keys = Some(value);
@@ -304,21 +270,12 @@ fn directive_field(key: &str, prefix: &'static str, path: &JsonPath) -> Result<O
     }
     match key.split_once('/') {
         Some((head, field)) if head == prefix => Ok(Some(field.to_owned())),
-        _ => Err(MergePatchError::MalformedDirectiveKey {
-            path: path.to_string(),
-            key: key.to_owned(),
-            prefix,
-        }),
+        _ => Err(MergePatchError::MalformedDirectiveKey { path: path.to_string(), key: key.to_owned(), prefix }),
     }
 }
 
 /// Merges `patch` into the object `original` (`mergeMap` in apimachinery).
-fn merge_map(
-    mut original: JsonMap,
-    mut patch: JsonMap,
-    schema: Option<TypeSchema>,
-    path: &JsonPath,
-) -> Result<JsonMap> {
+fn merge_map(mut original: JsonMap, mut patch: JsonMap, schema: Option<TypeSchema>, path: &JsonPath) -> Result<JsonMap> {
     if let Some(directive) = patch.remove(DIRECTIVE) {
         return match directive.as_str() {
             Some(REPLACE) => Ok(patch),
@@ -326,12 +283,7 @@ fn merge_map(
             _ => Err(unsupported_directive(path, &directive)),
         };
     }
-    let ObjectPatch {
-        retain_keys,
-        element_orders,
-        deletions,
-        mut fields,
-    } = ObjectPatch::split(patch, path)?;
+    let ObjectPatch { retain_keys, element_orders, deletions, mut fields } = ObjectPatch::split(patch, path)?;
     if let Some(retain_keys) = retain_keys {
         apply_retain_keys(&mut original, &fields, &retain_keys, path)?;
     }
@@ -342,41 +294,21 @@ fn merge_map(
         merge_field(&mut original, key, value, schema, ListMode::Patch, path)?;
     }
     for (key, value) in deletions {
-        merge_field(
-            &mut original,
-            key,
-            value,
-            schema,
-            ListMode::DeleteFromPrimitiveList,
-            path,
-        )?;
+        merge_field(&mut original, key, value, schema, ListMode::DeleteFromPrimitiveList, path)?;
     }
     Ok(original)
 }
 
 /// Applies `$retainKeys`: checks that every field the patch sets is listed,
 /// then drops the unlisted keys of `original`.
-fn apply_retain_keys(
-    original: &mut JsonMap,
-    fields: &JsonMap,
-    retain_keys: &Value,
-    path: &JsonPath,
-) -> Result<()> {
-    let invalid = |reason: String| MergePatchError::InvalidRetainKeys {
-        path: path.to_string(),
-        reason,
-    };
+fn apply_retain_keys(original: &mut JsonMap, fields: &JsonMap, retain_keys: &Value, path: &JsonPath) -> Result<()> {
+    let invalid = |reason: String| MergePatchError::InvalidRetainKeys { path: path.to_string(), reason };
     let Value::Array(retained) = retain_keys else {
         return Err(invalid(format!("expected a list, found {retain_keys}")));
     };
     let is_retained = |key: &str| retained.iter().any(|k| k.as_str() == Some(key));
-    if let Some((key, _)) = fields
-        .iter()
-        .find(|(key, value)| !value.is_null() && !is_retained(key))
-    {
-        return Err(invalid(format!(
-            "the patch sets {key:?}, which is not listed"
-        )));
+    if let Some((key, _)) = fields.iter().find(|(key, value)| !value.is_null() && !is_retained(key)) {
+        return Err(invalid(format!("the patch sets {key:?}, which is not listed")));
     }
     original.retain(|key, _| is_retained(key));
     Ok(())
@@ -393,14 +325,7 @@ enum ListMode {
 
 /// Merges one field of the patch into `original` (the body of `mergeMap`'s
 /// loop).
-fn merge_field(
-    original: &mut JsonMap,
-    key: String,
-    value: Value,
-    schema: Option<TypeSchema>,
-    mode: ListMode,
-    path: &JsonPath,
-) -> Result<()> {
+fn merge_field(original: &mut JsonMap, key: String, value: Value, schema: Option<TypeSchema>, mode: ListMode, path: &JsonPath) -> Result<()> {
     if value.is_null() {
         original.remove(&key);
         return Ok(());
@@ -411,15 +336,10 @@ fn merge_field(
         Entry::Occupied(mut slot) if Kind::of(slot.get()) == Kind::of(&value) => {
             let current = slot.get_mut();
             *current = match (std::mem::take(current), value) {
-                (Value::Object(current), Value::Object(patch))
-                    if meta.strategy != Strategy::Replace =>
-                {
+                (Value::Object(current), Value::Object(patch)) if meta.strategy != Strategy::Replace => {
                     Value::Object(merge_map(current, patch, meta.schema, &field_path)?)
                 }
-                (Value::Array(current), Value::Array(patch))
-                    if meta.strategy == Strategy::Merge
-                        || mode == ListMode::DeleteFromPrimitiveList =>
-                {
+                (Value::Array(current), Value::Array(patch)) if meta.strategy == Strategy::Merge || mode == ListMode::DeleteFromPrimitiveList => {
                     Value::Array(merge_list(current, patch, &meta, mode, &field_path)?.items)
                 }
                 (_, value) => value,
@@ -451,19 +371,13 @@ struct MergedList {
 }
 
 /// The JSON type shared by all `items`, `None` if there are none.
-fn element_kind<'a>(
-    items: impl IntoIterator<Item = &'a Value>,
-    path: &JsonPath,
-) -> Result<Option<Kind>> {
+fn element_kind<'a>(items: impl IntoIterator<Item = &'a Value>, path: &JsonPath) -> Result<Option<Kind>> {
     let mut kinds = items.into_iter().map(Kind::of);
     let Some(first) = kinds.next() else {
         return Ok(None);
     };
     if kinds.any(|kind| kind != first) {
-        return Err(invalid_list(
-            path,
-            "list items are not all of the same JSON type",
-        ));
+        return Err(invalid_list(path, "list items are not all of the same JSON type"));
     }
     match first {
         Kind::List => Err(invalid_list(path, "lists of lists cannot be merged")),
@@ -474,35 +388,15 @@ fn element_kind<'a>(
 
 /// Merges a list field with `patchStrategy: merge`, or removes values from
 /// it for `$deleteFromPrimitiveList` (`mergeSlice` in apimachinery).
-fn merge_list(
-    original: Vec<Value>,
-    patch: Vec<Value>,
-    meta: &FieldMeta,
-    mode: ListMode,
-    path: &JsonPath,
-) -> Result<MergedList> {
+fn merge_list(original: Vec<Value>, patch: Vec<Value>, meta: &FieldMeta, mode: ListMode, path: &JsonPath) -> Result<MergedList> {
     match element_kind(original.iter().chain(&patch), path)? {
-        None => Ok(MergedList {
-            items: original,
-            server_order: Vec::new(),
-        }),
+        None => Ok(MergedList { items: original, server_order: Vec::new() }),
         Some(Kind::Object) => {
-            let key = meta.merge_key.ok_or_else(|| MergePatchError::NoMergeKey {
-                path: path.to_string(),
-            })?;
-            merge_object_list(
-                into_objects(original),
-                into_objects(patch),
-                key,
-                meta.schema,
-                path,
-            )
+            let key = meta.merge_key.ok_or_else(|| MergePatchError::NoMergeKey { path: path.to_string() })?;
+            merge_object_list(into_objects(original), into_objects(patch), key, meta.schema, path)
         }
         Some(_) if mode == ListMode::DeleteFromPrimitiveList => Ok(MergedList {
-            items: original
-                .into_iter()
-                .filter(|item| !patch.iter().any(|deleted| primitive_eq(deleted, item)))
-                .collect(),
+            items: original.into_iter().filter(|item| !patch.iter().any(|deleted| primitive_eq(deleted, item))).collect(),
             server_order: Vec::new(),
         }),
         Some(_) => {
@@ -513,10 +407,7 @@ fn merge_list(
                 }
             }
             let items = order_items(union, &patch, &original, Identity::Value, path)?;
-            Ok(MergedList {
-                items,
-                server_order: original,
-            })
+            Ok(MergedList { items, server_order: original })
         }
     }
 }
@@ -538,13 +429,7 @@ fn into_objects(items: Vec<Value>) -> Vec<JsonMap> {
 /// `$setElementOrder` against afterwards: Go deletes list items in place, so
 /// the original list's backing array ends up holding the surviving items, then
 /// the first appended patch items, then stale copies of its former last items.
-fn merge_object_list(
-    original: Vec<JsonMap>,
-    patch: Vec<JsonMap>,
-    key: &str,
-    schema: Option<TypeSchema>,
-    path: &JsonPath,
-) -> Result<MergedList> {
+fn merge_object_list(original: Vec<JsonMap>, patch: Vec<JsonMap>, key: &str, schema: Option<TypeSchema>, path: &JsonPath) -> Result<MergedList> {
     let original_len = original.len();
     let mut survivors = original;
     // Values Go leaves behind in the slots the deletions free, last slot first.
@@ -558,9 +443,7 @@ fn merge_object_list(
         };
         match directive.as_str() {
             Some(DELETE) => {
-                let value = item
-                    .get(key)
-                    .ok_or_else(|| missing_merge_key(path, key, &Value::Object(item.clone())))?;
+                let value = item.get(key).ok_or_else(|| missing_merge_key(path, key, &Value::Object(item.clone())))?;
                 while let Some(index) = position_by_key(&survivors, key, value) {
                     stale.extend(survivors.last().cloned());
                     survivors.remove(index);
@@ -571,14 +454,7 @@ fn merge_object_list(
         }
     }
     let backing_array = |live: &[JsonMap]| -> Vec<Value> {
-        (0..original_len)
-            .filter_map(|slot| {
-                live.get(slot)
-                    .or_else(|| stale.get(original_len - 1 - slot))
-                    .cloned()
-                    .map(Value::Object)
-            })
-            .collect()
+        (0..original_len).filter_map(|slot| live.get(slot).or_else(|| stale.get(original_len - 1 - slot)).cloned().map(Value::Object)).collect()
     };
 
     if replace {
@@ -586,19 +462,14 @@ fn merge_object_list(
         if let Some(item) = additions.iter().find(|item| !item.contains_key(key)) {
             return Err(missing_merge_key(path, key, &Value::Object(item.clone())));
         }
-        return Ok(MergedList {
-            server_order: backing_array(&survivors),
-            items: additions.into_iter().map(Value::Object).collect(),
-        });
+        return Ok(MergedList { server_order: backing_array(&survivors), items: additions.into_iter().map(Value::Object).collect() });
     }
 
     let base: Vec<Value> = survivors.iter().cloned().map(Value::Object).collect();
     let patch_order: Vec<Value> = additions.iter().cloned().map(Value::Object).collect();
     let mut merged = survivors;
     for addition in additions {
-        let value = addition
-            .get(key)
-            .ok_or_else(|| missing_merge_key(path, key, &Value::Object(addition.clone())))?;
+        let value = addition.get(key).ok_or_else(|| missing_merge_key(path, key, &Value::Object(addition.clone())))?;
         match position_by_key(&merged, key, value) {
             Some(index) => {
                 let item_path = path.item(key, value);
@@ -611,35 +482,20 @@ fn merge_object_list(
     let server_order = backing_array(&merged);
     let merged: Vec<Value> = merged.into_iter().map(Value::Object).collect();
     let items = order_items(merged, &patch_order, &base, Identity::MergeKey(key), path)?;
-    Ok(MergedList {
-        items,
-        server_order,
-    })
+    Ok(MergedList { items, server_order })
 }
 
 /// Index of the first object whose merge key `key` equals `value`.
 fn position_by_key(objects: &[JsonMap], key: &str, value: &Value) -> Option<usize> {
-    objects
-        .iter()
-        .position(|object| object.get(key).is_some_and(|v| primitive_eq(v, value)))
+    objects.iter().position(|object| object.get(key).is_some_and(|v| primitive_eq(v, value)))
 }
 
 /// Applies `$setElementOrder/<field>` (`mergePatchIntoOriginal` in
 /// apimachinery): merges the patch list `field` if there is one, then orders
 /// the result.
-fn apply_element_order(
-    original: &mut JsonMap,
-    fields: &mut JsonMap,
-    field: &str,
-    order: Value,
-    schema: Option<TypeSchema>,
-    path: &JsonPath,
-) -> Result<()> {
+fn apply_element_order(original: &mut JsonMap, fields: &mut JsonMap, field: &str, order: Value, schema: Option<TypeSchema>, path: &JsonPath) -> Result<()> {
     let list_path = path.field(field);
-    let invalid = |reason: String| MergePatchError::InvalidElementOrder {
-        path: list_path.to_string(),
-        reason,
-    };
+    let invalid = |reason: String| MergePatchError::InvalidElementOrder { path: list_path.to_string(), reason };
     let Value::Array(order) = order else {
         return Err(invalid(format!("expected a list, found {order}")));
     };
@@ -654,15 +510,10 @@ fn apply_element_order(
     if original_list.is_none() && patch_list.is_none() {
         return Ok(());
     }
-    let kind = element_kind(
-        original_list.iter().chain(&patch_list).flatten(),
-        &list_path,
-    )?
-    .ok_or_else(|| invalid_list(&list_path, "no list items to order"))?;
+    let kind =
+        element_kind(original_list.iter().chain(&patch_list).flatten(), &list_path)?.ok_or_else(|| invalid_list(&list_path, "no list items to order"))?;
     if kind == Kind::Object && identity == Identity::Value {
-        return Err(MergePatchError::NoMergeKey {
-            path: list_path.to_string(),
-        });
+        return Err(MergePatchError::NoMergeKey { path: list_path.to_string() });
     }
     if let Some(patch_list) = &patch_list {
         check_element_order(patch_list, &order, identity, &list_path)?;
@@ -670,25 +521,12 @@ fn apply_element_order(
 
     let (merged, server_order) = match (original_list, patch_list) {
         (Some(original_list), Some(patch_list)) if meta.strategy == Strategy::Merge => {
-            let merged = merge_list(
-                original_list,
-                patch_list,
-                &meta,
-                ListMode::Patch,
-                &list_path,
-            )?;
+            let merged = merge_list(original_list, patch_list, &meta, ListMode::Patch, &list_path)?;
             (merged.items, merged.server_order)
         }
         (Some(original_list), Some(patch_list)) => (patch_list, original_list),
         (Some(original_list), None) => (original_list.clone(), original_list),
-        (None, patch_list) => (
-            patch_list
-                .into_iter()
-                .flatten()
-                .filter_map(remove_directives)
-                .collect(),
-            Vec::new(),
-        ),
+        (None, patch_list) => (patch_list.into_iter().flatten().filter_map(remove_directives).collect(), Vec::new()),
     };
     let ordered = order_items(merged, &order, &server_order, identity, &list_path)?;
     original.insert(field.to_owned(), Value::Array(ordered));
@@ -700,10 +538,7 @@ fn take_list(slot: Option<&mut Value>, path: &JsonPath) -> Result<Option<Vec<Val
     match slot {
         None => Ok(None),
         Some(Value::Array(items)) => Ok(Some(std::mem::take(items))),
-        Some(other) => Err(MergePatchError::NotAList {
-            path: path.to_string(),
-            found: other.to_string(),
-        }),
+        Some(other) => Err(MergePatchError::NotAList { path: path.to_string(), found: other.to_string() }),
     }
 }
 
@@ -711,25 +546,16 @@ fn take_list(slot: Option<&mut Value>, path: &JsonPath) -> Result<Option<Vec<Val
 /// `$setElementOrder` list (`validatePatchWithSetOrderList` in apimachinery).
 /// Items deleted by `$patch: delete` are not ordered; other directive items
 /// are skipped while there are entries of `order` left.
-fn check_element_order(
-    patch: &[Value],
-    order: &[Value],
-    identity: Identity<'_>,
-    path: &JsonPath,
-) -> Result<()> {
+fn check_element_order(patch: &[Value], order: &[Value], identity: Identity<'_>, path: &JsonPath) -> Result<()> {
     if order.is_empty() {
         return Ok(());
     }
-    let out_of_order = |item: &Value| MergePatchError::InvalidElementOrder {
-        path: path.to_string(),
-        reason: format!("patch list item {item} is missing or out of order"),
-    };
+    let out_of_order =
+        |item: &Value| MergePatchError::InvalidElementOrder { path: path.to_string(), reason: format!("patch list item {item} is missing or out of order") };
     let mut next = 0;
     for (index, item) in patch.iter().enumerate() {
         let directive = item.get(DIRECTIVE);
-        if matches!(identity, Identity::MergeKey(_))
-            && directive.and_then(Value::as_str) == Some(DELETE)
-        {
+        if matches!(identity, Identity::MergeKey(_)) && directive.and_then(Value::as_str) == Some(DELETE) {
             continue;
         }
         if next == order.len() {
@@ -739,10 +565,7 @@ fn check_element_order(
             continue;
         }
         let id = identity.require(item, &path.index(index))?;
-        let offset = order[next..]
-            .iter()
-            .position(|entry| identity.of(entry).is_some_and(|e| primitive_eq(e, id)))
-            .ok_or_else(|| out_of_order(item))?;
+        let offset = order[next..].iter().position(|entry| identity.of(entry).is_some_and(|e| primitive_eq(e, id))).ok_or_else(|| out_of_order(item))?;
         next += offset + 1;
     }
     Ok(())
@@ -769,37 +592,26 @@ impl Identity<'_> {
     fn require<'v>(self, item: &'v Value, path: &JsonPath) -> Result<&'v Value> {
         match self {
             Self::Value => Ok(item),
-            Self::MergeKey(key) => item
-                .get(key)
-                .ok_or_else(|| missing_merge_key(path, key, item)),
+            Self::MergeKey(key) => item.get(key).ok_or_else(|| missing_merge_key(path, key, item)),
         }
     }
 
     /// Index of the first item of `list` with the same identity as `item`.
     fn position(self, list: &[Value], item: &Value) -> Option<usize> {
         let id = self.of(item)?;
-        list.iter()
-            .position(|candidate| self.of(candidate).is_some_and(|c| primitive_eq(c, id)))
+        list.iter().position(|candidate| self.of(candidate).is_some_and(|c| primitive_eq(c, id)))
     }
 }
 
 /// Orders merged list items as kubectl does (`normalizeElementOrder`): the
 /// items named in `patch_order` in that order, the others in the order of
 /// `server_order`, the two interleaved by [`interleave`].
-fn order_items(
-    items: Vec<Value>,
-    patch_order: &[Value],
-    server_order: &[Value],
-    identity: Identity<'_>,
-    path: &JsonPath,
-) -> Result<Vec<Value>> {
+fn order_items(items: Vec<Value>, patch_order: &[Value], server_order: &[Value], identity: Identity<'_>, path: &JsonPath) -> Result<Vec<Value>> {
     let mut from_patch = Vec::new();
     let mut server_only = Vec::new();
     for item in items {
         let id = identity.require(&item, path)?;
-        let in_patch = patch_order
-            .iter()
-            .any(|entry| identity.of(entry).is_some_and(|e| primitive_eq(e, id)));
+        let in_patch = patch_order.iter().any(|entry| identity.of(entry).is_some_and(|e| primitive_eq(e, id)));
         if in_patch {
             from_patch.push(item);
         } else {
@@ -815,12 +627,7 @@ fn order_items(
 /// original-only item goes first only while it precedes the next patch item
 /// in `server_order`; a patch item not in `server_order` goes before all
 /// remaining original-only items.
-fn interleave(
-    server_only: Vec<Value>,
-    from_patch: Vec<Value>,
-    server_order: &[Value],
-    identity: Identity<'_>,
-) -> Vec<Value> {
+fn interleave(server_only: Vec<Value>, from_patch: Vec<Value>, server_order: &[Value], identity: Identity<'_>) -> Vec<Value> {
     let mut merged = Vec::with_capacity(server_only.len() + from_patch.len());
     let mut server_only = server_only.into_iter().peekable();
     let mut from_patch = from_patch.into_iter().peekable();
@@ -837,11 +644,7 @@ fn interleave(
             (None, Some(_)) => false,
             (None, None) => return merged,
         };
-        let next = if take_server_item {
-            server_only.next()
-        } else {
-            from_patch.next()
-        };
+        let next = if take_server_item { server_only.next() } else { from_patch.next() };
         merged.extend(next);
     }
 }
@@ -851,15 +654,10 @@ fn interleave(
 fn remove_directives(value: Value) -> Option<Value> {
     match value {
         Value::Object(object) if object.contains_key(DIRECTIVE) => None,
-        Value::Object(object) => Some(Value::Object(
-            object
-                .into_iter()
-                .filter_map(|(key, value)| remove_directives(value).map(|value| (key, value)))
-                .collect(),
-        )),
-        Value::Array(items) => Some(Value::Array(
-            items.into_iter().filter_map(remove_directives).collect(),
-        )),
+        Value::Object(object) => {
+            Some(Value::Object(object.into_iter().filter_map(|(key, value)| remove_directives(value).map(|value| (key, value))).collect()))
+        }
+        Value::Array(items) => Some(Value::Array(items.into_iter().filter_map(remove_directives).collect())),
         value => Some(value),
     }
 }
@@ -869,13 +667,9 @@ fn remove_directives(value: Value) -> Option<Value> {
 /// `pruneNulls` in json-patch).
 fn drop_null_fields(value: Value) -> Value {
     match value {
-        Value::Object(object) => Value::Object(
-            object
-                .into_iter()
-                .filter(|(_, value)| !value.is_null())
-                .map(|(key, value)| (key, drop_null_fields(value)))
-                .collect(),
-        ),
+        Value::Object(object) => {
+            Value::Object(object.into_iter().filter(|(_, value)| !value.is_null()).map(|(key, value)| (key, drop_null_fields(value))).collect())
+        }
         Value::Array(items) => Value::Array(items.into_iter().map(drop_null_fields).collect()),
         value => value,
     }
@@ -890,9 +684,7 @@ fn json_merge_patch(mut target: JsonMap, patch: JsonMap) -> JsonMap {
         }
         let slot = target.entry(key).or_insert(Value::Null);
         *slot = match (std::mem::take(slot), value) {
-            (Value::Object(current), Value::Object(patch)) => {
-                Value::Object(json_merge_patch(current, patch))
-            }
+            (Value::Object(current), Value::Object(patch)) => Value::Object(json_merge_patch(current, patch)),
             (Value::Object(_), value) => value,
             (_, value) => drop_null_fields(value),
         };

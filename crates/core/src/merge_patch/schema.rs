@@ -48,45 +48,25 @@ pub(super) struct FieldMeta {
 
 impl FieldMeta {
     /// A field with no patch metadata at all.
-    pub(super) const UNTAGGED: Self = Self {
-        strategy: Strategy::Default,
-        merge_key: None,
-        schema: None,
-    };
+    pub(super) const UNTAGGED: Self = Self { strategy: Strategy::Default, merge_key: None, schema: None };
     /// `patchStrategy:"merge"` on a list of primitives.
-    const MERGE_PRIMITIVES: Self = Self {
-        strategy: Strategy::Merge,
-        ..Self::UNTAGGED
-    };
+    const MERGE_PRIMITIVES: Self = Self { strategy: Strategy::Merge, ..Self::UNTAGGED };
     /// `patchStrategy:"replace"`.
-    const REPLACE: Self = Self {
-        strategy: Strategy::Replace,
-        ..Self::UNTAGGED
-    };
+    const REPLACE: Self = Self { strategy: Strategy::Replace, ..Self::UNTAGGED };
 
     /// An untagged object field whose value has tagged fields of its own.
     const fn nested(schema: TypeSchema) -> Self {
-        Self {
-            schema: Some(schema),
-            ..Self::UNTAGGED
-        }
+        Self { schema: Some(schema), ..Self::UNTAGGED }
     }
 
     /// `patchStrategy:"merge" patchMergeKey:"<key>"` on a list of objects.
     const fn merge_by(key: &'static str) -> Self {
-        Self {
-            strategy: Strategy::Merge,
-            merge_key: Some(key),
-            schema: None,
-        }
+        Self { strategy: Strategy::Merge, merge_key: Some(key), schema: None }
     }
 
     /// Like [`FieldMeta::merge_by`], for items that have tagged fields.
     const fn merge_by_with(key: &'static str, schema: TypeSchema) -> Self {
-        Self {
-            schema: Some(schema),
-            ..Self::merge_by(key)
-        }
+        Self { schema: Some(schema), ..Self::merge_by(key) }
     }
 }
 
@@ -130,46 +110,23 @@ pub(super) enum TypeSchema {
 type Fields = &'static [(&'static str, FieldMeta)];
 
 const METADATA: (&str, FieldMeta) = ("metadata", FieldMeta::nested(TypeSchema::ObjectMeta));
-const CONDITIONS_STATUS: (&str, FieldMeta) =
-    ("status", FieldMeta::nested(TypeSchema::ConditionsStatus));
+const CONDITIONS_STATUS: (&str, FieldMeta) = ("status", FieldMeta::nested(TypeSchema::ConditionsStatus));
 
-const OBJECT_META: Fields = &[
-    ("ownerReferences", FieldMeta::merge_by("uid")),
-    ("finalizers", FieldMeta::MERGE_PRIMITIVES),
-];
+const OBJECT_META: Fields = &[("ownerReferences", FieldMeta::merge_by("uid")), ("finalizers", FieldMeta::MERGE_PRIMITIVES)];
 const METADATA_ONLY: Fields = &[METADATA];
 const METADATA_AND_CONDITIONS: Fields = &[METADATA, CONDITIONS_STATUS];
 const CONDITIONS: Fields = &[("conditions", FieldMeta::merge_by("type"))];
 
-const POD: Fields = &[
-    METADATA,
-    ("spec", FieldMeta::nested(TypeSchema::PodSpec)),
-    ("status", FieldMeta::nested(TypeSchema::PodStatus)),
-];
+const POD: Fields = &[METADATA, ("spec", FieldMeta::nested(TypeSchema::PodSpec)), ("status", FieldMeta::nested(TypeSchema::PodStatus))];
 const POD_SPEC: Fields = &[
     // tag: merge,retainKeys
-    (
-        "volumes",
-        FieldMeta::merge_by_with("name", TypeSchema::Volume),
-    ),
-    (
-        "initContainers",
-        FieldMeta::merge_by_with("name", TypeSchema::Container),
-    ),
-    (
-        "containers",
-        FieldMeta::merge_by_with("name", TypeSchema::Container),
-    ),
-    (
-        "ephemeralContainers",
-        FieldMeta::merge_by_with("name", TypeSchema::Container),
-    ),
+    ("volumes", FieldMeta::merge_by_with("name", TypeSchema::Volume)),
+    ("initContainers", FieldMeta::merge_by_with("name", TypeSchema::Container)),
+    ("containers", FieldMeta::merge_by_with("name", TypeSchema::Container)),
+    ("ephemeralContainers", FieldMeta::merge_by_with("name", TypeSchema::Container)),
     ("imagePullSecrets", FieldMeta::merge_by("name")),
     ("hostAliases", FieldMeta::merge_by("ip")),
-    (
-        "topologySpreadConstraints",
-        FieldMeta::merge_by("topologyKey"),
-    ),
+    ("topologySpreadConstraints", FieldMeta::merge_by("topologyKey")),
     ("schedulingGates", FieldMeta::merge_by("name")),
     // tag: merge,retainKeys
     ("resourceClaims", FieldMeta::merge_by("name")),
@@ -187,53 +144,20 @@ const CONTAINER: Fields = &[
     ("volumeMounts", FieldMeta::merge_by("mountPath")),
     ("volumeDevices", FieldMeta::merge_by("devicePath")),
 ];
-const VOLUME: Fields = &[(
-    "ephemeral",
-    FieldMeta::nested(TypeSchema::EphemeralVolumeSource),
-)];
-const EPHEMERAL_VOLUME_SOURCE: Fields = &[(
-    "volumeClaimTemplate",
-    FieldMeta::nested(TypeSchema::MetadataOnly),
-)];
-const POD_TEMPLATE: Fields = &[
-    METADATA,
-    ("template", FieldMeta::nested(TypeSchema::PodTemplateSpec)),
-];
+const VOLUME: Fields = &[("ephemeral", FieldMeta::nested(TypeSchema::EphemeralVolumeSource))];
+const EPHEMERAL_VOLUME_SOURCE: Fields = &[("volumeClaimTemplate", FieldMeta::nested(TypeSchema::MetadataOnly))];
+const POD_TEMPLATE: Fields = &[METADATA, ("template", FieldMeta::nested(TypeSchema::PodTemplateSpec))];
 const POD_TEMPLATE_SPEC: Fields = &[METADATA, ("spec", FieldMeta::nested(TypeSchema::PodSpec))];
-const WORKLOAD: Fields = &[
-    METADATA,
-    ("spec", FieldMeta::nested(TypeSchema::WorkloadSpec)),
-    CONDITIONS_STATUS,
-];
+const WORKLOAD: Fields = &[METADATA, ("spec", FieldMeta::nested(TypeSchema::WorkloadSpec)), CONDITIONS_STATUS];
 // `Deployment.spec.strategy` carries `retainKeys` only: no effect when applying.
 const WORKLOAD_SPEC: Fields = &[("template", FieldMeta::nested(TypeSchema::PodTemplateSpec))];
-const CRON_JOB: Fields = &[
-    METADATA,
-    ("spec", FieldMeta::nested(TypeSchema::CronJobSpec)),
-];
-const CRON_JOB_SPEC: Fields = &[(
-    "jobTemplate",
-    FieldMeta::nested(TypeSchema::JobTemplateSpec),
-)];
-const JOB_TEMPLATE_SPEC: Fields = &[
-    METADATA,
-    ("spec", FieldMeta::nested(TypeSchema::WorkloadSpec)),
-];
-const SERVICE: Fields = &[
-    METADATA,
-    ("spec", FieldMeta::nested(TypeSchema::ServiceSpec)),
-    CONDITIONS_STATUS,
-];
+const CRON_JOB: Fields = &[METADATA, ("spec", FieldMeta::nested(TypeSchema::CronJobSpec))];
+const CRON_JOB_SPEC: Fields = &[("jobTemplate", FieldMeta::nested(TypeSchema::JobTemplateSpec))];
+const JOB_TEMPLATE_SPEC: Fields = &[METADATA, ("spec", FieldMeta::nested(TypeSchema::WorkloadSpec))];
+const SERVICE: Fields = &[METADATA, ("spec", FieldMeta::nested(TypeSchema::ServiceSpec)), CONDITIONS_STATUS];
 const SERVICE_SPEC: Fields = &[("ports", FieldMeta::merge_by("port"))];
 const SERVICE_ACCOUNT: Fields = &[METADATA, ("secrets", FieldMeta::merge_by("name"))];
-const POD_DISRUPTION_BUDGET: Fields = &[
-    METADATA,
-    (
-        "spec",
-        FieldMeta::nested(TypeSchema::PodDisruptionBudgetSpec),
-    ),
-    CONDITIONS_STATUS,
-];
+const POD_DISRUPTION_BUDGET: Fields = &[METADATA, ("spec", FieldMeta::nested(TypeSchema::PodDisruptionBudgetSpec)), CONDITIONS_STATUS];
 const POD_DISRUPTION_BUDGET_SPEC: Fields = &[("selector", FieldMeta::REPLACE)];
 
 impl TypeSchema {
@@ -248,12 +172,8 @@ impl TypeSchema {
             ("v1", "Namespace" | "PersistentVolumeClaim") => Self::MetadataAndConditions,
             ("v1", "Secret" | "ConfigMap")
             | ("networking.k8s.io/v1", "Ingress" | "NetworkPolicy")
-            | (
-                "rbac.authorization.k8s.io/v1",
-                "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding",
-            ) => Self::MetadataOnly,
-            ("apps/v1", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
-            | ("batch/v1", "Job") => Self::Workload,
+            | ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding") => Self::MetadataOnly,
+            ("apps/v1", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") | ("batch/v1", "Job") => Self::Workload,
             ("batch/v1", "CronJob") => Self::CronJob,
             ("policy/v1", "PodDisruptionBudget") => Self::PodDisruptionBudget,
             _ => return None,
@@ -292,7 +212,5 @@ impl TypeSchema {
 /// Patch metadata of field `name` in an object of schema `schema` (untagged
 /// when the schema is unknown or does not list the field).
 pub(super) fn field(schema: Option<TypeSchema>, name: &str) -> FieldMeta {
-    schema
-        .and_then(|schema| schema.fields().iter().find(|(field, _)| *field == name))
-        .map_or(FieldMeta::UNTAGGED, |(_, meta)| *meta)
+    schema.and_then(|schema| schema.fields().iter().find(|(field, _)| *field == name)).map_or(FieldMeta::UNTAGGED, |(_, meta)| *meta)
 }

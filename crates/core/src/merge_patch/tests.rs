@@ -30,54 +30,36 @@ fn error(patch: Value) -> MergePatchError {
 
 #[test]
 fn unknown_directive_names_its_path() {
-    let err = error(
-        json!({"spec": {"containers": [{"name": "notebook", "env": [{"$patch": "foo", "name": "A"}]}]}}),
-    );
-    assert_eq!(
-        err.to_string(),
-        r#"spec.containers[name=notebook].env: $patch directive "foo" is not supported"#
-    );
+    let err = error(json!({"spec": {"containers": [{"name": "notebook", "env": [{"$patch": "foo", "name": "A"}]}]}}));
+    assert_eq!(err.to_string(), r#"spec.containers[name=notebook].env: $patch directive "foo" is not supported"#);
 }
 
 #[test]
 fn merge_directive_is_rejected_in_objects_and_lists() {
     let err = error(json!({"metadata": {"$patch": "merge", "name": "q"}}));
-    assert!(
-        matches!(err, MergePatchError::UnsupportedDirective { ref path, ref directive }
-        if path == "metadata" && directive == "\"merge\"")
-    );
+    assert!(matches!(err, MergePatchError::UnsupportedDirective { ref path, ref directive }
+        if path == "metadata" && directive == "\"merge\""));
     let err = error(json!({"spec": {"containers": [{"$patch": "merge", "name": "notebook"}]}}));
-    assert!(
-        matches!(err, MergePatchError::UnsupportedDirective { ref path, .. } if path == "spec.containers")
-    );
+    assert!(matches!(err, MergePatchError::UnsupportedDirective { ref path, .. } if path == "spec.containers"));
 }
 
 #[test]
 fn non_string_directive_is_rejected() {
     let err = error(json!({"spec": {"$patch": true}}));
-    assert_eq!(
-        err.to_string(),
-        "spec: $patch directive true is not supported"
-    );
+    assert_eq!(err.to_string(), "spec: $patch directive true is not supported");
 }
 
 #[test]
 fn delete_without_merge_key_is_rejected() {
     let err = error(json!({"spec": {"containers": [{"$patch": "delete", "image": "jupyter"}]}}));
-    assert!(
-        matches!(err, MergePatchError::MissingMergeKey { ref path, ref key, .. }
-        if path == "spec.containers" && key == "name")
-    );
+    assert!(matches!(err, MergePatchError::MissingMergeKey { ref path, ref key, .. }
+        if path == "spec.containers" && key == "name"));
 }
 
 #[test]
 fn new_item_without_merge_key_is_rejected() {
-    let err =
-        error(json!({"spec": {"containers": [{"name": "notebook", "env": [{"value": "2"}]}]}}));
-    assert_eq!(
-        err.to_string(),
-        r#"spec.containers[name=notebook].env: list item {"value":"2"} has no merge key "name""#
-    );
+    let err = error(json!({"spec": {"containers": [{"name": "notebook", "env": [{"value": "2"}]}]}}));
+    assert_eq!(err.to_string(), r#"spec.containers[name=notebook].env: list item {"value":"2"} has no merge key "name""#);
 }
 
 #[test]
@@ -88,18 +70,9 @@ fn replace_list_items_need_the_merge_key() {
 
 #[test]
 fn non_object_inputs_are_rejected() {
-    assert_eq!(
-        strategic_merge(&pod(), &json!([1])),
-        Err(MergePatchError::NotAnObject("patch"))
-    );
-    assert_eq!(
-        strategic_merge(&json!("pod"), &json!({})),
-        Err(MergePatchError::NotAnObject("original"))
-    );
-    assert_eq!(
-        MergePatchError::NotAnObject("patch").to_string(),
-        "the patch must be a JSON object"
-    );
+    assert_eq!(strategic_merge(&pod(), &json!([1])), Err(MergePatchError::NotAnObject("patch")));
+    assert_eq!(strategic_merge(&json!("pod"), &json!({})), Err(MergePatchError::NotAnObject("original")));
+    assert_eq!(MergePatchError::NotAnObject("patch").to_string(), "the patch must be a JSON object");
 }
 
 #[test]
@@ -107,32 +80,21 @@ fn deleting_objects_from_a_list_without_merge_key_is_rejected() {
     let original = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
         "spec": {"ipFamilies": [{"a": 1}]}});
     let patch = json!({"spec": {"$deleteFromPrimitiveList/ipFamilies": [{"a": 1}]}});
-    assert_eq!(
-        strategic_merge(&original, &patch),
-        Err(MergePatchError::NoMergeKey {
-            path: "spec.ipFamilies".into()
-        })
-    );
+    assert_eq!(strategic_merge(&original, &patch), Err(MergePatchError::NoMergeKey { path: "spec.ipFamilies".into() }));
 }
 
 #[test]
 fn malformed_directive_keys_are_rejected() {
     for key in ["$deleteFromPrimitiveList", "$setElementOrderX/finalizers"] {
         let err = error(json!({"metadata": {key: ["a"]}}));
-        assert!(
-            matches!(err, MergePatchError::MalformedDirectiveKey { ref path, .. } if path == "metadata"),
-            "{key}: {err}"
-        );
+        assert!(matches!(err, MergePatchError::MalformedDirectiveKey { ref path, .. } if path == "metadata"), "{key}: {err}");
     }
 }
 
 #[test]
 fn retain_keys_must_list_every_patched_field() {
     let err = error(json!({"spec": {"$retainKeys": ["containers"], "nodeName": "n"}}));
-    assert_eq!(
-        err.to_string(),
-        r#"spec: invalid $retainKeys: the patch sets "nodeName", which is not listed"#
-    );
+    assert_eq!(err.to_string(), r#"spec: invalid $retainKeys: the patch sets "nodeName", which is not listed"#);
     let err = error(json!({"spec": {"$retainKeys": "containers"}}));
     assert!(matches!(err, MergePatchError::InvalidRetainKeys { .. }));
 }
@@ -150,29 +112,21 @@ fn element_order_must_agree_with_the_patch_list() {
     let err = error(json!({"spec": {"containers": [{"name": "notebook",
         "$setElementOrder/env": [{"name": "A"}, {"name": "B"}],
         "env": [{"name": "B"}, {"name": "A"}]}]}}));
-    assert!(
-        matches!(err, MergePatchError::InvalidElementOrder { ref path, .. }
-        if path == "spec.containers[name=notebook].env")
-    );
+    assert!(matches!(err, MergePatchError::InvalidElementOrder { ref path, .. }
+        if path == "spec.containers[name=notebook].env"));
     let err = error(json!({"metadata": {"$setElementOrder/finalizers": "a"}}));
     assert!(matches!(err, MergePatchError::InvalidElementOrder { .. }));
     let err = error(json!({"spec": {"containers": [{"name": "notebook",
         "$setElementOrder/env": [{"value": "1"}]}]}}));
-    assert!(
-        matches!(err, MergePatchError::MissingMergeKey { ref path, .. }
-        if path == "spec.containers[name=notebook].env[0]")
-    );
+    assert!(matches!(err, MergePatchError::MissingMergeKey { ref path, .. }
+        if path == "spec.containers[name=notebook].env[0]"));
 }
 
 #[test]
 fn element_order_needs_items() {
-    let original =
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "finalizers": []}});
+    let original = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "finalizers": []}});
     let patch = json!({"metadata": {"$setElementOrder/finalizers": ["a"]}});
-    assert!(matches!(
-        strategic_merge(&original, &patch),
-        Err(MergePatchError::InvalidList { .. })
-    ));
+    assert!(matches!(strategic_merge(&original, &patch), Err(MergePatchError::InvalidList { .. })));
 }
 
 #[test]
@@ -184,34 +138,23 @@ fn element_order_target_must_be_a_list() {
 #[test]
 fn merged_lists_must_be_homogeneous() {
     let err = error(json!({"metadata": {"finalizers": [1]}}));
-    assert!(
-        matches!(err, MergePatchError::InvalidList { ref path, .. } if path == "metadata.finalizers")
-    );
+    assert!(matches!(err, MergePatchError::InvalidList { ref path, .. } if path == "metadata.finalizers"));
     let err = error(json!({"metadata": {"finalizers": [null]}}));
     assert!(matches!(err, MergePatchError::InvalidList { .. }));
     let original = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "finalizers": [["a"]]}});
     let patch = json!({"metadata": {"finalizers": [["b"]]}});
-    assert!(matches!(
-        strategic_merge(&original, &patch),
-        Err(MergePatchError::InvalidList { .. })
-    ));
+    assert!(matches!(strategic_merge(&original, &patch), Err(MergePatchError::InvalidList { .. })));
 }
 
 #[test]
 fn root_path_is_named() {
     let err = error(json!({"$patch": "bogus"}));
-    assert_eq!(
-        err.to_string(),
-        r#"<root>: $patch directive "bogus" is not supported"#
-    );
+    assert_eq!(err.to_string(), r#"<root>: $patch directive "bogus" is not supported"#);
 }
 
 #[test]
 fn root_delete_directive_empties_the_object() {
-    assert_eq!(
-        strategic_merge(&pod(), &json!({"$patch": "delete"})),
-        Ok(json!({}))
-    );
+    assert_eq!(strategic_merge(&pod(), &json!({"$patch": "delete"})), Ok(json!({})));
 }
 
 #[test]
@@ -228,10 +171,7 @@ fn unknown_kinds_get_a_json_merge_patch() {
 
 #[test]
 fn objects_without_kind_get_a_json_merge_patch() {
-    let merged = strategic_merge(
-        &json!({"a": [1], "b": {"c": 1}}),
-        &json!({"a": [2], "b": {"c": null}}),
-    );
+    let merged = strategic_merge(&json!({"a": [1], "b": {"c": 1}}), &json!({"a": [2], "b": {"c": null}}));
     assert_eq!(merged, Ok(json!({"a": [2], "b": {}})));
 }
 
@@ -243,10 +183,7 @@ fn integers_and_floats_are_different_merge_keys() {
     let patch = json!({"spec": {"containers": [{"name": "a",
         "ports": [{"containerPort": 80.0, "name": "x"}]}]}});
     let merged = strategic_merge(&original, &patch).expect("valid patch");
-    assert_eq!(
-        merged["spec"]["containers"][0]["ports"],
-        json!([{"containerPort": 80.0, "name": "x"}, {"containerPort": 80}])
-    );
+    assert_eq!(merged["spec"]["containers"][0]["ports"], json!([{"containerPort": 80.0, "name": "x"}, {"containerPort": 80}]));
     let err = error(json!({"metadata": {"finalizers": [1, 1.5]}}));
     assert!(matches!(err, MergePatchError::InvalidList { .. }));
 }

@@ -43,15 +43,7 @@ pub const DEFAULT_SCHEDULING_GRACE: Duration = Duration::from_secs(60);
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Keys an option override may not change (it may not widen access either).
-const NOT_OVERRIDABLE: &[&str] = &[
-    "slug",
-    "display_name",
-    "description",
-    "default",
-    "options",
-    "allowed_groups",
-    "allowed_images",
-];
+const NOT_OVERRIDABLE: &[&str] = &["slug", "display_name", "description", "default", "options", "allowed_groups", "allowed_images"];
 
 /// A user-selectable option of a profile.
 #[derive(Debug, Clone)]
@@ -179,10 +171,7 @@ fn check_keys(settings: &serde_json::Map<String, Value>) -> Vec<Issue> {
         .iter()
         .filter(|(_, value)| !spec::is_unset(value))
         .filter_map(|(key, value)| {
-            let single = Value::Object(serde_json::Map::from_iter([(
-                key.clone(),
-                without_unset(value),
-            )]));
+            let single = Value::Object(serde_json::Map::from_iter([(key.clone(), without_unset(value))]));
             deserialize_spec(&single).err()
         })
         .collect()
@@ -194,17 +183,10 @@ impl Profile {
         let spec = deserialize_spec(&settings).map_err(|issue| vec![issue])?;
         let mut issues = Vec::new();
         let mut issue = |keys: &[&str], message: String| {
-            issues.push(Issue {
-                path: path(keys),
-                message,
-            });
+            issues.push(Issue { path: path(keys), message });
         };
 
-        let display_name = spec
-            .display_name
-            .clone()
-            .or_else(|| spec.slug.clone())
-            .unwrap_or_default();
+        let display_name = spec.display_name.clone().or_else(|| spec.slug.clone()).unwrap_or_default();
         let slug = match &spec.slug {
             Some(slug) if !is_dns1123_label(slug) => {
                 issue(&["slug"], format!("{slug:?} is not a DNS-1123 label (lowercase letters, digits and '-', at most 63)"));
@@ -214,11 +196,7 @@ impl Profile {
             None => {
                 let slug = derive_slug(&display_name);
                 if slug.is_empty() {
-                    issue(
-                        &["display_name"],
-                        "a profile needs a display_name (or a slug) with a letter or digit"
-                            .to_owned(),
-                    );
+                    issue(&["display_name"], "a profile needs a display_name (or a slug) with a letter or digit".to_owned());
                 }
                 slug
             }
@@ -226,10 +204,7 @@ impl Profile {
 
         let contexts = match &spec.context {
             None => {
-                issue(
-                    &["context"],
-                    "required: a kubeconfig context or a list of them".to_owned(),
-                );
+                issue(&["context"], "required: a kubeconfig context or a list of them".to_owned());
                 Vec::new()
             }
             Some(ContextSpec::One(c)) => vec![c.clone()],
@@ -249,10 +224,7 @@ impl Profile {
 
         for name in spec.weights.keys() {
             if !contexts.contains(name) {
-                issue(
-                    &["weights", name],
-                    format!("{name:?} is not one of the profile's contexts"),
-                );
+                issue(&["weights", name], format!("{name:?} is not one of the profile's contexts"));
             }
         }
         let placement = match spec.placement.unwrap_or(PlacementKind::FirstHealthy) {
@@ -260,16 +232,10 @@ impl Profile {
             PlacementKind::LeastLoaded => Placement::LeastLoaded,
             PlacementKind::Weighted => {
                 for c in contexts.iter().filter(|c| !spec.weights.contains_key(*c)) {
-                    issue(
-                        &["weights"],
-                        format!("placement = \"weighted\" needs a weight for context {c:?}"),
-                    );
+                    issue(&["weights"], format!("placement = \"weighted\" needs a weight for context {c:?}"));
                 }
                 if spec.weights.values().all(|w| *w == 0) {
-                    issue(
-                        &["weights"],
-                        "at least one weight must be above 0".to_owned(),
-                    );
+                    issue(&["weights"], "at least one weight must be above 0".to_owned());
                 }
                 Placement::Weighted(spec.weights.clone())
             }
@@ -277,10 +243,7 @@ impl Profile {
 
         let mut ingress_urls = BTreeMap::new();
         match &spec.ingress_public_url {
-            None => issue(
-                &["ingress_public_url"],
-                "required: the public URL of the clusters' ingress controller".to_owned(),
-            ),
+            None => issue(&["ingress_public_url"], "required: the public URL of the clusters' ingress controller".to_owned()),
             Some(IngressUrlSpec::One(url)) => {
                 for c in &contexts {
                     ingress_urls.insert(c.clone(), url.clone());
@@ -291,18 +254,13 @@ impl Profile {
                     issue(&["ingress_public_url"], format!("no URL for context {c:?}"));
                 }
                 for c in map.keys().filter(|c| !contexts.contains(c)) {
-                    issue(
-                        &["ingress_public_url", c],
-                        format!("{c:?} is not one of the profile's contexts"),
-                    );
+                    issue(&["ingress_public_url", c], format!("{c:?} is not one of the profile's contexts"));
                 }
                 ingress_urls.clone_from(map);
             }
         }
         for (c, url) in &ingress_urls {
-            if !(url.starts_with("http://") || url.starts_with("https://"))
-                || url.contains(char::is_whitespace)
-            {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(char::is_whitespace) {
                 let keys: &[&str] = match &spec.ingress_public_url {
                     Some(IngressUrlSpec::PerContext(_)) => &["ingress_public_url", c],
                     _ => &["ingress_public_url"],
@@ -318,17 +276,11 @@ impl Profile {
         for (i, entry) in spec.allowed_images.iter().enumerate() {
             if entry.is_empty() || entry == "*" {
                 let key = format!("allowed_images[{i}]");
-                issue(
-                    &[&key],
-                    "an entry must name an image or an image prefix followed by '*'".to_owned(),
-                );
+                issue(&[&key], "an entry must name an image or an image prefix followed by '*'".to_owned());
             }
         }
 
-        let positive = |keys: &[&str],
-                        value: Option<Duration>,
-                        default: Duration,
-                        issue: &mut dyn FnMut(&[&str], String)| {
+        let positive = |keys: &[&str], value: Option<Duration>, default: Duration, issue: &mut dyn FnMut(&[&str], String)| {
             let value = value.unwrap_or(default);
             if value.is_zero() {
                 issue(keys, "must be above 0".to_owned());
@@ -336,8 +288,7 @@ impl Profile {
             value
         };
         let start_timeout = positive(&["start_timeout"], spec.start_timeout, DEFAULT_START_TIMEOUT, &mut issue);
-        let scheduling_grace =
-            positive(&["scheduling_grace"], spec.scheduling_grace, DEFAULT_SCHEDULING_GRACE, &mut issue);
+        let scheduling_grace = positive(&["scheduling_grace"], spec.scheduling_grace, DEFAULT_SCHEDULING_GRACE, &mut issue);
         let stop_timeout = positive(&["stop_timeout"], spec.stop_timeout, DEFAULT_STOP_TIMEOUT, &mut issue);
 
         for (i, volume) in spec.volumes.iter().enumerate() {
@@ -346,13 +297,8 @@ impl Profile {
             }
         }
         for (i, mount) in spec.volume_mounts.iter().enumerate() {
-            if !mount.get("name").is_some_and(Value::is_string)
-                || !mount.get("mountPath").is_some_and(Value::is_string)
-            {
-                issue(
-                    &["volume_mounts"],
-                    format!("mount [{i}] needs a name and a mountPath"),
-                );
+            if !mount.get("name").is_some_and(Value::is_string) || !mount.get("mountPath").is_some_and(Value::is_string) {
+                issue(&["volume_mounts"], format!("mount [{i}] needs a name and a mountPath"));
             }
         }
 
@@ -367,33 +313,16 @@ impl Profile {
                 option_issue(&[], "an option needs choices, free_text or both".to_owned());
             }
             match &option.default {
-                Some(d) if !option.choices.contains_key(d) => option_issue(
-                    &["default"],
-                    format!(
-                        "{d:?} is not one of the choices ({})",
-                        keys_list(&option.choices)
-                    ),
-                ),
-                None if option.choices.len() > 1 => option_issue(
-                    &["default"],
-                    format!(
-                        "required: one of the choices ({})",
-                        keys_list(&option.choices)
-                    ),
-                ),
+                Some(d) if !option.choices.contains_key(d) => {
+                    option_issue(&["default"], format!("{d:?} is not one of the choices ({})", keys_list(&option.choices)))
+                }
+                None if option.choices.len() > 1 => option_issue(&["default"], format!("required: one of the choices ({})", keys_list(&option.choices))),
                 _ => {}
             }
             let mut choices = BTreeMap::new();
             for (key, choice) in &option.choices {
-                for forbidden in choice
-                    .overrides
-                    .keys()
-                    .filter(|k| NOT_OVERRIDABLE.contains(&k.as_str()))
-                {
-                    option_issue(
-                        &["choices", key, "override", forbidden],
-                        "options cannot override this key".to_owned(),
-                    );
+                for forbidden in choice.overrides.keys().filter(|k| NOT_OVERRIDABLE.contains(&k.as_str())) {
+                    option_issue(&["choices", key, "override", forbidden], "options cannot override this key".to_owned());
                 }
                 choices.insert(
                     key.clone(),
@@ -405,22 +334,11 @@ impl Profile {
                 );
             }
             let free_text = option.free_text.as_ref().and_then(|ft| {
-                for forbidden in ft
-                    .overrides
-                    .keys()
-                    .filter(|k| NOT_OVERRIDABLE.contains(&k.as_str()))
-                {
-                    option_issue(
-                        &["free_text", "override", forbidden],
-                        "options cannot override this key".to_owned(),
-                    );
+                for forbidden in ft.overrides.keys().filter(|k| NOT_OVERRIDABLE.contains(&k.as_str())) {
+                    option_issue(&["free_text", "override", forbidden], "options cannot override this key".to_owned());
                 }
                 // User text must never become template source.
-                for key in TEMPLATE_KEYS.iter().filter(|k| {
-                    ft.overrides
-                        .get(**k)
-                        .is_some_and(|v| v.to_string().contains("{value}"))
-                }) {
+                for key in TEMPLATE_KEYS.iter().filter(|k| ft.overrides.get(**k).is_some_and(|v| v.to_string().contains("{value}"))) {
                     option_issue(
                         &["free_text", "override", key],
                         format!(
@@ -430,8 +348,7 @@ impl Profile {
                     );
                 }
                 // Compiled alone first, so errors quote the regex as written.
-                match Regex::new(&ft.regex).and_then(|_| Regex::new(&format!("^(?:{})$", ft.regex)))
-                {
+                match Regex::new(&ft.regex).and_then(|_| Regex::new(&format!("^(?:{})$", ft.regex))) {
                     Ok(matcher) => Some(FreeText {
                         display_name: ft.display_name.clone().unwrap_or_else(|| name.clone()),
                         regex: ft.regex.clone(),
@@ -439,11 +356,7 @@ impl Profile {
                         overrides: Value::Object(ft.overrides.clone()),
                     }),
                     Err(err) => {
-                        let message = err
-                            .to_string()
-                            .split_whitespace()
-                            .collect::<Vec<_>>()
-                            .join(" ");
+                        let message = err.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
                         option_issue(&["free_text", "regex"], format!("invalid regex: {message}"));
                         None
                     }
@@ -454,14 +367,7 @@ impl Profile {
                 ProfileOption {
                     display_name: option.display_name.clone().unwrap_or_else(|| name.clone()),
                     description: option.description.clone().unwrap_or_default(),
-                    default: option.default.clone().or_else(|| {
-                        option
-                            .choices
-                            .keys()
-                            .next()
-                            .filter(|_| option.choices.len() == 1)
-                            .cloned()
-                    }),
+                    default: option.default.clone().or_else(|| option.choices.keys().next().filter(|_| option.choices.len() == 1).cloned()),
                     choices,
                     free_text,
                 },
@@ -474,10 +380,7 @@ impl Profile {
         Ok(Self {
             description: spec.description.clone().unwrap_or_default(),
             default: spec.default.unwrap_or(false),
-            namespace: spec
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".to_owned()),
+            namespace: spec.namespace.clone().unwrap_or_else(|| "default".to_owned()),
             keep_on_failure: spec.keep_on_failure,
             ready_check_url: spec.ready_check_url,
             allowed_groups: spec.allowed_groups.clone(),
@@ -510,14 +413,10 @@ impl Profile {
     /// Whether `image` is allowed by `allowed_images` (always, when empty).
     pub fn image_allowed(&self, image: &str) -> bool {
         self.spec.allowed_images.is_empty()
-            || self
-                .spec
-                .allowed_images
-                .iter()
-                .any(|entry| match entry.strip_suffix('*') {
-                    Some(prefix) => image.starts_with(prefix),
-                    None => image == entry,
-                })
+            || self.spec.allowed_images.iter().any(|entry| match entry.strip_suffix('*') {
+                Some(prefix) => image.starts_with(prefix),
+                None => image == entry,
+            })
     }
 
     /// Applies the user's option values: for each option, in key order, the
@@ -525,15 +424,9 @@ impl Profile {
     /// free-text overrides once the whole value matches the regex) are merged
     /// onto the profile. Options the user leaves out take their default.
     /// An image changed by an option must be in `allowed_images`.
-    pub fn resolve_options(
-        &self,
-        values: &BTreeMap<String, String>,
-    ) -> Result<ResolvedOptions, OptionError> {
+    pub fn resolve_options(&self, values: &BTreeMap<String, String>) -> Result<ResolvedOptions, OptionError> {
         if let Some(unknown) = values.keys().find(|k| !self.options.contains_key(*k)) {
-            return Err(OptionError::Unknown {
-                option: unknown.clone(),
-                known: keys_list(&self.options),
-            });
+            return Err(OptionError::Unknown { option: unknown.clone(), known: keys_list(&self.options) });
         }
         let mut profile = self.clone();
         let mut chosen = BTreeMap::new();
@@ -545,35 +438,20 @@ impl Profile {
                 choice.overrides.clone()
             } else if let Some(free) = &option.free_text {
                 if !free.matcher.is_match(value) {
-                    return Err(OptionError::NoMatch {
-                        option: name.clone(),
-                        value: value.clone(),
-                        regex: free.regex.clone(),
-                    });
+                    return Err(OptionError::NoMatch { option: name.clone(), value: value.clone(), regex: free.regex.clone() });
                 }
                 substitute_value(&free.overrides, value)
             } else {
-                return Err(OptionError::NotAChoice {
-                    option: name.clone(),
-                    value: value.clone(),
-                    choices: keys_list(&option.choices),
-                });
+                return Err(OptionError::NotAChoice { option: name.clone(), value: value.clone(), choices: keys_list(&option.choices) });
             };
             let mut settings = profile.settings.clone();
             merge_settings(&mut settings, &overrides);
             let next = Profile::build(settings).map_err(|issues| OptionError::Invalid {
                 option: name.clone(),
-                message: issues
-                    .iter()
-                    .map(|i| format!("{}: {}", i.path, i.message))
-                    .collect::<Vec<_>>()
-                    .join("; "),
+                message: issues.iter().map(|i| format!("{}: {}", i.path, i.message)).collect::<Vec<_>>().join("; "),
             })?;
             if next.image != profile.image && !self.image_allowed(&next.image) {
-                return Err(OptionError::ImageNotAllowed {
-                    option: name.clone(),
-                    image: next.image,
-                });
+                return Err(OptionError::ImageNotAllowed { option: name.clone(), image: next.image });
             }
             profile = next;
             chosen.insert(name.clone(), value.clone());
@@ -591,14 +469,8 @@ fn keys_list<V>(map: &BTreeMap<String, V>) -> String {
 fn substitute_value(overrides: &Value, value: &str) -> Value {
     match overrides {
         Value::String(s) => Value::String(s.replace("{value}", value)),
-        Value::Array(items) => {
-            Value::Array(items.iter().map(|v| substitute_value(v, value)).collect())
-        }
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), substitute_value(v, value)))
-                .collect(),
-        ),
+        Value::Array(items) => Value::Array(items.iter().map(|v| substitute_value(v, value)).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), substitute_value(v, value))).collect()),
         other => other.clone(),
     }
 }
@@ -682,10 +554,7 @@ impl ProfileSet {
 
     /// The profile marked `default = true`, else the first one.
     pub fn default_profile(&self) -> Option<&Profile> {
-        self.profiles
-            .iter()
-            .find(|p| p.default)
-            .or_else(|| self.profiles.first())
+        self.profiles.iter().find(|p| p.default).or_else(|| self.profiles.first())
     }
 
     /// One warning per context a profile uses (directly or through an option
@@ -693,37 +562,21 @@ impl ProfileSet {
     pub fn check_contexts(&self, known: &[&str]) -> Vec<Diagnostic> {
         let mut warnings = BTreeSet::new();
         for (index, profile) in self.profiles.iter().enumerate() {
-            let mut used: Vec<(KeyPath, String)> = profile
-                .contexts
-                .iter()
-                .map(|c| (path(&["context"]), c.clone()))
-                .collect();
+            let mut used: Vec<(KeyPath, String)> = profile.contexts.iter().map(|c| (path(&["context"]), c.clone())).collect();
             for (name, option) in &profile.options {
                 for (key, choice) in &option.choices {
                     if let Ok(spec) = deserialize_spec(&choice.overrides) {
                         let at = path(&["options", name, "choices", key, "override", "context"]);
                         match spec.context {
                             Some(ContextSpec::One(c)) => used.push((at, c)),
-                            Some(ContextSpec::Many(list)) => {
-                                used.extend(list.into_iter().map(|c| (at.clone(), c)))
-                            }
+                            Some(ContextSpec::Many(list)) => used.extend(list.into_iter().map(|c| (at.clone(), c))),
                             None => {}
                         }
                     }
                 }
             }
-            for (at, context) in used
-                .into_iter()
-                .filter(|(_, c)| !known.contains(&c.as_str()))
-            {
-                warnings.insert(locate(
-                    &self.file,
-                    &self.doc,
-                    index,
-                    &profile.slug,
-                    &at,
-                    format!("context {context:?} is not in the kubeconfig"),
-                ));
+            for (at, context) in used.into_iter().filter(|(_, c)| !known.contains(&c.as_str())) {
+                warnings.insert(locate(&self.file, &self.doc, index, &profile.slug, &at, format!("context {context:?} is not in the kubeconfig")));
             }
         }
         warnings.into_iter().collect()
@@ -738,30 +591,16 @@ pub type Blame = (KeyPath, String);
 /// profile once for a sample user (see `bundle::Renderer::parse_profiles`, the way callers
 /// use this), so templates that do not render are reported here, at their line.
 pub fn parse(file: &str, text: &str, render_check: &dyn Fn(&Profile) -> Result<(), Blame>) -> Result<ProfileSet, Diagnostics> {
-    let doc = Document::parse(text).map_err(|err| {
-        Diagnostics(vec![Diagnostic {
-            file: file.to_owned(),
-            line: Some(err.line),
-            path: String::new(),
-            message: err.message,
-        }])
-    })?;
+    let doc = Document::parse(text)
+        .map_err(|err| Diagnostics(vec![Diagnostic { file: file.to_owned(), line: Some(err.line), path: String::new(), message: err.message }]))?;
     let mut diags = BTreeSet::new();
     let mut report = |at: &KeyPath, message: String| {
-        diags.insert(Diagnostic {
-            file: file.to_owned(),
-            line: doc.line(at),
-            path: at.to_string(),
-            message,
-        });
+        diags.insert(Diagnostic { file: file.to_owned(), line: doc.line(at), path: at.to_string(), message });
     };
     let empty = serde_json::Map::new();
     let top = doc.value.as_object().unwrap_or(&empty);
     for key in top.keys().filter(|k| *k != "defaults" && *k != "profiles") {
-        report(
-            &path(&[key]),
-            "unknown key (a profiles file has [defaults] and [[profiles]])".to_owned(),
-        );
+        report(&path(&[key]), "unknown key (a profiles file has [defaults] and [[profiles]])".to_owned());
     }
 
     let defaults_path = path(&["defaults"]);
@@ -770,10 +609,7 @@ pub fn parse(file: &str, text: &str, render_check: &dyn Fn(&Profile) -> Result<(
         Some(Value::Object(map)) => {
             let mut ok = true;
             for key in map.keys().filter(|k| IDENTITY_KEYS.contains(&k.as_str())) {
-                report(
-                    &defaults_path.key(key),
-                    "only a profile can set this, not [defaults]".to_owned(),
-                );
+                report(&defaults_path.key(key), "only a profile can set this, not [defaults]".to_owned());
                 ok = false;
             }
             for issue in check_keys(map) {
@@ -791,17 +627,11 @@ pub fn parse(file: &str, text: &str, render_check: &dyn Fn(&Profile) -> Result<(
     let raw_profiles = match top.get("profiles") {
         Some(Value::Array(items)) if !items.is_empty() => items.as_slice(),
         Some(Value::Array(_)) | None => {
-            report(
-                &path(&["profiles"]),
-                "no profiles: add at least one [[profiles]] table".to_owned(),
-            );
+            report(&path(&["profiles"]), "no profiles: add at least one [[profiles]] table".to_owned());
             &[]
         }
         Some(_) => {
-            report(
-                &path(&["profiles"]),
-                "must be an array of tables ([[profiles]])".to_owned(),
-            );
+            report(&path(&["profiles"]), "must be an array of tables ([[profiles]])".to_owned());
             &[]
         }
     };
@@ -814,11 +644,7 @@ pub fn parse(file: &str, text: &str, render_check: &dyn Fn(&Profile) -> Result<(
             .get("slug")
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .or_else(|| {
-                raw.get("display_name")
-                    .and_then(Value::as_str)
-                    .map(derive_slug)
-            })
+            .or_else(|| raw.get("display_name").and_then(Value::as_str).map(derive_slug))
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| index.to_string());
         let mut located = |at: &KeyPath, message: String| {
@@ -852,10 +678,7 @@ pub fn parse(file: &str, text: &str, render_check: &dyn Fn(&Profile) -> Result<(
             for key in option.choices.keys() {
                 let values = BTreeMap::from([(name.clone(), key.clone())]);
                 if let Err(err) = profile.resolve_options(&values) {
-                    located(
-                        &path(&["options", name, "choices", key, "override"]),
-                        choice_message(&err),
-                    );
+                    located(&path(&["options", name, "choices", key, "override"]), choice_message(&err));
                     valid = false;
                 }
             }
@@ -864,10 +687,7 @@ pub fn parse(file: &str, text: &str, render_check: &dyn Fn(&Profile) -> Result<(
                 merge_settings(&mut settings, &free.overrides);
                 if let Err(issues) = Profile::build(settings) {
                     for issue in issues {
-                        located(
-                            &path(&["options", name, "free_text", "override"]).join(&issue.path),
-                            issue.message,
-                        );
+                        located(&path(&["options", name, "free_text", "override"]).join(&issue.path), issue.message);
                     }
                     valid = false;
                 }
@@ -880,24 +700,14 @@ pub fn parse(file: &str, text: &str, render_check: &dyn Fn(&Profile) -> Result<(
             }
         }
         if let Some(first) = slugs.get(&profile.slug) {
-            located(
-                &path(&["slug"]),
-                format!(
-                    "duplicate slug {:?} (also profile #{})",
-                    profile.slug,
-                    first + 1
-                ),
-            );
+            located(&path(&["slug"]), format!("duplicate slug {:?} (also profile #{})", profile.slug, first + 1));
             valid = false;
         } else {
             slugs.insert(profile.slug.clone(), index);
         }
         if profile.default {
             if let Some(first) = &default_line {
-                located(
-                    &path(&["default"]),
-                    format!("a second default profile (profile {first:?} is already the default)"),
-                );
+                located(&path(&["default"]), format!("a second default profile (profile {first:?} is already the default)"));
                 valid = false;
             } else {
                 default_line = Some(profile.slug.clone());
@@ -909,11 +719,7 @@ pub fn parse(file: &str, text: &str, render_check: &dyn Fn(&Profile) -> Result<(
     }
 
     if diags.is_empty() {
-        Ok(ProfileSet {
-            file: file.to_owned(),
-            doc,
-            profiles,
-        })
+        Ok(ProfileSet { file: file.to_owned(), doc, profiles })
     } else {
         let mut diags: Vec<_> = diags.into_iter().collect();
         diags.sort_by_key(|d| d.line);
@@ -931,14 +737,7 @@ fn choice_message(err: &OptionError) -> String {
 /// A diagnostic for `at` (relative to profile `index`): placed on the line
 /// where the profile writes the key, else where `[defaults]` does, else on
 /// the profile's closest written ancestor.
-fn locate(
-    file: &str,
-    doc: &Document,
-    index: usize,
-    label: &str,
-    at: &KeyPath,
-    message: String,
-) -> Diagnostic {
+fn locate(file: &str, doc: &Document, index: usize, label: &str, at: &KeyPath, message: String) -> Diagnostic {
     let in_profile = KeyPath(vec![Seg::Key("profiles".to_owned()), Seg::Index(index)]).join(at);
     let in_defaults = path(&["defaults"]).join(at);
     let (line, shown) = if !doc.has(&in_profile) && !at.0.is_empty() && doc.has(&in_defaults) {
@@ -953,10 +752,5 @@ fn locate(
         }
         (doc.line(&in_profile), shown)
     };
-    Diagnostic {
-        file: file.to_owned(),
-        line,
-        path: shown,
-        message,
-    }
+    Diagnostic { file: file.to_owned(), line, path: shown, message }
 }

@@ -248,13 +248,7 @@ pub struct SecuritySpec {
 
 impl Default for SecuritySpec {
     fn default() -> Self {
-        Self {
-            uid: None,
-            gid: None,
-            fs_gid: None,
-            run_as_non_root: true,
-            allow_privilege_escalation: false,
-        }
+        Self { uid: None, gid: None, fs_gid: None, run_as_non_root: true, allow_privilege_escalation: false }
     }
 }
 
@@ -350,9 +344,7 @@ impl<'de> Deserialize<'de> for Quantity {
         if is_quantity(&text) {
             Ok(Quantity(text))
         } else {
-            Err(serde::de::Error::custom(format!(
-                "invalid quantity {text:?}: expected e.g. 2, 0.5, \"500m\" or \"1Gi\""
-            )))
+            Err(serde::de::Error::custom(format!("invalid quantity {text:?}: expected e.g. 2, 0.5, \"500m\" or \"1Gi\"")))
         }
     }
 }
@@ -360,22 +352,15 @@ impl<'de> Deserialize<'de> for Quantity {
 /// Kubernetes quantity syntax: a non-negative decimal then an optional
 /// binary (`Ki`..`Ei`), decimal (`m`, `k`, `M`..`E`) or exponent suffix.
 fn is_quantity(s: &str) -> bool {
-    let number_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+'))
-        .unwrap_or(s.len());
+    let number_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+')).unwrap_or(s.len());
     let (number, suffix) = s.split_at(number_end);
     let number = number.strip_prefix('+').unwrap_or(number);
-    let valid_number = !number.is_empty()
-        && number != "."
-        && number.matches('.').count() <= 1
-        && number.chars().all(|c| c.is_ascii_digit() || c == '.');
-    let valid_suffix = matches!(
-        suffix,
-        "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "m" | "k" | "M" | "G" | "T" | "P" | "E"
-    ) || suffix
-        .strip_prefix(['e', 'E'])
-        .map(|exp| exp.strip_prefix(['+', '-']).unwrap_or(exp))
-        .is_some_and(|exp| !exp.is_empty() && exp.chars().all(|c| c.is_ascii_digit()));
+    let valid_number = !number.is_empty() && number != "." && number.matches('.').count() <= 1 && number.chars().all(|c| c.is_ascii_digit() || c == '.');
+    let valid_suffix = matches!(suffix, "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "m" | "k" | "M" | "G" | "T" | "P" | "E")
+        || suffix
+            .strip_prefix(['e', 'E'])
+            .map(|exp| exp.strip_prefix(['+', '-']).unwrap_or(exp))
+            .is_some_and(|exp| !exp.is_empty() && exp.chars().all(|c| c.is_ascii_digit()));
     valid_number && valid_suffix
 }
 
@@ -408,12 +393,7 @@ pub fn merge_settings(base: &mut Value, over: &Value) {
 /// merged onto nothing.
 pub fn without_unset(value: &Value) -> Value {
     match value {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .filter(|(_, v)| !is_unset(v))
-                .map(|(k, v)| (k.clone(), without_unset(v)))
-                .collect(),
-        ),
+        Value::Object(map) => Value::Object(map.iter().filter(|(_, v)| !is_unset(v)).map(|(k, v)| (k.clone(), without_unset(v))).collect()),
         Value::Array(items) => Value::Array(items.iter().map(without_unset).collect()),
         other => other.clone(),
     }

@@ -1,0 +1,172 @@
+//! The spawner's decisions as functions of state: which clusters a stop covers, which spawns
+//! no operation follows are reaped, which labelled objects are garbage, how far an apply is.
+//! No I/O and no clock: the caller passes what it observed and the time.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+use fleetspawn_core::instance::{Instance, InstanceState};
+use fleetspawn_core::profiles::{ProfileSet, DEFAULT_START_TIMEOUT};
+use k8s_openapi::jiff::Timestamp;
+
+/// Where a stop must delete objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopTargets {
+    /// These clusters.
+    Clusters(Vec<String>),
+    /// The instance lives on this cluster, which cannot be reached: nothing can be done yet.
+    Unavailable(String),
+}
+
+/// The clusters a stop of one instance covers: the one it lives on; when it is not live
+/// anywhere (or not known yet), every reachable cluster, to sweep leftovers.
+pub fn stop_targets(found: &Result<Option<Instance>, Vec<String>>, reachable: impl IntoIterator<Item = String>) -> StopTargets {
+    match found {
+        Ok(Some(i)) if i.state == InstanceState::Unknown => StopTargets::Unavailable(i.cluster.clone()),
+        Ok(Some(i)) => StopTargets::Clusters(vec![i.cluster.clone()]),
+        _ => StopTargets::Clusters(reachable.into_iter().collect()),
+    }
+}
+
+/// Instances no operation follows (their spawner died mid-spawn, or the daemon restarted)
+/// that are removed: failed ones (unless their profile keeps failures) and pending ones older
+/// than their profile's start timeout (the default timeout for a profile that is gone).
+pub fn orphans_to_reap(instances: Vec<Instance>, in_flight: &HashSet<String>, profiles: &ProfileSet, now: Timestamp) -> Vec<Instance> {
+    instances
+        .into_iter()
+        .filter(|i| matches!(i.state, InstanceState::Failed | InstanceState::Pending))
+        .filter(|i| !in_flight.contains(&i.key))
+        .filter(|i| {
+            let profile = profiles.get(&i.profile);
+            match i.state {
+                InstanceState::Failed => !profile.is_some_and(|p| p.keep_on_failure),
+                _ => {
+                    let timeout = profile.map_or(DEFAULT_START_TIMEOUT, |p| p.start_timeout);
+                    let started = i.started_at.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
+                    started.is_some_and(|t| older_than(t, timeout, now, false))
+                }
+            }
+        })
+        .collect()
+}
+
+/// Whether a labelled object of instance `key`, created at `created`, is garbage: its
+/// instance is not live and no operation follows it, and it is at least `grace` old (an
+/// object of unknown age never is).
+pub fn is_garbage(key: &str, created: Option<Timestamp>, live: &BTreeSet<String>, in_flight: &HashSet<String>, grace: Duration, now: Timestamp) -> bool {
+    !live.contains(key) && !in_flight.contains(key) && created.is_some_and(|t| older_than(t, grace, now, true))
+}
+
+/// Whether `then` is more than `age` before `now` (or exactly, with `inclusive`), in whole
+/// seconds.
+fn older_than(then: Timestamp, age: Duration, now: Timestamp, inclusive: bool) -> bool {
+    let limit = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+    let elapsed = now.as_second() - then.as_second();
+    if inclusive {
+        elapsed >= limit
+    } else {
+        elapsed > limit
+    }
+}
+
+/// The progress shown once `applied` of `total` objects are applied: 10 % to 40 %.
+pub fn apply_progress(applied: usize, total: usize) -> u8 {
+    10 + u8::try_from(applied.min(total) * 30 / total.max(1)).unwrap_or(30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetspawn_core::bundle::Renderer;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().expect("time")
+    }
+
+    fn instance(key: &str, profile: &str, state: InstanceState, started: &str) -> Instance {
+        Instance {
+            key: key.into(),
+            user: key.into(),
+            server: String::new(),
+            profile: profile.into(),
+            cluster: "east".into(),
+            namespace: "jh".into(),
+            pod: format!("fs-{key}"),
+            uid: "u".into(),
+            state,
+            url: None,
+            started_at: Some(started.into()),
+            last_seen: None,
+            cause: None,
+        }
+    }
+
+    fn profiles() -> ProfileSet {
+        let text = r#"
+[defaults]
+image = "quay.io/jupyter/base-notebook:latest"
+ingress_public_url = "http://x.example.org"
+context = "east"
+[[profiles]]
+slug = "quick"
+display_name = "Quick"
+start_timeout = 60
+[[profiles]]
+slug = "keep"
+display_name = "Keep"
+keep_on_failure = true
+"#;
+        Renderer::builtin().expect("templates").parse_profiles("p.toml", text).expect("profiles")
+    }
+
+    #[test]
+    fn a_stop_covers_the_instances_cluster_or_sweeps_every_reachable_one() {
+        let reachable = || vec!["east".to_string(), "west".to_string()];
+        let live = Ok(Some(instance("a", "quick", InstanceState::Running, "2026-01-01T00:00:00Z")));
+        assert_eq!(stop_targets(&live, reachable()), StopTargets::Clusters(vec!["east".into()]));
+        let unknown = Ok(Some(instance("a", "quick", InstanceState::Unknown, "2026-01-01T00:00:00Z")));
+        assert_eq!(stop_targets(&unknown, reachable()), StopTargets::Unavailable("east".into()));
+        assert_eq!(stop_targets(&Ok(None), reachable()), StopTargets::Clusters(reachable()));
+        assert_eq!(stop_targets(&Err(vec!["west".into()]), reachable()), StopTargets::Clusters(reachable()));
+    }
+
+    #[test]
+    fn orphaned_spawns_are_reaped_by_state_profile_and_age() {
+        let now = ts("2026-01-01T00:02:00Z");
+        let all = vec![
+            instance("old-pending", "quick", InstanceState::Pending, "2026-01-01T00:00:00Z"),
+            instance("young-pending", "quick", InstanceState::Pending, "2026-01-01T00:01:30Z"),
+            instance("failed", "quick", InstanceState::Failed, "2026-01-01T00:01:59Z"),
+            instance("kept-failure", "keep", InstanceState::Failed, "2026-01-01T00:00:00Z"),
+            instance("running", "quick", InstanceState::Running, "2026-01-01T00:00:00Z"),
+            instance("followed", "quick", InstanceState::Failed, "2026-01-01T00:00:00Z"),
+            instance("gone-profile", "nope", InstanceState::Pending, "2026-01-01T00:00:00Z"),
+        ];
+        let in_flight = HashSet::from(["followed".to_string()]);
+        let reaped: Vec<String> = orphans_to_reap(all, &in_flight, &profiles(), now).into_iter().map(|i| i.key).collect();
+        assert_eq!(reaped, ["old-pending", "failed"], "the default timeout (300 s) applies to a profile that is gone");
+    }
+
+    #[test]
+    fn garbage_is_what_no_live_instance_or_operation_owns_after_the_grace() {
+        let now = ts("2026-01-01T00:02:00Z");
+        let live = BTreeSet::from(["alice".to_string()]);
+        let in_flight = HashSet::from(["bob".to_string()]);
+        let grace = Duration::from_secs(60);
+        let old = Some(ts("2026-01-01T00:01:00Z"));
+        assert!(is_garbage("carol", old, &live, &in_flight, grace, now), "exactly the grace old");
+        assert!(!is_garbage("alice", old, &live, &in_flight, grace, now), "live");
+        assert!(!is_garbage("bob", old, &live, &in_flight, grace, now), "an operation follows it");
+        assert!(!is_garbage("carol", Some(ts("2026-01-01T00:01:30Z")), &live, &in_flight, grace, now), "too young");
+        assert!(!is_garbage("carol", None, &live, &in_flight, grace, now), "age unknown");
+    }
+
+    #[test]
+    fn apply_progress_runs_from_10_to_40_percent() {
+        assert_eq!(apply_progress(0, 6), 10);
+        assert_eq!(apply_progress(3, 6), 25);
+        assert_eq!(apply_progress(6, 6), 40);
+        assert_eq!(apply_progress(9, 6), 40);
+        assert_eq!(apply_progress(0, 0), 10);
+    }
+}
