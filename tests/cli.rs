@@ -79,3 +79,33 @@ fn render_prints_the_bundle_as_yaml_documents() {
     }
     assert!(yaml.contains("{{ 7*7 }}") && !yaml.contains(": 49"), "user values stay data");
 }
+
+/// `fleetspawn check` validates the profiles against the operator's `templates_dir`, as the
+/// daemon will render them: a profile these templates cannot render is reported at its line.
+#[test]
+fn check_validates_profiles_against_the_operators_templates() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let templates = dir.path().join("templates");
+    std::fs::create_dir(&templates).expect("templates dir");
+    let config = dir.path().join("fleetspawn.toml");
+    std::fs::write(&config, format!("templates_dir = {:?}\n", templates.display().to_string())).expect("config");
+    let check = || fleetspawn(&["--config", config.to_str().expect("utf-8 path"), "check"]);
+
+    let out = check();
+    assert!(out.status.success(), "no overrides: the built-in templates render every profile: {}", text(&out.stderr));
+
+    std::fs::write(templates.join("pod.yaml.j2"), "kind: {{ no_such_variable }}\n").expect("template");
+    let out = check();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "a profile that does not render with templates_dir must fail the check");
+    assert!(
+        stderr.lines().any(|l| l.starts_with("tests/fixtures/profiles.toml:") && l.contains("profiles[") && l.contains("pod.yaml.j2")),
+        "each failing profile named at its line: {stderr}"
+    );
+
+    std::fs::remove_file(templates.join("pod.yaml.j2")).expect("remove");
+    std::fs::write(templates.join("pods.yaml.j2"), "kind: Pod\n").expect("misspelt template");
+    let out = check();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("pods.yaml.j2: not a template fleetspawn knows"), "{}", text(&out.stderr));
+}
