@@ -629,6 +629,7 @@ override = { image = "{value}" }
             last_seen: None,
             cause: None,
             placement: None,
+            failure: None,
         };
         assert!(InstanceFilter::default().matches(&i));
         assert!(InstanceFilter { cluster: Some("east".into()), state: Some(wire::InstanceState::Running), ..Default::default() }.matches(&i));

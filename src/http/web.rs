@@ -26,7 +26,7 @@ use crate::http::wire::{ProfileInfo, ServerPath, StartRequest};
 use crate::kube::fleet::Health;
 use fleetspawn_core::instance::InstanceState;
 use fleetspawn_core::instance::{gone_after, InstanceView, SpawnEnd};
-use fleetspawn_core::lifecycle::ProgressEvent;
+use fleetspawn_core::lifecycle::{FailureKind, ProgressEvent};
 
 /// The select value meaning "use the free-text field instead".
 pub const OTHER: &str = "__other__";
@@ -357,27 +357,19 @@ pub fn events_url(user: &str, server: &str) -> String {
 
 /// What a spawn failure means, in words for the person who asked for the server. The raw cause
 /// is shown next to it for whoever needs the details.
-pub fn explain_failure(cause: &str) -> &'static str {
-    let c = cause.to_ascii_lowercase();
-    let has = |words: &[&str]| words.iter().any(|w| c.contains(w));
-    if has(&["imagepull", "errimage", "manifest unknown", "pull access denied", "invalidimagename"]) {
-        "The software image for this environment could not be downloaded. Try another image, or tell your administrators."
-    } else if has(&["unschedulable", "insufficient", "failedscheduling", "didn't match", "no nodes available", "preemption"]) {
-        "The cluster has no room for your server right now (not enough CPU, memory or GPUs). Try a smaller environment, or try again later."
-    } else if has(&["oomkilled", "out of memory"]) {
-        "Your server ran out of memory while starting. Pick an environment with more memory."
-    } else if has(&["exceeded quota", "quota"]) {
-        "Your team's quota on this cluster is used up. Stop another server, or ask your administrators for more."
-    } else if has(&["crashloopbackoff", "exit code", "exited", "completed"]) {
-        "Your server started but stopped right away. Check the options you chose, or tell your administrators."
-    } else if has(&["timeout", "timed out", "deadline"]) {
-        "Your server took too long to start. Please try again in a moment."
-    } else if has(&["unreachable", "connection refused", "unavailable", "no route to host", "dns error"]) {
-        "The cluster for this environment cannot be reached right now. Please try again later or pick another environment."
-    } else if has(&["stopped", "deleted"]) {
-        "Your server was stopped before it was ready."
-    } else {
-        "Something went wrong while starting your server. Please try again; if it keeps failing, tell your administrators."
+pub fn explain_failure(kind: FailureKind) -> &'static str {
+    match kind {
+        FailureKind::ImagePull => "The software image for this environment could not be downloaded. Try another image, or tell your administrators.",
+        FailureKind::Unschedulable => {
+            "The cluster has no room for your server right now (not enough CPU, memory or GPUs). Try a smaller environment, or try again later."
+        }
+        FailureKind::OutOfMemory => "Your server ran out of memory while starting. Pick an environment with more memory.",
+        FailureKind::Quota => "Your team's quota on this cluster is used up. Stop another server, or ask your administrators for more.",
+        FailureKind::CrashLoop => "Your server started but stopped right away. Check the options you chose, or tell your administrators.",
+        FailureKind::Timeout => "Your server took too long to start. Please try again in a moment.",
+        FailureKind::ClusterUnreachable => "The cluster for this environment cannot be reached right now. Please try again later or pick another environment.",
+        FailureKind::Cancelled => "Your server was stopped before it was ready.",
+        FailureKind::Other => "Something went wrong while starting your server. Please try again; if it keeps failing, tell your administrators.",
     }
 }
 
@@ -437,17 +429,19 @@ async fn progress(
 /// a form post is refused by the `form-action 'self'` policy.
 pub fn progress_page(caller: &Caller, instance: &InstanceView, history: Vec<ProgressEvent>) -> ProgressPage {
     let last_failed = match SpawnEnd::of(history.last()) {
-        Some(SpawnEnd::Failed(cause)) => Some(cause.to_string()),
+        Some(SpawnEnd::Failed(failure)) => Some(failure),
         _ => None,
     };
     let failed = instance.state == InstanceState::Failed || last_failed.is_some();
+    // The instance's own failure first (what the cluster says now), else the spawn's.
+    let kind = instance.failure.or(last_failed.as_ref().map(|f| f.kind)).unwrap_or(FailureKind::Other);
     let ready_url = match (instance.state, &instance.url) {
         (InstanceState::Running, Some(url)) if !failed => Some(url.clone()),
         _ => None,
     };
     let server_label = if instance.server.is_empty() { "your server".to_string() } else { format!("server “{}”", instance.server) };
     let server_name = if instance.server.is_empty() { "Default server".to_string() } else { instance.server.clone() };
-    let cause = instance.cause.clone().or(last_failed).unwrap_or_default();
+    let cause = instance.cause.clone().or(last_failed.map(|f| f.message)).unwrap_or_default();
     let percent = if failed || ready_url.is_some() { 100 } else { history.last().map_or(0, |e| e.progress.min(100)) };
     ProgressPage {
         title: if failed {
@@ -468,7 +462,7 @@ pub fn progress_page(caller: &Caller, instance: &InstanceView, history: Vec<Prog
         failed,
         ready_url,
         server_name,
-        explanation: if failed { explain_failure(&cause).to_string() } else { String::new() },
+        explanation: if failed { explain_failure(kind).to_string() } else { String::new() },
         cause,
     }
 }
@@ -502,6 +496,7 @@ mod tests {
     use super::*;
     use crate::http::pages::{short_time, Templates};
     use crate::http::wire::{ChoiceInfo, FreeTextInfo, OptionInfo};
+    use fleetspawn_core::lifecycle::Failure;
 
     fn alice() -> Caller {
         Caller::User { user: "alice".into(), groups: vec!["data".into()], admin: false }
@@ -524,6 +519,7 @@ mod tests {
             last_seen: Some("2026-05-02T10:01:44Z".into()),
             cause: (state == InstanceState::Failed).then(|| "Back-off pulling image \"ghcr.io/lab/tensorflow:9.9\": ErrImagePull".into()),
             placement: None,
+            failure: (state == InstanceState::Failed).then_some(FailureKind::ImagePull),
         }
     }
 
@@ -651,7 +647,11 @@ mod tests {
         assert!(html.contains(r#"<div class="failure" hidden>"#));
         assert!(html.contains("<li>Pulling image quay.io/jupyter/pytorch-notebook</li>"));
 
-        let failed = progress_page(&alice(), &instance("alice", "", "eu-west", InstanceState::Failed), vec![ProgressEvent::failed("x")]);
+        let failed = progress_page(
+            &alice(),
+            &instance("alice", "", "eu-west", InstanceState::Failed),
+            vec![ProgressEvent::failed(Failure::new(FailureKind::Other, "x"))],
+        );
         assert!(failed.failed);
         let html = rendered("progress.html", "progress-failed.html", &failed);
         assert!(html.contains("could not be downloaded"));
@@ -677,7 +677,10 @@ mod tests {
     #[test]
     fn a_failure_known_only_from_the_progress_log_is_explained() {
         let path = ServerPath { user: "alice".into(), server: "x".into() };
-        let history = vec![ProgressEvent::step(45, "Pulling"), ProgressEvent::failed("container notebook cannot start (ErrImagePull: not found)")];
+        let history = vec![
+            ProgressEvent::step(45, "Pulling"),
+            ProgressEvent::failed(Failure::new(FailureKind::ImagePull, "container notebook cannot start (ErrImagePull: not found)")),
+        ];
         let gone = gone_after("alice--x", &path.user, &path.server, SpawnEnd::of(history.last())).expect("a failed spawn is shown");
         let page = progress_page(&alice(), &gone, history.clone());
         assert!(page.failed && page.explanation.contains("could not be downloaded"), "{page:?}");
@@ -806,14 +809,15 @@ mod tests {
 
     #[test]
     fn failures_are_explained_in_plain_words() {
-        assert!(explain_failure("ImagePullBackOff: manifest unknown").contains("image"));
-        assert!(explain_failure("0/3 nodes are available: 3 Insufficient nvidia.com/gpu").contains("no room"));
-        assert!(explain_failure("container notebook OOMKilled").contains("memory"));
-        assert!(explain_failure("exceeded quota: compute-resources").contains("quota"));
-        assert!(explain_failure("CrashLoopBackOff").contains("stopped right away"));
-        assert!(explain_failure("timed out after 300s waiting for the pod").contains("too long"));
-        assert!(explain_failure("cluster east unreachable").contains("cannot be reached"));
-        assert!(explain_failure("???").contains("Something went wrong"));
+        assert!(explain_failure(FailureKind::ImagePull).contains("image"));
+        assert!(explain_failure(FailureKind::Unschedulable).contains("no room"));
+        assert!(explain_failure(FailureKind::OutOfMemory).contains("memory"));
+        assert!(explain_failure(FailureKind::Quota).contains("quota"));
+        assert!(explain_failure(FailureKind::CrashLoop).contains("stopped right away"));
+        assert!(explain_failure(FailureKind::Timeout).contains("too long"));
+        assert!(explain_failure(FailureKind::ClusterUnreachable).contains("cannot be reached"));
+        assert!(explain_failure(FailureKind::Cancelled).contains("stopped before"));
+        assert!(explain_failure(FailureKind::Other).contains("Something went wrong"));
     }
 
     #[test]

@@ -227,7 +227,7 @@ pub struct InstanceView {
 
 impl From<core_instance::InstanceView> for InstanceView {
     fn from(v: core_instance::InstanceView) -> Self {
-        let core_instance::InstanceView { key, user, server, profile, cluster, state, url, started_at, last_seen, cause, placement } = v;
+        let core_instance::InstanceView { key, user, server, profile, cluster, state, url, started_at, last_seen, cause, placement, failure: _ } = v;
         InstanceView { key, user, server, profile, cluster, state: state.into(), url, started_at, last_seen, cause, placement }
     }
 }
@@ -252,7 +252,7 @@ pub struct ProgressEvent {
 
 impl From<core_lifecycle::ProgressEvent> for ProgressEvent {
     fn from(e: core_lifecycle::ProgressEvent) -> Self {
-        let core_lifecycle::ProgressEvent { progress, message, ready, url, failed } = e;
+        let core_lifecycle::ProgressEvent { progress, message, ready, url, failed, failure: _ } = e;
         ProgressEvent { progress, message, ready, url, failed }
     }
 }

@@ -5,9 +5,12 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
-use fleetspawn_core::instance::{Instance, InstanceState};
+use fleetspawn_core::instance::{Instance, InstanceState, InstanceView};
+use fleetspawn_core::lifecycle::FailureKind;
 use fleetspawn_core::profiles::{ProfileSet, DEFAULT_START_TIMEOUT};
 use k8s_openapi::jiff::Timestamp;
+
+use super::SpawnError;
 
 /// Where a stop must delete objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +72,49 @@ fn older_than(then: Timestamp, age: Duration, now: Timestamp, inclusive: bool) -
     }
 }
 
+/// How a new spawn of a key starts, given what the registry knows of it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpawnStart {
+    /// Nothing is there: start.
+    Fresh,
+    /// The previous attempt failed and kept its objects: clear them, then start.
+    AfterFailure(Instance),
+    /// A server is already starting or running: it is the answer (no second one).
+    AlreadyThere(InstanceView),
+}
+
+/// Decides how a spawn of a key starts from the registry's answer for it. A key not found
+/// while some of the profile's clusters are not synced cannot be known: refused, never
+/// started twice; an instance being stopped is busy.
+pub fn spawn_start(found: Result<Option<Instance>, Vec<String>>, contexts: &[String]) -> Result<SpawnStart, SpawnError> {
+    let existing = match found {
+        Ok(found) => found,
+        Err(unsynced) => match unsynced.into_iter().find(|c| contexts.contains(c)) {
+            Some(context) => return Err(SpawnError::ClusterUnavailable { context }),
+            None => None,
+        },
+    };
+    match existing {
+        None => Ok(SpawnStart::Fresh),
+        Some(i) => match i.state {
+            InstanceState::Running | InstanceState::Pending => Ok(SpawnStart::AlreadyThere(i.into())),
+            InstanceState::Unknown => Err(SpawnError::ClusterUnavailable { context: i.cluster }),
+            InstanceState::Stopping => Err(SpawnError::Busy),
+            InstanceState::Failed => Ok(SpawnStart::AfterFailure(i)),
+        },
+    }
+}
+
+/// The kind of a failure to apply an object: no answer means the cluster is unreachable; a
+/// 403 naming a quota (the API server's `exceeded quota: ...`) is a used-up quota.
+pub fn object_failure_kind(code: Option<u16>, message: &str) -> FailureKind {
+    match code {
+        None => FailureKind::ClusterUnreachable,
+        Some(403) if message.contains("exceeded quota") => FailureKind::Quota,
+        Some(_) => FailureKind::Other,
+    }
+}
+
 /// The progress shown once `applied` of `total` objects are applied: 10 % to 40 %.
 pub fn apply_progress(applied: usize, total: usize) -> u8 {
     10 + u8::try_from(applied.min(total) * 30 / total.max(1)).unwrap_or(30)
@@ -98,6 +144,7 @@ mod tests {
             started_at: Some(started.into()),
             last_seen: None,
             cause: None,
+            failure: None,
         }
     }
 
@@ -159,6 +206,32 @@ keep_on_failure = true
         assert!(!is_garbage("bob", old, &live, &in_flight, grace, now), "an operation follows it");
         assert!(!is_garbage("carol", Some(ts("2026-01-01T00:01:30Z")), &live, &in_flight, grace, now), "too young");
         assert!(!is_garbage("carol", None, &live, &in_flight, grace, now), "age unknown");
+    }
+
+    #[test]
+    fn a_spawn_starts_fresh_returns_what_is_there_or_is_refused() {
+        let contexts = vec!["east".to_string()];
+        let with = |state| Ok(Some(instance("a", "quick", state, "2026-01-01T00:00:00Z")));
+        assert_eq!(spawn_start(Ok(None), &contexts).expect("start"), SpawnStart::Fresh);
+        for state in [InstanceState::Running, InstanceState::Pending] {
+            assert!(matches!(spawn_start(with(state), &contexts), Ok(SpawnStart::AlreadyThere(v)) if v.state == state), "no second server");
+        }
+        assert!(matches!(spawn_start(with(InstanceState::Failed), &contexts), Ok(SpawnStart::AfterFailure(i)) if i.key == "a"));
+        assert!(matches!(spawn_start(with(InstanceState::Stopping), &contexts), Err(SpawnError::Busy)));
+        assert!(matches!(spawn_start(with(InstanceState::Unknown), &contexts), Err(SpawnError::ClusterUnavailable { context }) if context == "east"));
+        // Not found, but one of the profile's clusters is not synced: it may be there.
+        assert!(matches!(spawn_start(Err(vec!["east".into()]), &contexts), Err(SpawnError::ClusterUnavailable { .. })));
+        // Not found, and only clusters the profile does not use are unsynced: start.
+        assert_eq!(spawn_start(Err(vec!["west".into()]), &contexts).expect("start"), SpawnStart::Fresh);
+    }
+
+    #[test]
+    fn failures_to_apply_are_told_apart_by_the_api_servers_answer() {
+        assert_eq!(object_failure_kind(None, "connection refused"), FailureKind::ClusterUnreachable);
+        let quota = "pods \"fs-a\" is forbidden: exceeded quota: compute, requested: cpu=4, used: cpu=8, limited: cpu=10";
+        assert_eq!(object_failure_kind(Some(403), quota), FailureKind::Quota);
+        assert_eq!(object_failure_kind(Some(403), "forbidden: User cannot create pods"), FailureKind::Other);
+        assert_eq!(object_failure_kind(Some(422), "Pod is invalid"), FailureKind::Other);
     }
 
     #[test]

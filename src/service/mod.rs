@@ -30,7 +30,7 @@ pub mod progress;
 use fleetspawn_core::bundle::{Bundle, BundleError, Renderer, SpawnInput, Tier};
 use fleetspawn_core::instance::{InstanceState, InstanceView, SpawnEnd};
 use fleetspawn_core::labels;
-use fleetspawn_core::lifecycle::{judge_pod, progress_for_event, PodVerdict, ProgressEvent};
+use fleetspawn_core::lifecycle::{judge_pod, progress_for_event, Failure, FailureKind, PodVerdict, ProgressEvent};
 use fleetspawn_core::naming::InstanceKey;
 use fleetspawn_core::placement;
 use fleetspawn_core::profiles::{OptionError, Profile, ProfileSet, DEFAULT_STOP_TIMEOUT};
@@ -154,6 +154,18 @@ struct Op {
 }
 
 impl Op {
+    fn new(kind: OpKind, view: InstanceView) -> Op {
+        Op { kind, cancel: CancellationToken::new(), progress: Progress::default(), view: Mutex::new(view), done: watch::channel(false).0 }
+    }
+
+    /// What a caller asking to spawn this key is told while this operation holds it.
+    fn answer(&self) -> Result<InstanceView, SpawnError> {
+        match self.kind {
+            OpKind::Spawn => Ok(self.view()),
+            OpKind::Stop => Err(SpawnError::Busy),
+        }
+    }
+
     fn view(&self) -> InstanceView {
         self.view.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
@@ -413,36 +425,20 @@ impl Spawner {
         let profile = base.resolve_options(&req.options)?.profile;
 
         if let Some(op) = lock(&self.inner.ops).get(key.key()) {
-            return match op.kind {
-                OpKind::Spawn => Ok(op.view()),
-                OpKind::Stop => Err(SpawnError::Busy),
-            };
+            return op.answer();
         }
-        let existing = match self.inner.registry.get(key.key()) {
-            Ok(found) => found,
-            Err(unsynced) => {
-                let context = unsynced.into_iter().find(|c| profile.contexts.contains(c));
-                match context {
-                    Some(context) => return Err(SpawnError::ClusterUnavailable { context }),
-                    None => None,
-                }
-            }
+        let previous = match decide::spawn_start(self.inner.registry.get(key.key()), &profile.contexts)? {
+            decide::SpawnStart::AlreadyThere(view) => return Ok(view),
+            decide::SpawnStart::Fresh => None,
+            decide::SpawnStart::AfterFailure(previous) => Some(previous),
         };
-        match &existing {
-            Some(i) if matches!(i.state, InstanceState::Running | InstanceState::Pending) => return Ok(i.clone().into()),
-            Some(i) if i.state == InstanceState::Unknown => return Err(SpawnError::ClusterUnavailable { context: i.cluster.clone() }),
-            Some(i) if i.state == InstanceState::Stopping => return Err(SpawnError::Busy),
-            _ => {}
-        }
         let limit = self.inner.settings.max_servers_per_user;
-        let servers = self.servers_of(&req.user, key.key());
-        if servers >= limit {
+        if self.servers_of(&req.user, key.key()) >= limit {
             return Err(SpawnError::TooManyServers { user: req.user.clone(), limit });
         }
         let permit =
             self.inner.slots.clone().try_acquire_owned().map_err(|_| SpawnError::TooManySpawns { limit: self.inner.settings.max_concurrent_spawns })?;
         let choice = placement::choose(&profile.contexts, &profile.placement, |c| self.health_of(c), &self.load(), key.key())?;
-        let url_prefix = req.url_prefix.clone();
         let input = SpawnInput {
             user: &req.user,
             server: &req.server,
@@ -450,59 +446,50 @@ impl Spawner {
             options: &req.options,
             context: &choice.context,
             secret_env: &req.env,
-            url_prefix: url_prefix.as_deref(),
+            url_prefix: req.url_prefix.as_deref(),
         };
         let bundle = self.inner.renderer.render(&input)?;
-
         let view = InstanceView {
-            key: key.key().to_string(),
-            user: req.user.clone(),
-            server: req.server.clone(),
             profile: profile.slug.clone(),
             cluster: choice.context.clone(),
-            state: InstanceState::Pending,
             url: Some(bundle.url.clone()),
-            started_at: None,
-            last_seen: None,
-            cause: None,
             placement: Some(choice.reason.clone()),
+            ..InstanceView::named(key.key(), &req.user, &req.server, InstanceState::Pending)
         };
-        let op = Arc::new(Op {
-            kind: OpKind::Spawn,
-            cancel: CancellationToken::new(),
-            progress: Progress::default(),
-            view: Mutex::new(view.clone()),
-            done: watch::channel(false).0,
-        });
-        {
-            let mut ops = lock(&self.inner.ops);
-            if let Some(other) = ops.get(key.key()) {
-                // Lost a race with another caller: theirs wins.
-                return match other.kind {
-                    OpKind::Spawn => Ok(other.view()),
-                    OpKind::Stop => Err(SpawnError::Busy),
-                };
-            }
-            ops.insert(key.key().to_string(), op.clone());
+        let op = Arc::new(Op::new(OpKind::Spawn, view.clone()));
+        if let Some(theirs) = self.claim(key.key(), &op) {
+            return theirs;
         }
-        lock(&self.inner.finished).remove(key.key());
         tracing::info!(key = %key.key(), user = %req.user, server = %req.server, profile = %profile.slug, cluster = %choice.context, reason = %choice.reason, "spawn started");
         op.progress.push(ProgressEvent::step(5, format!("Placing on {}: {}", choice.context, choice.reason)));
-        if let Some(i) = existing.filter(|i| i.state == InstanceState::Failed) {
+        if let Some(i) = previous {
             // The previous attempt failed and kept its objects: clear them first.
             op.progress.push(ProgressEvent::step(7, "Removing the previous failed attempt"));
             self.delete_instance_objects(&i.cluster, key.key(), false).await.ok();
         }
         let spawner = self.clone();
-        let task_op = op.clone();
         self.inner.metrics.spawns_in_flight_inc();
         tokio::spawn(async move {
-            spawner.run_spawn(&task_op, &profile, bundle, &choice).await;
+            spawner.run_spawn(&op, &profile, bundle, &choice).await;
             spawner.inner.metrics.spawns_in_flight_dec();
             drop(permit);
-            spawner.finish(key.key(), &task_op);
+            spawner.finish(key.key(), &op);
         });
         Ok(view)
+    }
+
+    /// Takes the key for `op`, unless another operation holds it: then that one's answer.
+    fn claim(&self, key: &str, op: &Arc<Op>) -> Option<Result<InstanceView, SpawnError>> {
+        let mut ops = lock(&self.inner.ops);
+        if let Some(other) = ops.get(key) {
+            // Lost a race with another caller: theirs wins.
+            return Some(other.answer());
+        }
+        ops.insert(key.to_string(), op.clone());
+        if op.kind == OpKind::Spawn {
+            lock(&self.inner.finished).remove(key);
+        }
+        None
     }
 
     /// Whether this process applied the Namespace manifest `m` on `context` within
@@ -564,11 +551,11 @@ impl Spawner {
         let kept_claims = self.existing_claims(&choice.context, &bundle).await;
         let outcome = tokio::select! {
             outcome = self.apply_and_wait(op, profile, &mut bundle, choice) => outcome,
-            () = op.cancel.cancelled() => Err(Failure::new("the spawn was cancelled", true)),
+            () = op.cancel.cancelled() => Err(SpawnFailure::incomplete(FailureKind::Cancelled, "the spawn was cancelled")),
         };
         let seconds = started.elapsed().as_secs_f64();
         self.inner.metrics.spawn_finished(&profile.slug, &choice.context, seconds, outcome.is_ok());
-        if let Err(Failure { api_error: true, .. }) = &outcome {
+        if let Err(SpawnFailure { api_error: true, .. }) = &outcome {
             self.inner.metrics.kube_api_error(&choice.context);
         }
         match outcome {
@@ -578,19 +565,20 @@ impl Spawner {
                 op.progress.push(ProgressEvent::ready(&url));
             }
             Err(failure) => {
-                tracing::warn!(key = %bundle.key.key(), cause = %failure.cause, "spawn failed");
+                tracing::warn!(key = %bundle.key.key(), cause = %failure.failure.message, "spawn failed");
                 {
                     let mut view = lock(&op.view);
                     view.state = InstanceState::Failed;
-                    view.cause = Some(failure.cause.clone());
+                    view.cause = Some(failure.failure.message.clone());
+                    view.failure = Some(failure.failure.kind);
                 }
-                if failure.cleanup || !profile.keep_on_failure {
+                if failure.leftovers == Leftovers::Remove || !profile.keep_on_failure {
                     op.progress.push(ProgressEvent::step(95, "Removing what this spawn created"));
                     if let Err(e) = self.rollback(&choice.context, &bundle, &kept_claims).await {
                         tracing::warn!(key = %bundle.key.key(), error = %e, "rollback incomplete; garbage collection will finish it");
                     }
                 }
-                op.progress.push(ProgressEvent::failed(failure.cause));
+                op.progress.push(ProgressEvent::failed(failure.failure));
             }
         }
     }
@@ -603,73 +591,20 @@ impl Spawner {
         })
     }
 
-    async fn apply_and_wait(&self, op: &Op, profile: &Profile, bundle: &mut Bundle, choice: &placement::Placed) -> Result<String, Failure> {
-        let cluster = self.cluster(&choice.context).map_err(Failure::from)?;
-        let refs: Vec<ObjectRef> = bundle.objects.iter().map(|o| ObjectRef::of(&o.object)).collect::<Result<_, _>>().map_err(Failure::from)?;
-        {
-            let mut kinds = lock(&self.inner.kinds);
-            for r in &refs {
-                kinds.insert((r.api_version.clone(), r.kind.clone()));
-            }
-        }
-        // The Pod carries the bundle's inventory and the placement decision.
-        let inventory = serde_json::to_string(&refs).unwrap_or_default();
-        let mut pod_ref = None;
-        for (o, r) in bundle.objects.iter_mut().zip(&refs) {
-            if o.tier == Tier::Workload && r.kind == "Pod" {
-                if let Some(ann) = o.object.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
-                    ann.insert(labels::INVENTORY.into(), Value::String(inventory.clone()));
-                    ann.insert(labels::PLACEMENT.into(), Value::String(choice.reason.clone()));
-                }
-                pod_ref = Some(r.clone());
-            }
-        }
-        let pod_ref = pod_ref.ok_or_else(|| Failure::new("the bundle has no Pod", true))?;
+    async fn apply_and_wait(&self, op: &Op, profile: &Profile, bundle: &mut Bundle, choice: &placement::Placed) -> Result<String, SpawnFailure> {
+        let cluster = self.cluster(&choice.context).map_err(SpawnFailure::from)?;
+        let pod_ref = self.annotate_pod(bundle, &choice.reason)?;
         let namespace = pod_ref.namespace.clone().unwrap_or_else(|| bundle.namespace.clone());
 
         // Watches first, so no Event of the new Pod is missed.
         let client = cluster.api.client().clone();
         let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
         let events: Api<KubeEvent> = Api::namespaced(client, &namespace);
-        let pod_watch = watcher::watcher(pods, watcher::Config::default().fields(&format!("metadata.name={}", pod_ref.name)));
-        let event_watch = watcher::watcher(events, watcher::Config::default().fields(&format!("involvedObject.kind=Pod,involvedObject.name={}", pod_ref.name)));
+        let pod_watch = watcher::watcher(pods, watcher::Config::default().fields(&format!("metadata.name={}", pod_ref.name))).boxed();
+        let event_selector = format!("involvedObject.kind=Pod,involvedObject.name={}", pod_ref.name);
+        let event_watch = watcher::watcher(events, watcher::Config::default().fields(&event_selector)).boxed();
 
-        // Tier by tier, in dependency order; the objects of one tier concurrently. A Namespace
-        // this process applied on this cluster recently is not applied again: it is shared by
-        // many servers, and skipping it saves one round trip per spawn (docs/benchmarks.md).
-        let tiers: BTreeSet<Tier> = bundle.objects.iter().map(|o| o.tier).collect();
-        let total = bundle.objects.len();
-        let mut applied = 0usize;
-        let mut pod_obj: Option<DynamicObject> = None;
-        for tier in tiers {
-            let batch: Vec<&Value> = bundle
-                .objects
-                .iter()
-                .filter(|o| o.tier == tier)
-                .map(|o| &o.object)
-                .filter(|m| tier != Tier::Namespace || !self.namespace_is_fresh(&choice.context, m))
-                .collect();
-            let results = join_all(batch.iter().map(|m| cluster.api.apply(m))).await;
-            for result in results {
-                let obj = match result {
-                    Ok(obj) => obj,
-                    Err(e) => {
-                        self.forget_namespace(&choice.context, &namespace);
-                        return Err(e.into());
-                    }
-                };
-                if tier == Tier::Namespace {
-                    self.remember_namespace(&choice.context, obj.metadata.name.as_deref().unwrap_or_default());
-                }
-                if obj.types.as_ref().is_some_and(|t| t.kind == "Pod") {
-                    pod_obj = Some(obj);
-                }
-            }
-            applied += bundle.objects.iter().filter(|o| o.tier == tier).count();
-            let pct = decide::apply_progress(applied, total);
-            op.progress.push(ProgressEvent::step(pct, format!("Applied {applied}/{total} objects ({tier:?})")));
-        }
-        let pod_uid = pod_obj.as_ref().and_then(|p| p.metadata.uid.clone()).unwrap_or_default();
+        let pod_uid = self.apply_tiers(op, cluster, &choice.context, bundle, &namespace).await?;
         let reference = ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Pod".into()),
@@ -687,71 +622,14 @@ impl Spawner {
         op.progress.push(ProgressEvent::step(45, "Waiting for the server's pod to be scheduled"));
 
         let deadline = tokio::time::Instant::now() + profile.start_timeout;
-        let mut unschedulable_since: Option<tokio::time::Instant> = None;
-        let mut seen_events: BTreeSet<String> = BTreeSet::new();
-        let mut last_unschedulable = String::new();
-        let mut started_seen = false;
-        let mut pod_watch = pod_watch.boxed();
-        let mut event_watch = event_watch.boxed();
-        loop {
-            let grace_end = unschedulable_since.map(|t| t + profile.scheduling_grace);
-            let wake = grace_end.map_or(deadline, |g| g.min(deadline));
-            tokio::select! {
-                ev = pod_watch.next() => {
-                    let pod = match ev {
-                        Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => p,
-                        Some(Ok(watcher::Event::Delete(_))) => return Err(Failure::new("the server's pod was deleted while starting", true)),
-                        Some(Ok(_)) => continue,
-                        Some(Err(e)) => { tracing::debug!(error = %e, "pod watch error; retrying"); tokio::time::sleep(Duration::from_millis(200)).await; continue }
-                        None => return Err(Failure::new("lost the watch on the server's pod", true)),
-                    };
-                    if pod.metadata.uid.as_deref() != Some(pod_uid.as_str()) { continue; }
-                    match judge_pod(&pod) {
-                        PodVerdict::Ready => break,
-                        PodVerdict::Failed(cause) => {
-                            self.audit(&choice.context, &reference, EventType::Warning, "SpawnFailed", "Spawn", cause.clone()).await;
-                            return Err(Failure::new(cause, false));
-                        }
-                        PodVerdict::Unschedulable(message) => {
-                            unschedulable_since.get_or_insert_with(tokio::time::Instant::now);
-                            if message != last_unschedulable {
-                                op.progress.push(ProgressEvent::step(45, format!("Cannot be scheduled yet: {message}")));
-                                last_unschedulable = message;
-                            }
-                        }
-                        PodVerdict::Starting => unschedulable_since = None,
-                        PodVerdict::Terminating => return Err(Failure::new("the server's pod is being deleted", true)),
-                    }
-                }
-                ev = event_watch.next() => {
-                    if let Some(Ok(watcher::Event::Apply(e) | watcher::Event::InitApply(e))) = ev {
-                        started_seen |= report_event(&op.progress, &e, &pod_uid, &mut seen_events);
-                    }
-                }
-                () = tokio::time::sleep_until(wake) => {
-                    if grace_end.is_some_and(|g| g <= tokio::time::Instant::now()) {
-                        let cause = format!("the server could not be scheduled within {}s: {last_unschedulable}", profile.scheduling_grace.as_secs());
-                        self.audit(&choice.context, &reference, EventType::Warning, "SpawnFailed", "Spawn", cause.clone()).await;
-                        return Err(Failure::new(cause, false));
-                    }
-                    let cause = format!("the server did not become ready within {}s", profile.start_timeout.as_secs());
-                    self.audit(&choice.context, &reference, EventType::Warning, "SpawnFailed", "Spawn", cause.clone()).await;
-                    return Err(Failure::new(cause, false));
-                }
+        let mut follow = Follow { op, pod_uid, pod_watch, event_watch, seen_events: BTreeSet::new(), started_seen: false };
+        if let Err(failure) = follow.until_ready(profile, deadline).await {
+            if failure.leftovers == Leftovers::AsProfileSays {
+                self.audit(&choice.context, &reference, EventType::Warning, "SpawnFailed", "Spawn", failure.failure.message.clone()).await;
             }
+            return Err(failure);
         }
-        // The kubelet's last Events may trail the Pod's status: let them in, briefly, so the
-        // progress tells the whole story in order.
-        let drain_until = tokio::time::Instant::now() + Duration::from_millis(500);
-        while !started_seen {
-            match tokio::time::timeout_at(drain_until, event_watch.next()).await {
-                Ok(Some(Ok(watcher::Event::Apply(e) | watcher::Event::InitApply(e)))) => {
-                    started_seen |= report_event(&op.progress, &e, &pod_uid, &mut seen_events);
-                }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
-            }
-        }
+        follow.drain_events().await;
         op.progress.push(ProgressEvent::step(90, "The server's pod is ready"));
         if profile.ready_check_url {
             self.wait_url(op, &bundle.url, deadline).await?;
@@ -760,10 +638,65 @@ impl Spawner {
         Ok(bundle.url.clone())
     }
 
+    /// Records the bundle's kinds (swept by stop and GC) and puts the bundle's inventory and
+    /// the placement decision on its Pod; returns the Pod's reference.
+    fn annotate_pod(&self, bundle: &mut Bundle, placement_reason: &str) -> Result<ObjectRef, SpawnFailure> {
+        let refs: Vec<ObjectRef> = bundle.objects.iter().map(|o| ObjectRef::of(&o.object)).collect::<Result<_, _>>().map_err(SpawnFailure::from)?;
+        lock(&self.inner.kinds).extend(refs.iter().map(|r| (r.api_version.clone(), r.kind.clone())));
+        let inventory = serde_json::to_string(&refs).unwrap_or_default();
+        let mut pod_ref = None;
+        for (o, r) in bundle.objects.iter_mut().zip(&refs) {
+            if o.tier == Tier::Workload && r.kind == "Pod" {
+                if let Some(ann) = o.object.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+                    ann.insert(labels::INVENTORY.into(), Value::String(inventory.clone()));
+                    ann.insert(labels::PLACEMENT.into(), Value::String(placement_reason.to_string()));
+                }
+                pod_ref = Some(r.clone());
+            }
+        }
+        pod_ref.ok_or_else(|| SpawnFailure::incomplete(FailureKind::Other, "the bundle has no Pod"))
+    }
+
+    /// Applies the bundle tier by tier, in dependency order, the objects of one tier
+    /// concurrently; returns the Pod's uid. A Namespace this process applied on this cluster
+    /// recently is not applied again: it is shared by many servers, and skipping it saves one
+    /// round trip per spawn (docs/benchmarks.md).
+    async fn apply_tiers(&self, op: &Op, cluster: &ClusterHandle, context: &str, bundle: &Bundle, namespace: &str) -> Result<String, SpawnFailure> {
+        let tiers: BTreeSet<Tier> = bundle.objects.iter().map(|o| o.tier).collect();
+        let total = bundle.objects.len();
+        let mut applied = 0usize;
+        let mut pod_obj: Option<DynamicObject> = None;
+        for tier in tiers {
+            let batch: Vec<&Value> = bundle
+                .objects
+                .iter()
+                .filter(|o| o.tier == tier)
+                .map(|o| &o.object)
+                .filter(|m| tier != Tier::Namespace || !self.namespace_is_fresh(context, m))
+                .collect();
+            for result in join_all(batch.iter().map(|m| cluster.api.apply(m))).await {
+                let obj = result.inspect_err(|_| self.forget_namespace(context, namespace))?;
+                if tier == Tier::Namespace {
+                    self.remember_namespace(context, obj.metadata.name.as_deref().unwrap_or_default());
+                }
+                if obj.types.as_ref().is_some_and(|t| t.kind == "Pod") {
+                    pod_obj = Some(obj);
+                }
+            }
+            applied += bundle.objects.iter().filter(|o| o.tier == tier).count();
+            let pct = decide::apply_progress(applied, total);
+            op.progress.push(ProgressEvent::step(pct, format!("Applied {applied}/{total} objects ({tier:?})")));
+        }
+        Ok(pod_obj.and_then(|p| p.metadata.uid).unwrap_or_default())
+    }
+
     /// Waits until the user's URL answers through the ingress (any HTTP status below 500).
-    async fn wait_url(&self, op: &Op, url: &str, deadline: tokio::time::Instant) -> Result<(), Failure> {
+    async fn wait_url(&self, op: &Op, url: &str, deadline: tokio::time::Instant) -> Result<(), SpawnFailure> {
         op.progress.push(ProgressEvent::step(92, format!("Waiting for {url} to answer")));
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(|e| Failure::new(e.to_string(), false))?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| SpawnFailure::server(Failure::new(FailureKind::Other, e.to_string())))?;
         let mut last = String::new();
         while tokio::time::Instant::now() < deadline {
             match client.get(url).send().await {
@@ -773,7 +706,7 @@ impl Spawner {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        Err(Failure::new(format!("the server's URL {url} did not answer: {last}"), false))
+        Err(SpawnFailure::server(Failure::new(FailureKind::Timeout, format!("the server's URL {url} did not answer: {last}"))))
     }
 
     /// Records a Kubernetes Event (events.k8s.io) on an object: the audit trail `kubectl
@@ -826,13 +759,7 @@ impl Spawner {
     pub async fn stop(&self, user: &str, server: &str, remove_storage: bool) -> Result<(), SpawnError> {
         let key = InstanceKey::new(user, server);
         let key = key.key().to_string();
-        let op = Arc::new(Op {
-            kind: OpKind::Stop,
-            cancel: CancellationToken::new(),
-            progress: Progress::default(),
-            view: Mutex::new(InstanceView::named(&key, user, server, InstanceState::Stopping)),
-            done: watch::channel(false).0,
-        });
+        let op = Arc::new(Op::new(OpKind::Stop, InstanceView::named(&key, user, server, InstanceState::Stopping)));
         // Take the key: cancel a spawn in flight and wait for its rollback; join a stop in flight.
         let stop_timeout = loop {
             let previous = {
@@ -1022,6 +949,101 @@ impl Spawner {
     }
 }
 
+/// Following one spawn's Pod and its Events until it is ready (or will not be).
+struct Follow<'a, P, E> {
+    op: &'a Op,
+    pod_uid: String,
+    pod_watch: P,
+    event_watch: E,
+    seen_events: BTreeSet<String>,
+    started_seen: bool,
+}
+
+type WatchItem<T> = Result<watcher::Event<T>, watcher::Error>;
+
+impl<P, E> Follow<'_, P, E>
+where
+    P: futures::Stream<Item = WatchItem<Pod>> + Unpin,
+    E: futures::Stream<Item = WatchItem<KubeEvent>> + Unpin,
+{
+    /// Waits for the Pod to be Ready: fails at once on a fatal verdict, after the profile's
+    /// scheduling grace while it cannot be scheduled, and at `deadline`.
+    async fn until_ready(&mut self, profile: &Profile, deadline: tokio::time::Instant) -> Result<(), SpawnFailure> {
+        let mut unschedulable_since: Option<tokio::time::Instant> = None;
+        let mut last_unschedulable = String::new();
+        loop {
+            let grace_end = unschedulable_since.map(|t| t + profile.scheduling_grace);
+            let wake = grace_end.map_or(deadline, |g| g.min(deadline));
+            tokio::select! {
+                ev = self.pod_watch.next() => {
+                    let Some(pod) = self.pod_of(ev).await? else { continue };
+                    match judge_pod(&pod) {
+                        PodVerdict::Ready => return Ok(()),
+                        PodVerdict::Failed(failure) => return Err(SpawnFailure::server(failure)),
+                        PodVerdict::Unschedulable(message) => {
+                            unschedulable_since.get_or_insert_with(tokio::time::Instant::now);
+                            if message != last_unschedulable {
+                                self.op.progress.push(ProgressEvent::step(45, format!("Cannot be scheduled yet: {message}")));
+                                last_unschedulable = message;
+                            }
+                        }
+                        PodVerdict::Starting => unschedulable_since = None,
+                        PodVerdict::Terminating => return Err(SpawnFailure::incomplete(FailureKind::Cancelled, "the server's pod is being deleted")),
+                    }
+                }
+                ev = self.event_watch.next() => {
+                    if let Some(Ok(watcher::Event::Apply(e) | watcher::Event::InitApply(e))) = ev {
+                        self.report(&e);
+                    }
+                }
+                () = tokio::time::sleep_until(wake) => {
+                    if grace_end.is_some_and(|g| g <= tokio::time::Instant::now()) {
+                        let cause = format!("the server could not be scheduled within {}s: {last_unschedulable}", profile.scheduling_grace.as_secs());
+                        return Err(SpawnFailure::server(Failure::new(FailureKind::Unschedulable, cause)));
+                    }
+                    let cause = format!("the server did not become ready within {}s", profile.start_timeout.as_secs());
+                    return Err(SpawnFailure::server(Failure::new(FailureKind::Timeout, cause)));
+                }
+            }
+        }
+    }
+
+    /// The spawn's Pod from a watch item; `None` for items to skip (another Pod's, list
+    /// markers, a watch error being retried).
+    async fn pod_of(&mut self, ev: Option<WatchItem<Pod>>) -> Result<Option<Pod>, SpawnFailure> {
+        match ev {
+            Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => {
+                Ok(Some(p).filter(|p| p.metadata.uid.as_deref() == Some(self.pod_uid.as_str())))
+            }
+            Some(Ok(watcher::Event::Delete(_))) => Err(SpawnFailure::incomplete(FailureKind::Cancelled, "the server's pod was deleted while starting")),
+            Some(Ok(_)) => Ok(None),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "pod watch error; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok(None)
+            }
+            None => Err(SpawnFailure::incomplete(FailureKind::ClusterUnreachable, "lost the watch on the server's pod")),
+        }
+    }
+
+    fn report(&mut self, e: &KubeEvent) {
+        self.started_seen |= report_event(&self.op.progress, e, &self.pod_uid, &mut self.seen_events);
+    }
+
+    /// The kubelet's last Events may trail the Pod's status: let them in, briefly, so the
+    /// progress tells the whole story in order.
+    async fn drain_events(&mut self) {
+        let drain_until = tokio::time::Instant::now() + Duration::from_millis(500);
+        while !self.started_seen {
+            match tokio::time::timeout_at(drain_until, self.event_watch.next()).await {
+                Ok(Some(Ok(watcher::Event::Apply(e) | watcher::Event::InitApply(e)))) => self.report(&e),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+}
+
 /// Pushes a Kubernetes Event of the spawn's Pod to its progress, once per Event; fleetspawn's
 /// own audit Events are not progress. Returns whether it was the container's `Started`.
 fn report_event(progress: &Progress, e: &KubeEvent, pod_uid: &str, seen: &mut BTreeSet<String>) -> bool {
@@ -1035,22 +1057,38 @@ fn report_event(progress: &Progress, e: &KubeEvent, pod_uid: &str, seen: &mut BT
     e.reason.as_deref() == Some("Started")
 }
 
-/// Why a spawn failed; `cleanup` forces removal even when the profile keeps failures;
-/// `api_error` marks failures of the Kubernetes API itself (counted in metrics).
-struct Failure {
-    cause: String,
-    cleanup: bool,
+/// What happens to a failed spawn's objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leftovers {
+    /// Removed whatever the profile says: the spawn is incomplete or was cancelled.
+    Remove,
+    /// Kept when the profile keeps failures (`keep_on_failure`), for debugging.
+    AsProfileSays,
+}
+
+/// Why a spawn failed, and what to do with what it created; `api_error` marks failures of
+/// the Kubernetes API itself (counted in metrics).
+struct SpawnFailure {
+    failure: Failure,
+    leftovers: Leftovers,
     api_error: bool,
 }
 
-impl Failure {
-    fn new(cause: impl Into<String>, cleanup: bool) -> Self {
-        Failure { cause: cause.into(), cleanup, api_error: false }
+impl SpawnFailure {
+    /// A spawn that could not complete: its objects go.
+    fn incomplete(kind: FailureKind, cause: impl Into<String>) -> Self {
+        SpawnFailure { failure: Failure::new(kind, cause), leftovers: Leftovers::Remove, api_error: false }
+    }
+
+    /// A server that will not start by itself: its objects stay if the profile keeps failures.
+    fn server(failure: Failure) -> Self {
+        SpawnFailure { failure, leftovers: Leftovers::AsProfileSays, api_error: false }
     }
 }
 
-impl From<ObjectError> for Failure {
+impl From<ObjectError> for SpawnFailure {
     fn from(e: ObjectError) -> Self {
-        Failure { cause: format!("applying {}: {}", e.object, e.message), cleanup: true, api_error: true }
+        let kind = decide::object_failure_kind(e.code, &e.message);
+        SpawnFailure { failure: Failure::new(kind, format!("applying {}: {}", e.object, e.message)), leftovers: Leftovers::Remove, api_error: true }
     }
 }

@@ -27,7 +27,8 @@ use crate::diagnostic::Diagnostics;
 use crate::labels;
 use crate::merge_patch::strategic_merge;
 use crate::naming::{self, is_dns1123_label, InstanceKey};
-use crate::profiles::{self, Blame, OptionError, Profile, ProfileSet};
+use crate::profiles::spec::{PatchSpec, SecuritySpec};
+use crate::profiles::{self, Blame, OptionError, Profile, ProfileSet, ProfileSpec, ResolvedOptions};
 use crate::spans::{KeyPath, Seg};
 
 /// Whether `name` is one of the built-in templates (the names `templates_dir` may override).
@@ -335,15 +336,175 @@ impl Renderer {
         })
     }
 
-    /// Computes the bundle for `input`.
+    /// Computes the bundle for `input`: resolves the options, renders the
+    /// built-in templates and the profile's objects, applies its patches, then
+    /// finishes and sorts the objects.
     pub fn render(&self, input: &SpawnInput<'_>) -> Result<Bundle, BundleError> {
         let resolved = input.profile.resolve_options(input.options)?;
         let profile = &resolved.profile;
+        let identity = Identity::new(input, profile)?;
+        let mut ctx = template_context(input, &identity, &resolved);
+
+        let namespace = self.render_text(TemplateRef::Profile(key_path(&["namespace"])), &profile.namespace, &ctx)?.trim().to_owned();
+        if !is_dns1123_label(&namespace) {
+            return Err(BundleError::Namespace { namespace });
+        }
+        ctx["namespace"] = json!(namespace);
+        self.add_pod_settings(&mut ctx, profile, &identity.url_prefix)?;
+
+        let mut rendered = self.render_builtins(&profile.spec, input.secret_env, &ctx)?;
+        self.render_objects(&profile.spec, &ctx, &mut rendered)?;
+        for (id, patch) in &profile.spec.patches {
+            self.apply_patch(id, patch, &ctx, &mut rendered)?;
+        }
+        let objects = finish_objects(rendered, &namespace, &identity.labels, &identity.annotations)?;
+        Ok(Bundle { key: identity.key, namespace, url: identity.url, objects })
+    }
+
+    /// Renders the built-in templates the profile wants (the Namespace only with
+    /// `create_namespace`, the PVC only with `storage`); only the Secret sees `secret_env`.
+    fn render_builtins(&self, spec: &ProfileSpec, secret_env: &BTreeMap<String, String>, ctx: &Value) -> Result<Vec<(TemplateRef, Value)>, BundleError> {
+        let mut rendered = Vec::new();
+        for (file, _) in BUILTIN_TEMPLATES {
+            let wanted = match *file {
+                "namespace.yaml.j2" => spec.create_namespace,
+                "pvc.yaml.j2" => spec.storage.is_some(),
+                _ => true,
+            };
+            if !wanted {
+                continue;
+            }
+            let template = TemplateRef::Builtin((*file).to_owned());
+            let text = if *file == "secret.yaml.j2" {
+                let mut secret_ctx = ctx.clone();
+                secret_ctx["secret_env"] = json!(secret_env);
+                self.render_builtin(file, &secret_ctx)?
+            } else {
+                self.render_builtin(file, ctx)?
+            };
+            if let Some(object) = parse_object(&template, &text)? {
+                rendered.push((template, object));
+            }
+        }
+        Ok(rendered)
+    }
+
+    /// Renders the profile's `objects`, adding them to `rendered`.
+    fn render_objects(&self, spec: &ProfileSpec, ctx: &Value, rendered: &mut Vec<(TemplateRef, Value)>) -> Result<(), BundleError> {
+        for (id, source) in &spec.objects {
+            let template = TemplateRef::Profile(key_path(&["objects", id]));
+            let text = self.render_text_named(&template, &format!("objects.{id}.yaml"), source, ctx)?;
+            if let Some(object) = parse_object(&template, &text)? {
+                rendered.push((template, object));
+            }
+        }
+        Ok(())
+    }
+
+    /// Renders patch `id` and applies it to every rendered object it targets,
+    /// which then count as coming from the patch.
+    fn apply_patch(&self, id: &str, patch: &PatchSpec, ctx: &Value, rendered: &mut [(TemplateRef, Value)]) -> Result<(), BundleError> {
+        let template = TemplateRef::Profile(key_path(&["patches", id]));
+        let target_name = patch
+            .target
+            .name
+            .as_ref()
+            .map(|n| self.render_text(TemplateRef::Profile(key_path(&["patches", id, "target", "name"])), n, ctx).map(|s| s.trim().to_owned()))
+            .transpose()?;
+        let patch_ref = TemplateRef::Profile(key_path(&["patches", id, "patch"]));
+        let text = self.render_text_named(&patch_ref, &format!("patches.{id}.yaml"), &patch.patch, ctx)?;
+        let Some(patch_value) = parse_object(&patch_ref, &text)? else {
+            return Ok(());
+        };
+        for (origin, object) in rendered.iter_mut() {
+            let matches = object["kind"] == json!(patch.target.kind) && target_name.as_ref().is_none_or(|n| object["metadata"]["name"] == json!(n));
+            if !matches {
+                continue;
+            }
+            *object = patch_object(&template, object, &patch_value)?;
+            *origin = template.clone();
+        }
+        Ok(())
+    }
+
+    /// Adds the pod's settings, shaped as Kubernetes expects them, to `ctx`.
+    fn add_pod_settings(&self, ctx: &mut Value, profile: &Profile, url_prefix: &str) -> Result<(), BundleError> {
+        let spec = &profile.spec;
+        let env = self.pod_env(ctx, spec, url_prefix)?;
+        let (pod_sc, container_sc) = security_contexts(&spec.security_context);
+        let (volumes, mounts) = volumes(spec, &ctx["name"]);
+        let fields = [
+            ("image", json!(profile.image)),
+            ("image_pull_policy", json!(spec.image_pull_policy)),
+            ("cmd", json!(spec.cmd)),
+            ("args", json!(spec.args)),
+            ("env", json!(env)),
+            ("resources", Value::Object(resources(spec))),
+            ("pod_security_context", Value::Object(pod_sc)),
+            ("security_context", Value::Object(container_sc)),
+            ("node_selector", json!(spec.node_selector)),
+            ("tolerations", json!(spec.tolerations)),
+            ("volumes", json!(volumes)),
+            ("volume_mounts", json!(mounts)),
+            ("storage", json!(spec.storage)),
+            ("ingress", json!(spec.ingress)),
+        ];
+        for (key, value) in fields {
+            ctx[key] = value;
+        }
+        Ok(())
+    }
+
+    /// The container's environment, by name: JupyterHub's variables, then the
+    /// profile's `environment` (rendered; it may replace them).
+    fn pod_env(&self, ctx: &Value, spec: &ProfileSpec, url_prefix: &str) -> Result<Vec<Value>, BundleError> {
+        let mut env = BTreeMap::from([
+            ("JUPYTERHUB_USER".to_owned(), ctx["username"].clone()),
+            ("JUPYTERHUB_SERVER_NAME".to_owned(), ctx["servername"].clone()),
+            ("JUPYTERHUB_SERVICE_PREFIX".to_owned(), json!(url_prefix)),
+            ("JUPYTERHUB_SERVICE_URL".to_owned(), json!(format!("http://0.0.0.0:{NOTEBOOK_PORT}{url_prefix}"))),
+        ]);
+        for (var, template) in &spec.environment {
+            let value = self.render_text(TemplateRef::Profile(key_path(&["environment", var])), template, ctx)?;
+            env.insert(var.clone(), json!(value));
+        }
+        Ok(env.into_iter().map(|(name, value)| json!({"name": name, "value": value})).collect())
+    }
+
+    fn render_builtin(&self, name: &str, ctx: &Value) -> Result<String, BundleError> {
+        let template = TemplateRef::Builtin(name.to_owned());
+        self.env.get_template(name).and_then(|t| t.render(Serde(ctx))).map_err(|err| template_error(template, &err))
+    }
+
+    /// Renders a plain-string profile template (not escaped).
+    fn render_text(&self, template: TemplateRef, source: &str, ctx: &Value) -> Result<String, BundleError> {
+        let name = template.to_string();
+        self.render_text_named(&template, &name, source, ctx)
+    }
+
+    /// Renders a profile template under `name` (which selects escaping).
+    fn render_text_named(&self, template: &TemplateRef, name: &str, source: &str, ctx: &Value) -> Result<String, BundleError> {
+        self.env.render_named_str(name, source, Serde(ctx)).map_err(|err| template_error(template.clone(), &err))
+    }
+}
+
+/// Who a bundle is for and where it is reached: what its objects are labelled with.
+struct Identity<'a> {
+    key: InstanceKey,
+    ingress_url: &'a str,
+    url_prefix: String,
+    url: String,
+    labels: Value,
+    annotations: Value,
+}
+
+impl<'a> Identity<'a> {
+    /// The identity of `input`'s server on `input.context`, which must be one of the profile's.
+    fn new(input: &SpawnInput<'_>, profile: &'a Profile) -> Result<Self, BundleError> {
         let ingress_url = profile.ingress_public_url(input.context).filter(|_| profile.contexts.iter().any(|c| c == input.context)).ok_or_else(|| {
             BundleError::UnknownContext { context: input.context.to_owned(), profile: profile.slug.clone(), contexts: profile.contexts.join(", ") }
         })?;
         let key = InstanceKey::new(input.user, input.server);
-        let name = key.object_name();
         let url_prefix = match input.url_prefix {
             Some(prefix) if !prefix.starts_with('/') => return Err(BundleError::UrlPrefix(prefix.to_owned())),
             Some(prefix) if prefix.ends_with('/') => prefix.to_owned(),
@@ -364,208 +525,116 @@ impl Renderer {
             labels::CONTEXT: input.context,
             labels::URL: url,
         });
-        let mut profile_value = profile.settings().clone();
-        if let Value::Object(map) = &mut profile_value {
-            map.insert("slug".to_owned(), json!(profile.slug));
-            map.insert("display_name".to_owned(), json!(profile.display_name));
-        }
-        let mut ctx = json!({
-            "key": key.key(),
-            "user_key": InstanceKey::new(input.user, "").key(),
-            "name": name,
-            "username": input.user,
-            "safe_username": key.safe_user(),
-            "servername": input.server,
-            "safe_servername": key.safe_server(),
-            "profile_slug": profile.slug,
-            "profile": profile_value,
-            "options": resolved.chosen,
-            "url_prefix": url_prefix,
-            "url": url,
-            "context": input.context,
-            "ingress_public_url": ingress_url,
-            "labels": labels,
-            "annotations": annotations,
-            "selector": { labels::INSTANCE: key.key() },
-            "port": NOTEBOOK_PORT,
-        });
-
-        let namespace = self.render_text(TemplateRef::Profile(key_path(&["namespace"])), &profile.namespace, &ctx)?.trim().to_owned();
-        if !is_dns1123_label(&namespace) {
-            return Err(BundleError::Namespace { namespace });
-        }
-        ctx["namespace"] = json!(namespace);
-        self.add_pod_settings(&mut ctx, profile, &url_prefix)?;
-
-        let spec = &profile.spec;
-        let mut rendered: Vec<(TemplateRef, Value)> = Vec::new();
-        for (file, _) in BUILTIN_TEMPLATES {
-            let wanted = match *file {
-                "namespace.yaml.j2" => spec.create_namespace,
-                "pvc.yaml.j2" => spec.storage.is_some(),
-                _ => true,
-            };
-            if !wanted {
-                continue;
-            }
-            let template = TemplateRef::Builtin((*file).to_owned());
-            let text = if *file == "secret.yaml.j2" {
-                let mut secret_ctx = ctx.clone();
-                secret_ctx["secret_env"] = json!(input.secret_env);
-                self.render_builtin(file, &secret_ctx)?
-            } else {
-                self.render_builtin(file, &ctx)?
-            };
-            if let Some(object) = parse_object(&template, &text)? {
-                rendered.push((template, object));
-            }
-        }
-        for (id, source) in &spec.objects {
-            let template = TemplateRef::Profile(key_path(&["objects", id]));
-            let text = self.render_text_named(&template, &format!("objects.{id}.yaml"), source, &ctx)?;
-            if let Some(object) = parse_object(&template, &text)? {
-                rendered.push((template, object));
-            }
-        }
-        for (id, patch) in &spec.patches {
-            let template = TemplateRef::Profile(key_path(&["patches", id]));
-            let target_name = patch
-                .target
-                .name
-                .as_ref()
-                .map(|n| self.render_text(TemplateRef::Profile(key_path(&["patches", id, "target", "name"])), n, &ctx).map(|s| s.trim().to_owned()))
-                .transpose()?;
-            let patch_ref = TemplateRef::Profile(key_path(&["patches", id, "patch"]));
-            let text = self.render_text_named(&patch_ref, &format!("patches.{id}.yaml"), &patch.patch, &ctx)?;
-            let Some(patch_value) = parse_object(&patch_ref, &text)? else {
-                continue;
-            };
-            for (origin, object) in rendered.iter_mut() {
-                let matches = object["kind"] == json!(patch.target.kind) && target_name.as_ref().is_none_or(|n| object["metadata"]["name"] == json!(n));
-                if !matches {
-                    continue;
-                }
-                let before = object_id(object);
-                let patched = strategic_merge(object, &patch_value).map_err(|err| BundleError::Patch {
-                    template: template.clone(),
-                    object: before.clone(),
-                    message: err.to_string(),
-                })?;
-                if object_id(&patched) != before {
-                    return Err(BundleError::Patch {
-                        template: template.clone(),
-                        object: before,
-                        message: "a patch may not change an object's kind or name".to_owned(),
-                    });
-                }
-                *object = patched;
-                *origin = template.clone();
-            }
-        }
-
-        let mut objects = Vec::with_capacity(rendered.len());
-        let mut seen = BTreeMap::new();
-        for (template, mut object) in rendered {
-            finish_object(&template, &mut object, &namespace, &labels, &annotations)?;
-            let id = object_id(&object);
-            if seen.insert(id.clone(), ()).is_some() {
-                return Err(BundleError::Object { template, object: id, message: "another object of the bundle has the same kind and name".to_owned() });
-            }
-            let tier = Tier::of(object["kind"].as_str().unwrap_or_default());
-            objects.push(BundleObject { tier, object });
-        }
-        objects.sort_by(|a, b| (a.tier, a.kind(), a.name()).cmp(&(b.tier, b.kind(), b.name())));
-        Ok(Bundle { key, namespace, url, objects })
+        Ok(Self { key, ingress_url, url_prefix, url, labels, annotations })
     }
+}
 
-    /// Adds the pod's settings, shaped as Kubernetes expects them, to `ctx`.
-    fn add_pod_settings(&self, ctx: &mut Value, profile: &Profile, url_prefix: &str) -> Result<(), BundleError> {
-        let spec = &profile.spec;
-        let mut env = BTreeMap::from([
-            ("JUPYTERHUB_USER".to_owned(), ctx["username"].clone()),
-            ("JUPYTERHUB_SERVER_NAME".to_owned(), ctx["servername"].clone()),
-            ("JUPYTERHUB_SERVICE_PREFIX".to_owned(), json!(url_prefix)),
-            ("JUPYTERHUB_SERVICE_URL".to_owned(), json!(format!("http://0.0.0.0:{NOTEBOOK_PORT}{url_prefix}"))),
-        ]);
-        for (var, template) in &spec.environment {
-            let value = self.render_text(TemplateRef::Profile(key_path(&["environment", var])), template, ctx)?;
-            env.insert(var.clone(), json!(value));
-        }
-        let env: Vec<Value> = env.into_iter().map(|(name, value)| json!({"name": name, "value": value})).collect();
-
-        let mut limits = Map::new();
-        let mut requests = Map::new();
-        put(&mut limits, "cpu", spec.cpu_limit.as_ref().map(|q| &q.0));
-        put(&mut requests, "cpu", spec.cpu_guarantee.as_ref().map(|q| &q.0));
-        put(&mut limits, "memory", spec.mem_limit.as_ref().map(|q| &q.0));
-        put(&mut requests, "memory", spec.mem_guarantee.as_ref().map(|q| &q.0));
-        for (name, q) in &spec.extra_resource_limits {
-            put(&mut limits, name, Some(&q.0));
-        }
-        for (name, q) in &spec.extra_resource_guarantees {
-            put(&mut requests, name, Some(&q.0));
-        }
-        let mut resources = Map::new();
-        for (key, map) in [("limits", limits), ("requests", requests)] {
-            if !map.is_empty() {
-                resources.insert(key.to_owned(), Value::Object(map));
-            }
-        }
-
-        let sc = &spec.security_context;
-        let mut pod_sc = Map::new();
-        put(&mut pod_sc, "runAsUser", sc.uid);
-        put(&mut pod_sc, "runAsGroup", sc.gid);
-        put(&mut pod_sc, "fsGroup", sc.fs_gid);
-        put(&mut pod_sc, "runAsNonRoot", Some(sc.run_as_non_root));
-        let mut container_sc = Map::new();
-        put(&mut container_sc, "allowPrivilegeEscalation", Some(sc.allow_privilege_escalation));
-        put(&mut container_sc, "runAsNonRoot", Some(sc.run_as_non_root));
-
-        let mut volumes: Vec<Value> = spec.volumes.iter().cloned().map(Value::Object).collect();
-        let mut mounts: Vec<Value> = spec.volume_mounts.iter().cloned().map(Value::Object).collect();
-        if let Some(storage) = &spec.storage {
-            volumes.push(json!({"name": "home", "persistentVolumeClaim": {"claimName": ctx["name"]}}));
-            mounts.push(json!({"name": "home", "mountPath": storage.mount_path}));
-        }
-
-        let fields = [
-            ("image", json!(profile.image)),
-            ("image_pull_policy", json!(spec.image_pull_policy)),
-            ("cmd", json!(spec.cmd)),
-            ("args", json!(spec.args)),
-            ("env", json!(env)),
-            ("resources", Value::Object(resources)),
-            ("pod_security_context", Value::Object(pod_sc)),
-            ("security_context", Value::Object(container_sc)),
-            ("node_selector", json!(spec.node_selector)),
-            ("tolerations", json!(spec.tolerations)),
-            ("volumes", json!(volumes)),
-            ("volume_mounts", json!(mounts)),
-            ("storage", json!(spec.storage)),
-            ("ingress", json!(spec.ingress)),
-        ];
-        for (key, value) in fields {
-            ctx[key] = value;
-        }
-        Ok(())
+/// What every template sees (before the namespace and the pod's settings are added).
+fn template_context(input: &SpawnInput<'_>, identity: &Identity<'_>, resolved: &ResolvedOptions) -> Value {
+    let profile = &resolved.profile;
+    let key = &identity.key;
+    let mut profile_value = profile.settings().clone();
+    if let Value::Object(map) = &mut profile_value {
+        map.insert("slug".to_owned(), json!(profile.slug));
+        map.insert("display_name".to_owned(), json!(profile.display_name));
     }
+    json!({
+        "key": key.key(),
+        "user_key": InstanceKey::new(input.user, "").key(),
+        "name": key.object_name(),
+        "username": input.user,
+        "safe_username": key.safe_user(),
+        "servername": input.server,
+        "safe_servername": key.safe_server(),
+        "profile_slug": profile.slug,
+        "profile": profile_value,
+        "options": resolved.chosen,
+        "url_prefix": identity.url_prefix,
+        "url": identity.url,
+        "context": input.context,
+        "ingress_public_url": identity.ingress_url,
+        "labels": identity.labels,
+        "annotations": identity.annotations,
+        "selector": { labels::INSTANCE: key.key() },
+        "port": NOTEBOOK_PORT,
+    })
+}
 
-    fn render_builtin(&self, name: &str, ctx: &Value) -> Result<String, BundleError> {
-        let template = TemplateRef::Builtin(name.to_owned());
-        self.env.get_template(name).and_then(|t| t.render(Serde(ctx))).map_err(|err| template_error(template, &err))
+/// `object` with `patch` merged in (strategic merge); the patch may not change its kind or name.
+fn patch_object(template: &TemplateRef, object: &Value, patch: &Value) -> Result<Value, BundleError> {
+    let before = object_id(object);
+    let patched =
+        strategic_merge(object, patch).map_err(|err| BundleError::Patch { template: template.clone(), object: before.clone(), message: err.to_string() })?;
+    if object_id(&patched) != before {
+        return Err(BundleError::Patch { template: template.clone(), object: before, message: "a patch may not change an object's kind or name".to_owned() });
     }
+    Ok(patched)
+}
 
-    /// Renders a plain-string profile template (not escaped).
-    fn render_text(&self, template: TemplateRef, source: &str, ctx: &Value) -> Result<String, BundleError> {
-        let name = template.to_string();
-        self.render_text_named(&template, &name, source, ctx)
+/// The rendered objects, finished (see [`finish_object`]), each kind and name
+/// once, sorted by (tier, kind, name).
+fn finish_objects(rendered: Vec<(TemplateRef, Value)>, namespace: &str, labels: &Value, annotations: &Value) -> Result<Vec<BundleObject>, BundleError> {
+    let mut objects = Vec::with_capacity(rendered.len());
+    let mut seen = BTreeMap::new();
+    for (template, mut object) in rendered {
+        finish_object(&template, &mut object, namespace, labels, annotations)?;
+        let id = object_id(&object);
+        if seen.insert(id.clone(), ()).is_some() {
+            return Err(BundleError::Object { template, object: id, message: "another object of the bundle has the same kind and name".to_owned() });
+        }
+        let tier = Tier::of(object["kind"].as_str().unwrap_or_default());
+        objects.push(BundleObject { tier, object });
     }
+    objects.sort_by(|a, b| (a.tier, a.kind(), a.name()).cmp(&(b.tier, b.kind(), b.name())));
+    Ok(objects)
+}
 
-    /// Renders a profile template under `name` (which selects escaping).
-    fn render_text_named(&self, template: &TemplateRef, name: &str, source: &str, ctx: &Value) -> Result<String, BundleError> {
-        self.env.render_named_str(name, source, Serde(ctx)).map_err(|err| template_error(template.clone(), &err))
+/// The container's `resources`: limits and requests, each only when set.
+fn resources(spec: &ProfileSpec) -> Map<String, Value> {
+    let mut limits = Map::new();
+    let mut requests = Map::new();
+    put(&mut limits, "cpu", spec.cpu_limit.as_ref().map(|q| &q.0));
+    put(&mut requests, "cpu", spec.cpu_guarantee.as_ref().map(|q| &q.0));
+    put(&mut limits, "memory", spec.mem_limit.as_ref().map(|q| &q.0));
+    put(&mut requests, "memory", spec.mem_guarantee.as_ref().map(|q| &q.0));
+    for (name, q) in &spec.extra_resource_limits {
+        put(&mut limits, name, Some(&q.0));
     }
+    for (name, q) in &spec.extra_resource_guarantees {
+        put(&mut requests, name, Some(&q.0));
+    }
+    let mut resources = Map::new();
+    for (key, map) in [("limits", limits), ("requests", requests)] {
+        if !map.is_empty() {
+            resources.insert(key.to_owned(), Value::Object(map));
+        }
+    }
+    resources
+}
+
+/// The pod's and the container's security contexts.
+fn security_contexts(sc: &SecuritySpec) -> (Map<String, Value>, Map<String, Value>) {
+    let mut pod_sc = Map::new();
+    put(&mut pod_sc, "runAsUser", sc.uid);
+    put(&mut pod_sc, "runAsGroup", sc.gid);
+    put(&mut pod_sc, "fsGroup", sc.fs_gid);
+    put(&mut pod_sc, "runAsNonRoot", Some(sc.run_as_non_root));
+    let mut container_sc = Map::new();
+    put(&mut container_sc, "allowPrivilegeEscalation", Some(sc.allow_privilege_escalation));
+    put(&mut container_sc, "runAsNonRoot", Some(sc.run_as_non_root));
+    (pod_sc, container_sc)
+}
+
+/// The pod's volumes and the container's mounts: the profile's, then the home
+/// volume (claim `name`) with `storage`.
+fn volumes(spec: &ProfileSpec, name: &Value) -> (Vec<Value>, Vec<Value>) {
+    let mut volumes: Vec<Value> = spec.volumes.iter().cloned().map(Value::Object).collect();
+    let mut mounts: Vec<Value> = spec.volume_mounts.iter().cloned().map(Value::Object).collect();
+    if let Some(storage) = &spec.storage {
+        volumes.push(json!({"name": "home", "persistentVolumeClaim": {"claimName": name}}));
+        mounts.push(json!({"name": "home", "mountPath": storage.mount_path}));
+    }
+    (volumes, mounts)
 }
 
 /// Sets `map[key]` when there is a value.

@@ -7,7 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::labels;
-use crate::lifecycle::{judge_pod, PodVerdict, ProgressEvent};
+use crate::lifecycle::{judge_pod, Failure, FailureKind, PodVerdict, ProgressEvent};
 
 /// The state of an instance as users and operators see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -58,6 +58,9 @@ pub struct Instance {
     /// RFC 3339: when the registry last heard of it from its cluster.
     pub last_seen: Option<String>,
     pub cause: Option<String>,
+    /// The kind of failure, with `cause`.
+    #[serde(skip)]
+    pub failure: Option<FailureKind>,
 }
 
 impl Instance {
@@ -68,10 +71,10 @@ impl Instance {
         let labels = meta.labels.as_ref()?;
         let annotations = meta.annotations.clone().unwrap_or_default();
         let key = labels.get(labels::INSTANCE)?.clone();
-        let (state, cause) = match judge_pod(pod) {
+        let (state, failure) = match judge_pod(pod) {
             PodVerdict::Starting | PodVerdict::Unschedulable(_) => (InstanceState::Pending, None),
             PodVerdict::Ready => (InstanceState::Running, None),
-            PodVerdict::Failed(cause) => (InstanceState::Failed, Some(cause)),
+            PodVerdict::Failed(failure) => (InstanceState::Failed, Some(failure)),
             PodVerdict::Terminating => (InstanceState::Stopping, None),
         };
         Some(Instance {
@@ -87,7 +90,8 @@ impl Instance {
             url: annotations.get(labels::URL).cloned(),
             started_at: meta.creation_timestamp.as_ref().map(|t| t.0.to_string()),
             last_seen: Some(now.to_string()),
-            cause,
+            failure: failure.as_ref().map(|f| f.kind),
+            cause: failure.map(|f| f.message),
         })
     }
 }
@@ -115,6 +119,9 @@ pub struct InstanceView {
     /// Why this cluster was chosen (spawns in flight).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placement: Option<String>,
+    /// The kind of failure, with `cause`.
+    #[serde(skip)]
+    pub failure: Option<FailureKind>,
 }
 
 impl From<Instance> for InstanceView {
@@ -131,6 +138,7 @@ impl From<Instance> for InstanceView {
             last_seen: i.last_seen,
             cause: i.cause,
             placement: None,
+            failure: i.failure,
         }
     }
 }
@@ -150,6 +158,7 @@ impl InstanceView {
             last_seen: None,
             cause: None,
             placement: None,
+            failure: None,
         }
     }
 
@@ -157,8 +166,8 @@ impl InstanceView {
     /// rolled back reads as failed with its cause, not as "stopping".
     pub fn after(self, end: Option<SpawnEnd<'_>>) -> InstanceView {
         match end {
-            Some(SpawnEnd::Failed(cause)) if self.state == InstanceState::Stopping => {
-                InstanceView { state: InstanceState::Failed, cause: Some(cause.to_string()), ..self }
+            Some(SpawnEnd::Failed(failure)) if self.state == InstanceState::Stopping => {
+                InstanceView { state: InstanceState::Failed, cause: Some(failure.message), failure: Some(failure.kind), ..self }
             }
             _ => self,
         }
@@ -166,12 +175,12 @@ impl InstanceView {
 }
 
 /// How a spawn ended, read from the last event of its progress log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SpawnEnd<'a> {
     /// Ready at this URL.
     Ready(&'a str),
-    /// Failed with this cause.
-    Failed(&'a str),
+    /// Failed.
+    Failed(Failure),
 }
 
 impl<'a> SpawnEnd<'a> {
@@ -179,7 +188,7 @@ impl<'a> SpawnEnd<'a> {
     pub fn of(last: Option<&'a ProgressEvent>) -> Option<SpawnEnd<'a>> {
         let last = last?;
         if last.failed == Some(true) {
-            Some(SpawnEnd::Failed(&last.message))
+            Some(SpawnEnd::Failed(Failure::new(last.failure.unwrap_or(FailureKind::Other), last.message.clone())))
         } else if last.ready == Some(true) {
             Some(SpawnEnd::Ready(last.url.as_deref().unwrap_or_default()))
         } else {
@@ -194,7 +203,9 @@ impl<'a> SpawnEnd<'a> {
 /// with a URL that no longer answers, must not be replayed).
 pub fn gone_after(key: &str, user: &str, server: &str, end: Option<SpawnEnd<'_>>) -> Option<InstanceView> {
     match end {
-        Some(SpawnEnd::Failed(cause)) => Some(InstanceView { cause: Some(cause.to_string()), ..InstanceView::named(key, user, server, InstanceState::Failed) }),
+        Some(SpawnEnd::Failed(failure)) => {
+            Some(InstanceView { cause: Some(failure.message), failure: Some(failure.kind), ..InstanceView::named(key, user, server, InstanceState::Failed) })
+        }
         _ => None,
     }
 }
@@ -230,9 +241,9 @@ mod tests {
     #[test]
     fn a_failed_spawn_being_rolled_back_reads_as_failed() {
         let stopping = InstanceView::named("k", "u", "", InstanceState::Stopping);
-        let failed = ProgressEvent::failed("ErrImagePull");
+        let failed = ProgressEvent::failed(Failure::new(FailureKind::ImagePull, "ErrImagePull"));
         let seen = stopping.clone().after(SpawnEnd::of(Some(&failed)));
-        assert_eq!((seen.state, seen.cause.as_deref()), (InstanceState::Failed, Some("ErrImagePull")));
+        assert_eq!((seen.state, seen.cause.as_deref(), seen.failure), (InstanceState::Failed, Some("ErrImagePull"), Some(FailureKind::ImagePull)));
         // A stop of a server that became ready stays "stopping".
         let ready = ProgressEvent::ready("http://u");
         assert_eq!(stopping.clone().after(SpawnEnd::of(Some(&ready))).state, InstanceState::Stopping);
@@ -241,9 +252,10 @@ mod tests {
 
     #[test]
     fn a_gone_server_shows_its_failure_but_never_a_stale_ready() {
-        let failed = ProgressEvent::failed("boom");
+        let failed = ProgressEvent::failed(Failure::new(FailureKind::Timeout, "boom"));
         let shown = gone_after("k", "u", "s", SpawnEnd::of(Some(&failed))).expect("failed is shown");
         assert_eq!((shown.state, shown.cause.as_deref(), shown.server.as_str()), (InstanceState::Failed, Some("boom"), "s"));
+        assert_eq!(shown.failure, Some(FailureKind::Timeout), "the kind survives the progress log");
         assert_eq!(gone_after("k", "u", "s", SpawnEnd::of(Some(&ProgressEvent::ready("http://u")))), None);
         assert_eq!(gone_after("k", "u", "s", None), None);
         assert_eq!(SpawnEnd::of(Some(&ProgressEvent::ready("http://u"))), Some(SpawnEnd::Ready("http://u")));

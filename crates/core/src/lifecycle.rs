@@ -2,7 +2,54 @@
 //! and Kubernetes Events map onto JupyterHub-style progress. No I/O, no clients.
 
 use k8s_openapi::api::core::v1::{Event, Pod};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+/// Why a server did not start, as a kind a program can act on (the message says it for
+/// people). The names are the `reason` values of a failed server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// The image cannot be pulled (wrong name, missing tag, no access).
+    ImagePull,
+    /// No node fits the server (CPU, memory, GPUs, taints).
+    Unschedulable,
+    /// A container was killed for using too much memory.
+    OutOfMemory,
+    /// A resource quota of the namespace is used up.
+    Quota,
+    /// A container exits or crashes as it starts.
+    CrashLoop,
+    /// The server did not become ready in time.
+    Timeout,
+    /// The cluster cannot be reached.
+    ClusterUnreachable,
+    /// The spawn was stopped, or its Pod deleted, before it was ready.
+    Cancelled,
+    /// Anything else (a rejected object, a misconfigured container...).
+    Other,
+}
+
+/// A failure: its kind and the cause in words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
+        Failure { kind, message: message.into() }
+    }
+}
+
+/// The kind of a container's fatal waiting reason, `None` for a reason it may recover from.
+fn waiting_failure(reason: &str) -> Option<FailureKind> {
+    match reason {
+        "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull" => Some(FailureKind::ImagePull),
+        "CrashLoopBackOff" | "RunContainerError" => Some(FailureKind::CrashLoop),
+        "CreateContainerConfigError" | "CreateContainerError" => Some(FailureKind::Other),
+        _ => None,
+    }
+}
 
 /// Where a Pod stands, as far as a user waiting for it is concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,23 +60,11 @@ pub enum PodVerdict {
     Unschedulable(String),
     /// Running and Ready.
     Ready,
-    /// It will not become ready by itself: the cause, in words for the user.
-    Failed(String),
+    /// It will not become ready by itself: why.
+    Failed(Failure),
     /// Being deleted.
     Terminating,
 }
-
-/// Waiting reasons after which a container will not start without a change of spec.
-const FATAL_WAITING: &[&str] = &[
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "ErrImageNeverPull",
-    "CrashLoopBackOff",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "RunContainerError",
-];
 
 /// Judges a Pod from its status alone.
 pub fn judge_pod(pod: &Pod) -> PodVerdict {
@@ -40,20 +75,22 @@ pub fn judge_pod(pod: &Pod) -> PodVerdict {
     let phase = status.phase.as_deref().unwrap_or("Pending");
     if phase == "Failed" || phase == "Succeeded" {
         let why = status.message.clone().or_else(|| status.reason.clone()).unwrap_or_default();
-        return PodVerdict::Failed(format!("the server's pod {} {}", phase.to_lowercase(), why).trim().to_string());
+        let message = format!("the server's pod {} {}", phase.to_lowercase(), why).trim().to_string();
+        return PodVerdict::Failed(Failure::new(FailureKind::Other, message));
     }
     for cs in status.container_statuses.iter().flatten() {
         let state = cs.state.as_ref();
         if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
             let reason = w.reason.as_deref().unwrap_or_default();
-            if FATAL_WAITING.contains(&reason) {
+            if let Some(kind) = waiting_failure(reason) {
                 let detail = w.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
-                return PodVerdict::Failed(format!("container {} cannot start ({reason}{detail})", cs.name));
+                return PodVerdict::Failed(Failure::new(kind, format!("container {} cannot start ({reason}{detail})", cs.name)));
             }
         }
         if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
             let reason = t.reason.as_deref().unwrap_or("exited");
-            return PodVerdict::Failed(format!("container {} exited with code {} ({reason})", cs.name, t.exit_code));
+            let kind = if reason == "OOMKilled" { FailureKind::OutOfMemory } else { FailureKind::CrashLoop };
+            return PodVerdict::Failed(Failure::new(kind, format!("container {} exited with code {} ({reason})", cs.name, t.exit_code)));
         }
     }
     let condition = |kind: &str| status.conditions.iter().flatten().find(|c| c.type_ == kind);
@@ -84,19 +121,23 @@ pub struct ProgressEvent {
     /// Present (true) on the final event of a failed spawn; `message` is the cause.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed: Option<bool>,
+    /// The kind of failure, with `failed`.
+    #[serde(skip)]
+    pub failure: Option<FailureKind>,
 }
 
 impl ProgressEvent {
     pub fn step(progress: u8, message: impl Into<String>) -> Self {
-        ProgressEvent { progress: progress.min(100), message: message.into(), ready: None, url: None, failed: None }
+        ProgressEvent { progress: progress.min(100), message: message.into(), ready: None, url: None, failed: None, failure: None }
     }
 
     pub fn ready(url: &str) -> Self {
         ProgressEvent { ready: Some(true), url: Some(url.to_string()), ..Self::step(100, format!("Server ready at {url}")) }
     }
 
-    pub fn failed(cause: impl Into<String>) -> Self {
-        ProgressEvent { failed: Some(true), ..Self::step(100, cause) }
+    /// The last event of a failed spawn: the cause is its message.
+    pub fn failed(failure: Failure) -> Self {
+        ProgressEvent { failed: Some(true), failure: Some(failure.kind), ..Self::step(100, failure.message) }
     }
 
     /// Whether this event ends the stream.
@@ -160,8 +201,11 @@ mod tests {
         for reason in ["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CrashLoopBackOff"] {
             let p = pod(json!({"phase": "Pending", "containerStatuses": [{"name": "notebook", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
                 "state": {"waiting": {"reason": reason, "message": "not found"}}}]}));
-            let PodVerdict::Failed(cause) = judge_pod(&p) else { panic!("{reason} must fail") };
+            let PodVerdict::Failed(failure) = judge_pod(&p) else { panic!("{reason} must fail") };
+            let cause = &failure.message;
             assert!(cause.contains(reason) && cause.contains("not found") && cause.contains("notebook"), "{cause}");
+            let kind = if reason == "CrashLoopBackOff" { FailureKind::CrashLoop } else { FailureKind::ImagePull };
+            assert_eq!(failure.kind, kind, "{reason}");
         }
     }
 
@@ -176,14 +220,14 @@ mod tests {
     fn an_exited_container_fails_with_its_exit_code() {
         let p = pod(json!({"phase": "Running", "containerStatuses": [{"name": "notebook", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
             "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}));
-        assert_eq!(judge_pod(&p), PodVerdict::Failed("container notebook exited with code 137 (OOMKilled)".into()));
+        assert_eq!(judge_pod(&p), PodVerdict::Failed(Failure::new(FailureKind::OutOfMemory, "container notebook exited with code 137 (OOMKilled)")));
     }
 
     #[test]
     fn failed_phase_fails() {
         let p = pod(json!({"phase": "Failed", "reason": "Evicted", "message": "node ran out of memory"}));
-        let PodVerdict::Failed(cause) = judge_pod(&p) else { panic!("must fail") };
-        assert!(cause.contains("node ran out of memory"), "{cause}");
+        let PodVerdict::Failed(failure) = judge_pod(&p) else { panic!("must fail") };
+        assert!(failure.message.contains("node ran out of memory"), "{failure:?}");
     }
 
     #[test]
@@ -215,14 +259,14 @@ mod tests {
         assert_eq!(ProgressEvent::step(250, "x").progress, 100);
         assert_eq!(ProgressEvent::step(50, "m").event_name(), "progress");
         assert_eq!(ProgressEvent::ready("u").event_name(), "ready");
-        assert_eq!(ProgressEvent::failed("f").event_name(), "failed");
+        assert_eq!(ProgressEvent::failed(Failure::new(FailureKind::Other, "f")).event_name(), "failed");
     }
 
     #[test]
     fn terminal_events_serialize_like_jupyterhub() {
         let ready = serde_json::to_value(ProgressEvent::ready("http://h/user/a/")).expect("json");
         assert_eq!(ready, json!({"progress": 100, "message": "Server ready at http://h/user/a/", "ready": true, "url": "http://h/user/a/"}));
-        let failed = ProgressEvent::failed("boom");
+        let failed = ProgressEvent::failed(Failure::new(FailureKind::Other, "boom"));
         assert!(failed.is_terminal());
         assert_eq!(serde_json::to_value(failed).expect("json"), json!({"progress": 100, "message": "boom", "failed": true}));
         assert!(!ProgressEvent::step(10, "x").is_terminal());

@@ -1,0 +1,228 @@
+//! Building a [`Profile`] from merged settings: each step checks its keys and
+//! adds what is wrong to the issues, in the order of the profile's fields.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::naming::is_dns1123_label;
+use crate::placement::Placement;
+use crate::profiles::options::build_options;
+use crate::profiles::spec::{self, without_unset};
+use crate::profiles::{
+    derive_slug, ContextSpec, IngressUrlSpec, Issue, PlacementKind, Profile, ProfileSpec, DEFAULT_SCHEDULING_GRACE, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT,
+};
+use crate::spans::{KeyPath, Seg};
+
+/// Deserializes settings, reporting the key path of the first problem.
+pub(super) fn deserialize_spec(settings: &Value) -> Result<ProfileSpec, Issue> {
+    serde_path_to_error::deserialize(settings).map_err(|err| {
+        let mut path = KeyPath::from_serde(err.path());
+        let mut message = err.inner().to_string();
+        // "unknown field `x`, expected one of ...": point at `x` and keep it short.
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            if let Some((field, _)) = rest.split_once('`') {
+                if path.0.last() != Some(&Seg::Key(field.to_owned())) {
+                    path = path.key(field);
+                }
+                message = "unknown key".to_owned();
+            }
+        }
+        Issue { path, message }
+    })
+}
+
+/// Checks each top-level key of a settings table on its own, so that every
+/// wrongly typed or unknown key is reported, not just the first.
+pub(super) fn check_keys(settings: &serde_json::Map<String, Value>) -> Vec<Issue> {
+    settings
+        .iter()
+        .filter(|(_, value)| !spec::is_unset(value))
+        .filter_map(|(key, value)| {
+            let single = Value::Object(serde_json::Map::from_iter([(key.clone(), without_unset(value))]));
+            deserialize_spec(&single).err()
+        })
+        .collect()
+}
+
+impl Profile {
+    /// Checks merged settings and builds the profile.
+    pub(super) fn build(settings: Value) -> Result<Self, Vec<Issue>> {
+        let spec = deserialize_spec(&settings).map_err(|issue| vec![issue])?;
+        let mut issues = Vec::new();
+        let (slug, display_name) = identity(&spec, &mut issues);
+        let contexts = contexts(&spec, &mut issues);
+        let placement = placement(&spec, &contexts, &mut issues);
+        let ingress_urls = ingress_urls(&spec, &contexts, &mut issues);
+        let image = image(&spec, &mut issues);
+        let start_timeout = positive("start_timeout", spec.start_timeout, DEFAULT_START_TIMEOUT, &mut issues);
+        let scheduling_grace = positive("scheduling_grace", spec.scheduling_grace, DEFAULT_SCHEDULING_GRACE, &mut issues);
+        let stop_timeout = positive("stop_timeout", spec.stop_timeout, DEFAULT_STOP_TIMEOUT, &mut issues);
+        check_volumes(&spec, &mut issues);
+        let options = build_options(&spec.options, &mut issues);
+
+        if !issues.is_empty() {
+            return Err(issues);
+        }
+        Ok(Self {
+            description: spec.description.clone().unwrap_or_default(),
+            default: spec.default.unwrap_or(false),
+            namespace: spec.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+            keep_on_failure: spec.keep_on_failure,
+            ready_check_url: spec.ready_check_url,
+            allowed_groups: spec.allowed_groups.clone(),
+            slug,
+            display_name,
+            contexts,
+            placement,
+            image,
+            start_timeout,
+            scheduling_grace,
+            stop_timeout,
+            options,
+            ingress_urls,
+            spec,
+            settings,
+        })
+    }
+}
+
+/// The slug and display name: a slug as written must be a DNS-1123 label; else
+/// it is derived from the display name (itself defaulting to the slug).
+fn identity(spec: &ProfileSpec, issues: &mut Vec<Issue>) -> (String, String) {
+    let display_name = spec.display_name.clone().or_else(|| spec.slug.clone()).unwrap_or_default();
+    let slug = match &spec.slug {
+        Some(slug) if !is_dns1123_label(slug) => {
+            issues.push(Issue::at(&["slug"], format!("{slug:?} is not a DNS-1123 label (lowercase letters, digits and '-', at most 63)")));
+            slug.clone()
+        }
+        Some(slug) => slug.clone(),
+        None => {
+            let slug = derive_slug(&display_name);
+            if slug.is_empty() {
+                issues.push(Issue::at(&["display_name"], "a profile needs a display_name (or a slug) with a letter or digit".to_owned()));
+            }
+            slug
+        }
+    };
+    (slug, display_name)
+}
+
+/// The candidate contexts: at least one, none empty, none twice.
+fn contexts(spec: &ProfileSpec, issues: &mut Vec<Issue>) -> Vec<String> {
+    let contexts = match &spec.context {
+        None => {
+            issues.push(Issue::at(&["context"], "required: a kubeconfig context or a list of them".to_owned()));
+            Vec::new()
+        }
+        Some(ContextSpec::One(c)) => vec![c.clone()],
+        Some(ContextSpec::Many(list)) => list.clone(),
+    };
+    if matches!(&spec.context, Some(ContextSpec::Many(list)) if list.is_empty()) {
+        issues.push(Issue::at(&["context"], "the list of contexts is empty".to_owned()));
+    }
+    let mut seen = BTreeSet::new();
+    for c in &contexts {
+        if c.is_empty() {
+            issues.push(Issue::at(&["context"], "a context name is empty".to_owned()));
+        } else if !seen.insert(c) {
+            issues.push(Issue::at(&["context"], format!("context {c:?} is listed twice")));
+        }
+    }
+    contexts
+}
+
+/// How a context is chosen: weights name only the profile's contexts, and
+/// `weighted` needs one for each, not all 0.
+fn placement(spec: &ProfileSpec, contexts: &[String], issues: &mut Vec<Issue>) -> Placement {
+    for name in spec.weights.keys() {
+        if !contexts.contains(name) {
+            issues.push(Issue::at(&["weights", name], format!("{name:?} is not one of the profile's contexts")));
+        }
+    }
+    match spec.placement.unwrap_or(PlacementKind::FirstHealthy) {
+        PlacementKind::FirstHealthy => Placement::FirstHealthy,
+        PlacementKind::LeastLoaded => Placement::LeastLoaded,
+        PlacementKind::Weighted => {
+            for c in contexts.iter().filter(|c| !spec.weights.contains_key(*c)) {
+                issues.push(Issue::at(&["weights"], format!("placement = \"weighted\" needs a weight for context {c:?}")));
+            }
+            if spec.weights.values().all(|w| *w == 0) {
+                issues.push(Issue::at(&["weights"], "at least one weight must be above 0".to_owned()));
+            }
+            Placement::Weighted(spec.weights.clone())
+        }
+    }
+}
+
+/// The ingress URL of each context: one for all, or one per context (exactly
+/// the profile's contexts), each an http:// or https:// URL.
+fn ingress_urls(spec: &ProfileSpec, contexts: &[String], issues: &mut Vec<Issue>) -> BTreeMap<String, String> {
+    let mut ingress_urls = BTreeMap::new();
+    match &spec.ingress_public_url {
+        None => issues.push(Issue::at(&["ingress_public_url"], "required: the public URL of the clusters' ingress controller".to_owned())),
+        Some(IngressUrlSpec::One(url)) => {
+            for c in contexts {
+                ingress_urls.insert(c.clone(), url.clone());
+            }
+        }
+        Some(IngressUrlSpec::PerContext(map)) => {
+            for c in contexts.iter().filter(|c| !map.contains_key(*c)) {
+                issues.push(Issue::at(&["ingress_public_url"], format!("no URL for context {c:?}")));
+            }
+            for c in map.keys().filter(|c| !contexts.contains(c)) {
+                issues.push(Issue::at(&["ingress_public_url", c], format!("{c:?} is not one of the profile's contexts")));
+            }
+            ingress_urls.clone_from(map);
+        }
+    }
+    for (c, url) in &ingress_urls {
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(char::is_whitespace) {
+            let keys: &[&str] = match &spec.ingress_public_url {
+                Some(IngressUrlSpec::PerContext(_)) => &["ingress_public_url", c],
+                _ => &["ingress_public_url"],
+            };
+            issues.push(Issue::at(keys, format!("{url:?} is not an http:// or https:// URL")));
+        }
+    }
+    ingress_urls
+}
+
+/// The container image (required), and the entries of `allowed_images`.
+fn image(spec: &ProfileSpec, issues: &mut Vec<Issue>) -> String {
+    let image = spec.image.clone().unwrap_or_default();
+    if image.trim().is_empty() {
+        issues.push(Issue::at(&["image"], "required: the container image".to_owned()));
+    }
+    for (i, entry) in spec.allowed_images.iter().enumerate() {
+        if entry.is_empty() || entry == "*" {
+            let key = format!("allowed_images[{i}]");
+            issues.push(Issue::at(&[&key], "an entry must name an image or an image prefix followed by '*'".to_owned()));
+        }
+    }
+    image
+}
+
+/// The duration at `key`, else `default`; it must be above 0.
+fn positive(key: &str, value: Option<Duration>, default: Duration, issues: &mut Vec<Issue>) -> Duration {
+    let value = value.unwrap_or(default);
+    if value.is_zero() {
+        issues.push(Issue::at(&[key], "must be above 0".to_owned()));
+    }
+    value
+}
+
+/// Every volume needs a name; every mount a name and a mountPath.
+fn check_volumes(spec: &ProfileSpec, issues: &mut Vec<Issue>) {
+    for (i, volume) in spec.volumes.iter().enumerate() {
+        if !volume.get("name").is_some_and(Value::is_string) {
+            issues.push(Issue::at(&["volumes"], format!("volume [{i}] needs a name")));
+        }
+    }
+    for (i, mount) in spec.volume_mounts.iter().enumerate() {
+        if !mount.get("name").is_some_and(Value::is_string) || !mount.get("mountPath").is_some_and(Value::is_string) {
+            issues.push(Issue::at(&["volume_mounts"], format!("mount [{i}] needs a name and a mountPath")));
+        }
+    }
+}
