@@ -47,6 +47,7 @@ impl ApiError {
                 SpawnError::Kubernetes(_) => StatusCode::BAD_GATEWAY,
                 SpawnError::Bundle(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 SpawnError::StopTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                SpawnError::Interrupted(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }
     }
@@ -73,6 +74,7 @@ impl ApiError {
                 SpawnError::Kubernetes(_) => "kubernetes_error",
                 SpawnError::Bundle(_) => "profile_error",
                 SpawnError::StopTimeout(_) => "stop_timeout",
+                SpawnError::Interrupted(_) => "interrupted",
             },
         }
     }
@@ -111,6 +113,9 @@ impl ApiError {
             }
             ApiError::Spawn(SpawnError::Bundle(_)) => "This environment is misconfigured and cannot start. Please tell your administrators.".into(),
             ApiError::Spawn(SpawnError::StopTimeout(_)) => "Your server is taking long to stop. It will be cleaned up; please try again in a minute.".into(),
+            ApiError::Spawn(SpawnError::Interrupted(_)) => {
+                "Something went wrong on our side. Please try again; if it keeps failing, tell your administrators.".into()
+            }
             ApiError::NotFound(_) | ApiError::Spawn(SpawnError::NotFound) => "There is no such server.".into(),
             ApiError::BadBody { .. } => "The request could not be read.".into(),
         }

@@ -18,6 +18,9 @@ use super::Registry;
 /// on how long a silently stalled watch can keep the index stale.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(600);
 
+/// How long watch errors may go on before a cluster's instances are answered `unknown`.
+pub const WATCH_ERROR_GRACE: Duration = Duration::from_secs(10);
+
 /// Pods per page of the initial list: a large cluster's list is decoded a page at a time,
 /// which bounds the memory peak while syncing (docs/benchmarks.md).
 const PAGE_SIZE: u32 = 250;
@@ -35,6 +38,7 @@ impl Registry {
             // a fresh list every RESYNC_INTERVAL bounds how stale the index can get.
             let resync = tokio::time::sleep(RESYNC_INTERVAL);
             tokio::pin!(resync);
+            let mut failing_since: Option<tokio::time::Instant> = None;
             loop {
                 let next = tokio::select! {
                     next = stream.next() => next,
@@ -47,6 +51,7 @@ impl Registry {
                 match next {
                     None => break,
                     Some(Ok(event)) => {
+                        failing_since = None;
                         let done = matches!(event, Event::InitDone);
                         self.apply(&cluster, &event);
                         if done {
@@ -54,9 +59,20 @@ impl Registry {
                         }
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(cluster, error = %e, "watch error; retrying with backoff");
-                        self.mark_unreachable(&cluster, &e.to_string());
+                        // A dropped connection (an API server restart, a load balancer's idle
+                        // timeout) is resumed by the watcher from where it was: the index
+                        // stays right and the cluster synced. Only errors that last make the
+                        // cluster's instances unknown, and then the watch starts over with a
+                        // fresh list, which makes it synced again as soon as it can.
                         self.inner.metrics.watch_restart(&cluster);
+                        let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                        if since.elapsed() < WATCH_ERROR_GRACE {
+                            tracing::info!(cluster, error = %e, "watch interrupted; resuming");
+                            continue;
+                        }
+                        tracing::warn!(cluster, error = %e, "watch failing; instances unknown until a fresh list");
+                        self.mark_unreachable(&cluster, &e.to_string());
+                        break;
                     }
                 }
             }

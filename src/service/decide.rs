@@ -33,7 +33,9 @@ pub fn stop_targets(found: &Result<Option<Instance>, Vec<String>>, reachable: im
 
 /// Instances no operation follows (their spawner died mid-spawn, or the daemon restarted)
 /// that are removed: failed ones (unless their profile keeps failures) and pending ones older
-/// than their profile's start timeout (the default timeout for a profile that is gone).
+/// than their profile's start timeout (the default timeout for a profile that is gone) whose
+/// Pod does not run. A Pod that runs but is not Ready (a readiness blip under load, a node
+/// going NotReady) may be serving its user: it is never removed here.
 pub fn orphans_to_reap(instances: Vec<Instance>, in_flight: &HashSet<String>, profiles: &ProfileSet, now: Timestamp) -> Vec<Instance> {
     instances
         .into_iter()
@@ -43,6 +45,7 @@ pub fn orphans_to_reap(instances: Vec<Instance>, in_flight: &HashSet<String>, pr
             let profile = profiles.get(&i.profile);
             match i.state {
                 InstanceState::Failed => !profile.is_some_and(|p| p.keep_on_failure),
+                _ if i.runs => false,
                 _ => {
                     let timeout = profile.map_or(DEFAULT_START_TIMEOUT, |p| p.start_timeout);
                     let started = i.started_at.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
@@ -115,6 +118,14 @@ pub fn object_failure_kind(code: Option<u16>, message: &str) -> FailureKind {
     }
 }
 
+/// Whether an HTTP status from a server's URL is the server answering: a success, a
+/// redirect (to its login or its UI) or a refusal to an anonymous caller. A 404 is what an
+/// ingress says for a path it does not route (or a host rule that does not match), and 5xx
+/// is a proxy with no ready backend: neither means the server is up.
+pub fn is_server_answer(status: u16) -> bool {
+    matches!(status, 200..=399 | 401 | 403)
+}
+
 /// The progress shown once `applied` of `total` objects are applied: 10 % to 40 %.
 pub fn apply_progress(applied: usize, total: usize) -> u8 {
     10 + u8::try_from(applied.min(total) * 30 / total.max(1)).unwrap_or(30)
@@ -145,6 +156,7 @@ mod tests {
             last_seen: None,
             cause: None,
             failure: None,
+            runs: false,
         }
     }
 
@@ -188,10 +200,11 @@ keep_on_failure = true
             instance("running", "quick", InstanceState::Running, "2026-01-01T00:00:00Z"),
             instance("followed", "quick", InstanceState::Failed, "2026-01-01T00:00:00Z"),
             instance("gone-profile", "nope", InstanceState::Pending, "2026-01-01T00:00:00Z"),
+            Instance { runs: true, ..instance("blipped", "quick", InstanceState::Pending, "2026-01-01T00:00:00Z") },
         ];
         let in_flight = HashSet::from(["followed".to_string()]);
         let reaped: Vec<String> = orphans_to_reap(all, &in_flight, &profiles(), now).into_iter().map(|i| i.key).collect();
-        assert_eq!(reaped, ["old-pending", "failed"], "the default timeout (300 s) applies to a profile that is gone");
+        assert_eq!(reaped, ["old-pending", "failed"], "the default timeout (300 s) applies to a profile that is gone; a Pod that runs stays");
     }
 
     #[test]
@@ -232,6 +245,16 @@ keep_on_failure = true
         assert_eq!(object_failure_kind(Some(403), quota), FailureKind::Quota);
         assert_eq!(object_failure_kind(Some(403), "forbidden: User cannot create pods"), FailureKind::Other);
         assert_eq!(object_failure_kind(Some(422), "Pod is invalid"), FailureKind::Other);
+    }
+
+    #[test]
+    fn only_the_servers_own_answer_counts_as_up() {
+        for up in [200, 302, 401, 403] {
+            assert!(is_server_answer(up), "{up}");
+        }
+        for down in [404, 421, 502, 503, 504] {
+            assert!(!is_server_answer(down), "{down}");
+        }
     }
 
     #[test]

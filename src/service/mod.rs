@@ -136,6 +136,8 @@ pub enum SpawnError {
     Kubernetes(#[from] ObjectError),
     #[error("stopping did not finish within {0:?}")]
     StopTimeout(Duration),
+    #[error("the operation was interrupted: {0}")]
+    Interrupted(String),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -462,14 +464,15 @@ impl Spawner {
         }
         tracing::info!(key = %key.key(), user = %req.user, server = %req.server, profile = %profile.slug, cluster = %choice.context, reason = %choice.reason, "spawn started");
         op.progress.push(ProgressEvent::step(5, format!("Placing on {}: {}", choice.context, choice.reason)));
-        if let Some(i) = previous {
-            // The previous attempt failed and kept its objects: clear them first.
-            op.progress.push(ProgressEvent::step(7, "Removing the previous failed attempt"));
-            self.delete_instance_objects(&i.cluster, key.key(), false).await.ok();
-        }
         let spawner = self.clone();
         self.inner.metrics.spawns_in_flight_inc();
+        // Everything after this point runs in the task: the caller may go away.
         tokio::spawn(async move {
+            if let Some(i) = previous {
+                // The previous attempt failed and kept its objects: clear them first.
+                op.progress.push(ProgressEvent::step(7, "Removing the previous failed attempt"));
+                spawner.delete_instance_objects(&i.cluster, key.key(), false).await.ok();
+            }
             spawner.run_spawn(&op, &profile, bundle, &choice).await;
             spawner.inner.metrics.spawns_in_flight_dec();
             drop(permit);
@@ -690,7 +693,8 @@ impl Spawner {
         Ok(pod_obj.and_then(|p| p.metadata.uid).unwrap_or_default())
     }
 
-    /// Waits until the user's URL answers through the ingress (any HTTP status below 500).
+    /// Waits until the user's URL answers through the ingress with the server's own answer
+    /// (see [`decide::is_server_answer`]: a 404 is the ingress saying it has no route).
     async fn wait_url(&self, op: &Op, url: &str, deadline: tokio::time::Instant) -> Result<(), SpawnFailure> {
         op.progress.push(ProgressEvent::step(92, format!("Waiting for {url} to answer")));
         let client = reqwest::Client::builder()
@@ -700,7 +704,7 @@ impl Spawner {
         let mut last = String::new();
         while tokio::time::Instant::now() < deadline {
             match client.get(url).send().await {
-                Ok(r) if r.status().as_u16() < 500 => return Ok(()),
+                Ok(r) if decide::is_server_answer(r.status().as_u16()) => return Ok(()),
                 Ok(r) => last = format!("HTTP {}", r.status()),
                 Err(e) => last = e.to_string(),
             }
@@ -756,7 +760,18 @@ impl Spawner {
 
     /// Stops a server: cancels a spawn in flight, deletes its objects (its PVC too only with
     /// `remove_storage`), and waits until its Pod is gone. Already stopped is success.
+    ///
+    /// The stop runs to its end in a task of its own: a caller that goes away (a cancelled
+    /// request, a client timeout) neither interrupts it nor leaves the key taken.
     pub async fn stop(&self, user: &str, server: &str, remove_storage: bool) -> Result<(), SpawnError> {
+        let (this, user, server) = (self.clone(), user.to_string(), server.to_string());
+        match tokio::spawn(async move { this.stop_to_end(&user, &server, remove_storage).await }).await {
+            Ok(result) => result,
+            Err(join) => Err(SpawnError::Interrupted(join.to_string())),
+        }
+    }
+
+    async fn stop_to_end(&self, user: &str, server: &str, remove_storage: bool) -> Result<(), SpawnError> {
         let key = InstanceKey::new(user, server);
         let key = key.key().to_string();
         let op = Arc::new(Op::new(OpKind::Stop, InstanceView::named(&key, user, server, InstanceState::Stopping)));
@@ -826,31 +841,42 @@ impl Spawner {
                 Err(e) => return Err(e.into()),
             }
         }
-        // Extra kinds only the Pod's inventory knows (a profile changed since this spawn).
-        for r in refs.clone().iter().filter(|r| r.kind == "Pod") {
+        // Extra kinds only the Pod's inventory knows (a profile changed since this spawn). The
+        // inventory is an annotation anyone who may create a Pod can write: it contributes
+        // kinds to look for, never names to delete; only objects labelled with this
+        // instance's key are ever deleted.
+        let mut extra_kinds = BTreeSet::new();
+        for r in refs.iter().filter(|r| r.kind == "Pod") {
             let pods: Api<Pod> = Api::namespaced(cluster.api.client().clone(), r.namespace.as_deref().unwrap_or("default"));
             if let Ok(Some(pod)) = pods.get_opt(&r.name).await {
                 let listed =
                     pod.metadata.annotations.as_ref().and_then(|a| a.get(labels::INVENTORY)).and_then(|s| serde_json::from_str::<Vec<ObjectRef>>(s).ok());
-                for extra in listed.into_iter().flatten() {
-                    let skip = extra.kind == "Namespace" || (extra.kind == "PersistentVolumeClaim" && !remove_storage);
-                    if !skip && !refs.contains(&extra) {
-                        refs.push(extra);
-                    }
-                }
+                extra_kinds.extend(listed.into_iter().flatten().map(|e| (e.api_version, e.kind)).filter(|k| !kinds.contains(k)));
+            }
+        }
+        for (api_version, kind) in &extra_kinds {
+            if kind == "Namespace" || (kind == "PersistentVolumeClaim" && !remove_storage) {
+                continue;
+            }
+            if let Ok(found) = cluster.api.list_refs(api_version, kind, &selector).await {
+                refs.extend(found.into_iter().map(|l| l.r));
             }
         }
         let (pods, others): (Vec<ObjectRef>, Vec<ObjectRef>) = refs.into_iter().partition(|r| r.kind == "Pod");
         for result in join_all(pods.iter().chain(others.iter()).map(|r| cluster.api.delete(r))).await {
             result?;
         }
+        // A Pod stuck Terminating (a finalizer, a dead node) must not hold up whoever waits
+        // here (a stop, the drift handler, reaping) for good: wait at most the stop timeout.
+        let wait = self.stop_timeout_for(key);
         for pod in &pods {
             let api: Api<Pod> = Api::namespaced(cluster.api.client().clone(), pod.namespace.as_deref().unwrap_or("default"));
-            kube::runtime::wait::await_condition(api, &pod.name, |p: Option<&Pod>| p.is_none()).await.map_err(|e| ObjectError {
-                object: pod.to_string(),
-                message: e.to_string(),
-                code: None,
-            })?;
+            let gone = kube::runtime::wait::await_condition(api, &pod.name, |p: Option<&Pod>| p.is_none());
+            match tokio::time::timeout(wait, gone).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(ObjectError { object: pod.to_string(), message: e.to_string(), code: None }.into()),
+                Err(_) => return Err(SpawnError::StopTimeout(wait)),
+            }
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::labels;
-use crate::lifecycle::{judge_pod, Failure, FailureKind, PodVerdict, ProgressEvent};
+use crate::lifecycle::{judge_pod, runs, Failure, FailureKind, PodVerdict, ProgressEvent};
 
 /// The state of an instance as users and operators see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -61,6 +61,10 @@ pub struct Instance {
     /// The kind of failure, with `cause`.
     #[serde(skip)]
     pub failure: Option<FailureKind>,
+    /// Its Pod runs (see [`runs`]): it may have served its user, so it is never removed as a
+    /// spawn that did not start, even when it is not Ready now.
+    #[serde(skip)]
+    pub runs: bool,
 }
 
 impl Instance {
@@ -91,6 +95,7 @@ impl Instance {
             started_at: meta.creation_timestamp.as_ref().map(|t| t.0.to_string()),
             last_seen: Some(now.to_string()),
             failure: failure.as_ref().map(|f| f.kind),
+            runs: runs(pod),
             cause: failure.map(|f| f.message),
         })
     }

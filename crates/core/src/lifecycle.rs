@@ -105,6 +105,15 @@ pub fn judge_pod(pod: &Pod) -> PodVerdict {
     PodVerdict::Starting
 }
 
+/// Whether the Pod runs: phase Running and every container running. Such a Pod may have
+/// served its user already, whatever its readiness says now (a probe failing under load, a
+/// node going NotReady): it is never removed as a spawn that did not start.
+pub fn runs(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else { return false };
+    let containers = status.container_statuses.as_deref().unwrap_or_default();
+    status.phase.as_deref() == Some("Running") && !containers.is_empty() && containers.iter().all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+}
+
 /// One step of a spawn's progress, in the shape JupyterHub's progress API uses: the `data` of
 /// every SSE event, whose name is `progress`, then `ready` or `failed` for the last one.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -207,6 +216,19 @@ mod tests {
             let kind = if reason == "CrashLoopBackOff" { FailureKind::CrashLoop } else { FailureKind::ImagePull };
             assert_eq!(failure.kind, kind, "{reason}");
         }
+    }
+
+    #[test]
+    fn a_pod_whose_containers_run_runs_whatever_its_readiness() {
+        let running = |ready: &str| {
+            pod(json!({"phase": "Running", "conditions": [{"type": "Ready", "status": ready}],
+                "containerStatuses": [{"name": "notebook", "image": "x", "imageID": "", "ready": ready == "True", "restartCount": 0,
+                    "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}))
+        };
+        assert!(runs(&running("True")) && runs(&running("False")));
+        assert_eq!(judge_pod(&running("False")), PodVerdict::Starting, "not ready: not Ready");
+        assert!(!runs(&pod(json!({"phase": "Pending"}))));
+        assert!(!runs(&pod(json!({"phase": "Running"}))), "no container status: not known to run");
     }
 
     #[test]
