@@ -43,6 +43,9 @@ pub struct Config {
     pub max_concurrent_spawns: usize,
     /// Servers one user may run at once (default 3).
     pub max_servers_per_user: usize,
+    /// The hub's `base_url` (default `/`): a hub's `url_prefix` must be the user's own path
+    /// under it (`<hub_base_url>user/<user>/[<server>/]`).
+    pub hub_base_url: String,
     /// How long an object without a known owner survives before garbage
     /// collection deletes it (default 60 s).
     #[serde(with = "duration")]
@@ -60,6 +63,7 @@ impl Default for Config {
             templates_dir: None,
             max_concurrent_spawns: 64,
             max_servers_per_user: 3,
+            hub_base_url: "/".into(),
             gc_grace: Duration::from_secs(60),
             auth: AuthConfig::default(),
         }
@@ -68,7 +72,8 @@ impl Default for Config {
 
 /// Top-level setting names, the only `FLEETSPAWN_*` variables read (others,
 /// such as a CLI's own variables, are left alone).
-const FIELDS: &[&str] = &["listen", "kubeconfig", "profiles", "templates_dir", "max_concurrent_spawns", "max_servers_per_user", "gc_grace", "auth"];
+const FIELDS: &[&str] =
+    &["listen", "kubeconfig", "profiles", "templates_dir", "max_concurrent_spawns", "max_servers_per_user", "hub_base_url", "gc_grace", "auth"];
 
 /// Every problem found while reading the settings.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -579,3 +579,31 @@ async fn sigterm_ends_open_progress_streams_and_exits_zero() {
     let key = started.body["key"].as_str().expect("key");
     assert_eq!(common::objects_of("cluster-c", key), Vec::<String>::new());
 }
+
+/// Only the hub gives a server its route and its environment, and even the hub may route a
+/// user's server only under that user's own path: never another user's path or `/` (an
+/// ingress picks the longest matching prefix, so alice's pod would get bob's traffic).
+#[tokio::test]
+async fn only_the_hub_sets_url_prefix_and_env_and_only_to_the_users_own_path() {
+    let api = Api::start();
+    let alice = server_path("alice", "x");
+    for body in [json!({ "profile": "a", "url_prefix": "/user/alice/x/" }), json!({ "profile": "a", "env": { "JUPYTERHUB_API_TOKEN": "forged" } })] {
+        api.put(&alice, As::Token(ALICE_TOKEN), body.clone()).await.expect_error(403, "forbidden");
+        api.put(&alice, As::Proxy { user: "alice", groups: "" }, body).await.expect_error(403, "forbidden");
+    }
+    let user = common::unique("prefix");
+    let path = server_path(&user, "lab");
+    for foreign in ["/user/bob/api/", "/", "/user/", &format!("/user/{user}/"), &format!("/user/{user}/lab/api/"), "/hub/"] {
+        let refused = api.put(&path, As::Token(HUB_TOKEN), json!({ "profile": "a", "url_prefix": foreign })).await;
+        refused.expect_error(403, "forbidden");
+        assert_eq!(refused.body["field"], "url_prefix", "{}", refused.body);
+    }
+    assert!(common::objects_of("cluster-a", &fleetspawn_core::naming::InstanceKey::new(&user, "lab").key().to_string()).is_empty(), "nothing created");
+    let own = format!("/user/{user}/lab/");
+    let started = api.put(&path, As::Token(HUB_TOKEN), json!({ "profile": "a", "url_prefix": own, "env": { "GREETING": "hi" } })).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    assert!(started.body["url"].as_str().is_some_and(|u| u.ends_with(&own)), "{}", started.body);
+    let events = api.progress(&path, As::Token(HUB_TOKEN)).await;
+    assert_eq!(events.last().map(|(name, _)| name.as_str()), Some("ready"), "{}", show(&events));
+    assert_eq!(api.delete(&path, As::Token(HUB_TOKEN)).await.status, StatusCode::NO_CONTENT);
+}

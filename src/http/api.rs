@@ -135,6 +135,15 @@ pub async fn start_server(state: &AppState, caller: &Caller, path: &ServerPath, 
     validate_path(path)?;
     authorize(caller, &path.user)?;
     validate_start(&req)?;
+    // The environment and the path a server is routed under are the hub's to give: from
+    // anyone else they would let a user take another user's route, cookies and tokens.
+    if !matches!(caller, Caller::Token { role: Role::Hub, .. }) {
+        for (field, given) in [("url_prefix", req.url_prefix.is_some()), ("env", !req.env.is_empty())] {
+            if given {
+                return Err(ApiError::Forbidden(format!("only the hub may set {field}")));
+            }
+        }
+    }
     let profiles = state.spawner.profiles();
     let profile = match &req.profile {
         Some(slug) => profiles.get(slug),

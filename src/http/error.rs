@@ -48,6 +48,7 @@ impl ApiError {
                 SpawnError::Bundle(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 SpawnError::StopTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 SpawnError::Interrupted(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                SpawnError::ForeignUrlPrefix { .. } => StatusCode::FORBIDDEN,
             },
         }
     }
@@ -75,6 +76,7 @@ impl ApiError {
                 SpawnError::Bundle(_) => "profile_error",
                 SpawnError::StopTimeout(_) => "stop_timeout",
                 SpawnError::Interrupted(_) => "interrupted",
+                SpawnError::ForeignUrlPrefix { .. } => "forbidden",
             },
         }
     }
@@ -84,6 +86,7 @@ impl ApiError {
         match self {
             ApiError::Invalid { field, .. } => Some(field.clone()),
             ApiError::Spawn(SpawnError::BadOption(e)) => Some(format!("options.{}", option_name(e))),
+            ApiError::Spawn(SpawnError::ForeignUrlPrefix { .. }) => Some("url_prefix".into()),
             _ => None,
         }
     }
@@ -113,6 +116,7 @@ impl ApiError {
             }
             ApiError::Spawn(SpawnError::Bundle(_)) => "This environment is misconfigured and cannot start. Please tell your administrators.".into(),
             ApiError::Spawn(SpawnError::StopTimeout(_)) => "Your server is taking long to stop. It will be cleaned up; please try again in a minute.".into(),
+            ApiError::Spawn(SpawnError::ForeignUrlPrefix { .. }) => "You are not allowed to do that.".into(),
             ApiError::Spawn(SpawnError::Interrupted(_)) => {
                 "Something went wrong on our side. Please try again; if it keeps failing, tell your administrators.".into()
             }

@@ -31,7 +31,7 @@ use fleetspawn_core::bundle::{Bundle, BundleError, Renderer, SpawnInput, Tier};
 use fleetspawn_core::instance::{InstanceState, InstanceView, SpawnEnd};
 use fleetspawn_core::labels;
 use fleetspawn_core::lifecycle::{judge_pod, progress_for_event, Failure, FailureKind, PodVerdict, ProgressEvent};
-use fleetspawn_core::naming::InstanceKey;
+use fleetspawn_core::naming::{self, InstanceKey};
 use fleetspawn_core::placement;
 use fleetspawn_core::profiles::{OptionError, Profile, ProfileSet, DEFAULT_STOP_TIMEOUT};
 
@@ -74,6 +74,8 @@ pub struct SpawnerSettings {
     pub gc_grace: Duration,
     /// How often garbage collection runs.
     pub gc_interval: Duration,
+    /// The hub's base URL, under which a requested URL prefix must be the user's own.
+    pub hub_base_url: String,
 }
 
 /// How often garbage collection runs.
@@ -86,6 +88,7 @@ impl From<&Config> for SpawnerSettings {
             max_servers_per_user: config.max_servers_per_user,
             gc_grace: config.gc_grace,
             gc_interval: GC_INTERVAL,
+            hub_base_url: config.hub_base_url.clone(),
         }
     }
 }
@@ -138,6 +141,8 @@ pub enum SpawnError {
     StopTimeout(Duration),
     #[error("the operation was interrupted: {0}")]
     Interrupted(String),
+    #[error("url_prefix {prefix:?} is not {user:?}'s own path (expected {expected:?})")]
+    ForeignUrlPrefix { prefix: String, user: String, expected: String },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -425,6 +430,13 @@ impl Spawner {
         // the profile with the user's choices applied (a choice may pick the cluster); the
         // bundle is rendered from the base profile, which applies the same choices itself.
         let profile = base.resolve_options(&req.options)?.profile;
+        if let Some(prefix) = &req.url_prefix {
+            let base_url = &self.inner.settings.hub_base_url;
+            if !naming::is_own_url_prefix(prefix, base_url, &req.user, &req.server) {
+                let expected = format!("{}{}", base_url.trim_end_matches('/'), naming::url_prefix(&req.user, &req.server));
+                return Err(SpawnError::ForeignUrlPrefix { prefix: prefix.clone(), user: req.user.clone(), expected });
+            }
+        }
 
         if let Some(op) = lock(&self.inner.ops).get(key.key()) {
             return op.answer();

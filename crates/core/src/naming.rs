@@ -110,6 +110,16 @@ pub fn url_prefix(user: &str, server: &str) -> String {
     }
 }
 
+/// Whether `prefix` is `user`'s own path for `server` under a hub's `base_url` (`/` or
+/// `/jupyter/`): exactly `<base_url>user/<user>/[<server>/]`, escaped as [`url_prefix`]
+/// does. Anything else, another user's path, a deeper or shorter path or `/`, is not:
+/// an ingress picks the longest matching prefix, so a wrong prefix takes another user's
+/// traffic, cookies and tokens.
+pub fn is_own_url_prefix(prefix: &str, base_url: &str, user: &str, server: &str) -> bool {
+    let own = url_prefix(user, server);
+    prefix.strip_prefix(base_url.trim_end_matches('/')).is_some_and(|rest| rest == own)
+}
+
 fn url_escape(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for byte in segment.bytes() {
@@ -265,6 +275,20 @@ mod tests {
         assert_eq!(url_prefix("alice", ""), "/user/alice/");
         assert_eq!(url_prefix("alice", "gpu"), "/user/alice/gpu/");
         assert_eq!(url_prefix("a@b.c d/é", "x y"), "/user/a@b.c%20d%2F%C3%A9/x%20y/");
+    }
+
+    #[test]
+    fn only_the_users_own_url_prefix_is_theirs() {
+        assert!(is_own_url_prefix("/user/alice/", "/", "alice", ""));
+        assert!(is_own_url_prefix("/user/alice/lab/", "/", "alice", "lab"));
+        assert!(is_own_url_prefix("/jupyter/user/first.last/", "/jupyter/", "first.last", ""));
+        assert!(is_own_url_prefix("/user/j%C3%BCrgen/", "/", "jürgen", ""));
+        for other in
+            ["/user/bob/", "/user/bob/api/", "/", "/user/", "/user/alice", "/user/alice/api/", "/user/alice/lab/", "/x/user/alice/", "/user/alice/../bob/"]
+        {
+            assert!(!is_own_url_prefix(other, "/", "alice", ""), "{other}");
+        }
+        assert!(!is_own_url_prefix("/user/alice/", "/jupyter/", "alice", ""), "outside the hub's base URL");
     }
 
     #[test]
