@@ -607,3 +607,19 @@ async fn only_the_hub_sets_url_prefix_and_env_and_only_to_the_users_own_path() {
     assert_eq!(events.last().map(|(name, _)| name.as_str()), Some("ready"), "{}", show(&events));
     assert_eq!(api.delete(&path, As::Token(HUB_TOKEN)).await.status, StatusCode::NO_CONTENT);
 }
+
+/// Identity headers sent twice (a client adding its own next to the proxy's) are not believed.
+#[tokio::test]
+async fn identity_headers_sent_twice_are_refused() {
+    let api = Api::start();
+    let twice = api.request(Method::GET, "/api/v1/instances", As::Nobody).header("X-Forwarded-User", "root").header("X-Forwarded-User", "alice");
+    api.send(twice).await.expect_error(401, "unauthorized");
+    let groups = api
+        .request(Method::GET, "/api/v1/instances", As::Nobody)
+        .header("X-Forwarded-User", "mallory")
+        .header("X-Forwarded-Groups", "data")
+        .header("X-Forwarded-Groups", "platform");
+    api.send(groups).await.expect_error(401, "unauthorized");
+    // Once is fine (root is an admin of the test daemon).
+    assert_eq!(api.get("/api/v1/instances", As::Proxy { user: "root", groups: "" }).await.status, StatusCode::OK);
+}

@@ -148,15 +148,22 @@ impl Auth {
             tracing::warn!(peer = ?peer, header = %self.user_header, "identity header from an untrusted peer ignored");
             return Err(AuthError::Missing);
         }
+        // A proxy sets the identity headers once. More than one means something between the
+        // proxy and here added its own (or the proxy passed the client's through): which
+        // one the proxy meant cannot be known, so none is believed.
+        if headers.get_all(&self.user_header).iter().count() > 1 || headers.get_all(&self.groups_header).iter().count() > 1 {
+            tracing::warn!(peer = ?peer, "identity headers sent more than once; refused");
+            return Err(AuthError::BadIdentity);
+        }
         let user = user.to_str().map_err(|_| AuthError::BadIdentity)?.trim();
         validate_name(user).map_err(|_| AuthError::BadIdentity)?;
         if user.is_empty() {
             return Err(AuthError::BadIdentity);
         }
         let groups: Vec<String> = headers
-            .get_all(&self.groups_header)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+            .get(&self.groups_header)
+            .and_then(|v| v.to_str().ok())
+            .into_iter()
             .flat_map(|v| v.split(','))
             .map(str::trim)
             .filter(|g| !g.is_empty() && validate_name(g).is_ok())
@@ -435,7 +442,7 @@ mod tests {
     #[test]
     fn proxy_headers_only_from_trusted_peers() {
         let a = auth();
-        let h = headers(&[("x-forwarded-user", "alice"), ("x-forwarded-groups", "data, ml"), ("x-forwarded-groups", "gpu")]);
+        let h = headers(&[("x-forwarded-user", "alice"), ("x-forwarded-groups", "data, ml, gpu")]);
         let alice = a.authenticate(&h, ip("10.1.2.3")).unwrap();
         assert_eq!(alice, Caller::User { user: "alice".into(), groups: vec!["data".into(), "ml".into(), "gpu".into()], admin: false });
         assert_eq!(a.authenticate(&h, ip("10.2.0.1")), Err(AuthError::Missing));
@@ -443,6 +450,17 @@ mod tests {
         // An IPv4 peer seen on a dual-stack socket is still recognised.
         assert!(a.authenticate(&h, ip("::ffff:127.0.0.1")).is_ok());
         assert_eq!(a.authenticate(&HeaderMap::new(), ip("127.0.0.1")), Err(AuthError::Missing));
+    }
+
+    /// A client that adds its own identity header next to the proxy's (or a proxy that passes
+    /// the client's through) gets neither believed: not the first, not merged groups.
+    #[test]
+    fn identity_headers_sent_twice_are_refused() {
+        let a = auth();
+        let twice_user = headers(&[("x-forwarded-user", "root"), ("x-forwarded-user", "alice")]);
+        assert_eq!(a.authenticate(&twice_user, ip("127.0.0.1")), Err(AuthError::BadIdentity));
+        let twice_groups = headers(&[("x-forwarded-user", "alice"), ("x-forwarded-groups", "data"), ("x-forwarded-groups", "platform")]);
+        assert_eq!(a.authenticate(&twice_groups, ip("127.0.0.1")), Err(AuthError::BadIdentity), "no admin by a second groups header");
     }
 
     #[test]
