@@ -14,6 +14,7 @@ use futures::StreamExt;
 use fleetspawn::config::Config;
 use fleetspawn::http::{self, wire};
 use fleetspawn::kube::fleet::{self, Fleet, Health};
+use fleetspawn::kube::userserver;
 use fleetspawn::metrics::Metrics;
 use fleetspawn::service::{SpawnRequest, Spawner, SpawnerSettings};
 use fleetspawn::sources;
@@ -107,6 +108,9 @@ enum Command {
         #[arg(long)]
         remove_storage: bool,
     },
+    /// Print the UserServer CustomResourceDefinition (userservers.fleetspawn.io) as YAML, for
+    /// GitOps: `fleetspawn crd | kubectl apply -f -`. Reads no settings and no cluster.
+    Crd,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -151,6 +155,10 @@ fn describe(e: &anyhow::Error) -> String {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if matches!(cli.command, Command::Crd) {
+        print!("{}", userserver::crd_yaml().context("encoding the CRD as YAML")?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = Config::load(cli.config.as_deref())?;
     let kubeconfig_path = cli.kubeconfig.clone().or_else(|| config.kubeconfig.clone());
     let profiles_path = cli.profiles.clone().unwrap_or_else(|| config.profiles.clone());
@@ -222,6 +230,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("stopped");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Crd => unreachable!("handled before the settings are read"),
     }
 }
 

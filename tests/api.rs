@@ -598,7 +598,7 @@ async fn only_the_hub_sets_url_prefix_and_env_and_only_to_the_users_own_path() {
         refused.expect_error(403, "forbidden");
         assert_eq!(refused.body["field"], "url_prefix", "{}", refused.body);
     }
-    assert!(common::objects_of("cluster-a", &fleetspawn_core::naming::InstanceKey::new(&user, "lab").key().to_string()).is_empty(), "nothing created");
+    assert!(common::objects_of("cluster-a", fleetspawn_core::naming::InstanceKey::new(&user, "lab").key()).is_empty(), "nothing created");
     let own = format!("/user/{user}/lab/");
     let started = api.put(&path, As::Token(HUB_TOKEN), json!({ "profile": "a", "url_prefix": own, "env": { "GREETING": "hi" } })).await;
     assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);

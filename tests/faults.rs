@@ -2,6 +2,8 @@
 //! found it, against the real local clusters: a readiness blip, a cancelled stop with a Pod
 //! stuck Terminating, a decoy Pod whose inventory names an unrelated object, a dropped watch.
 
+#![allow(clippy::await_holding_lock)] // see common::serial
+
 mod common;
 
 use std::process::Command;

@@ -347,3 +347,25 @@ async fn extra_objects_of_any_kind_custom_resources_included_are_applied_and_rem
     s.stop(&user, "", false).await.expect("stop");
     assert_eq!(widgets().trim(), "", "and removed with the server");
 }
+
+/// Forty parallel starts of one user's servers never get past the per-user limit together:
+/// counting and registering a spawn are one step. Three rounds, each from scratch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_starts_of_one_user_never_exceed_the_server_limit() {
+    let s = spawner().await;
+    for round in 0..3 {
+        let user = common::unique(&format!("limit{round}"));
+        let starts = (0..40).map(|i| {
+            let (s, req) = (s.clone(), request(&user, &format!("s{i}"), "a"));
+            tokio::spawn(async move { s.spawn(req).await })
+        });
+        let results: Vec<_> = futures::future::join_all(starts).await.into_iter().map(|r| r.expect("task")).collect();
+        let accepted: Vec<String> = results.iter().filter_map(|r| r.as_ref().ok()).map(|v| v.server.clone()).collect();
+        assert_eq!(accepted.len(), 3, "round {round}: {accepted:?}");
+        assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|e| matches!(e, SpawnError::TooManyServers { limit: 3, .. })), "round {round}");
+        for server in &accepted {
+            progress_to_end(&s, &user, server).await;
+            s.stop(&user, server, false).await.expect("stop");
+        }
+    }
+}

@@ -471,7 +471,7 @@ impl Spawner {
             ..InstanceView::named(key.key(), &req.user, &req.server, InstanceState::Pending)
         };
         let op = Arc::new(Op::new(OpKind::Spawn, view.clone()));
-        if let Some(theirs) = self.claim(key.key(), &op) {
+        if let Some(theirs) = self.claim(key.key(), &op, Some((&req.user, limit))) {
             return theirs;
         }
         tracing::info!(key = %key.key(), user = %req.user, server = %req.server, profile = %profile.slug, cluster = %choice.context, reason = %choice.reason, "spawn started");
@@ -493,12 +493,19 @@ impl Spawner {
         Ok(view)
     }
 
-    /// Takes the key for `op`, unless another operation holds it: then that one's answer.
-    fn claim(&self, key: &str, op: &Arc<Op>) -> Option<Result<InstanceView, SpawnError>> {
+    /// Takes the key for `op`, unless another operation holds it: then that one's answer. With
+    /// `limit` (user, most servers), the user's server count is checked in the same step, so
+    /// parallel starts of one user's servers never get past the limit together.
+    fn claim(&self, key: &str, op: &Arc<Op>, limit: Option<(&str, usize)>) -> Option<Result<InstanceView, SpawnError>> {
         let mut ops = lock(&self.inner.ops);
         if let Some(other) = ops.get(key) {
             // Lost a race with another caller: theirs wins.
             return Some(other.answer());
+        }
+        if let Some((user, limit)) = limit {
+            if self.servers_among(&ops, user, key) >= limit {
+                return Some(Err(SpawnError::TooManyServers { user: user.to_string(), limit }));
+            }
         }
         ops.insert(key.to_string(), op.clone());
         if op.kind == OpKind::Spawn {
@@ -536,8 +543,12 @@ impl Spawner {
 
     /// Servers a user has (live or being spawned), other than `except`.
     fn servers_of(&self, user: &str, except: &str) -> usize {
+        self.servers_among(&lock(&self.inner.ops), user, except)
+    }
+
+    /// [`Self::servers_of`] with the operations map already locked.
+    fn servers_among(&self, ops: &HashMap<String, Arc<Op>>, user: &str, except: &str) -> usize {
         let live: BTreeSet<String> = self.inner.registry.keys_of_user(user).into_iter().filter(|k| k != except).collect();
-        let ops = lock(&self.inner.ops);
         let in_flight = ops
             .values()
             .filter(|op| op.kind == OpKind::Spawn)
