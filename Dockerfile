@@ -12,6 +12,9 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 fleetspawn
 COPY --from=build /src/target/release/fleetspawn /usr/local/bin/fleetspawn
+# The embedded default is for a local try-out: on 0.0.0.0 `serve` refuses its development
+# token and local_user (it names both). Mount your own settings over this file, or turn
+# them off with FLEETSPAWN_AUTH__TOKENS=[] and FLEETSPAWN_AUTH__LOCAL_USER="".
 COPY config/fleetspawn.toml /etc/fleetspawn/fleetspawn.toml
 COPY profiles /etc/fleetspawn/profiles
 USER 10001

@@ -70,6 +70,42 @@ impl Default for Config {
     }
 }
 
+/// SHA-256 of `dev-admin-token`, the embedded default's admin token (its value is in the
+/// README): refused on any address but loopback.
+pub const DEV_TOKEN_SHA256: &str = "1734d503f6aa6a047c36d113cbad769f719c93784b469b771c4c3e7c63adbefd";
+
+impl Config {
+    /// Settings that are only safe on a loopback listen address (a local try-out) but would
+    /// give anyone who reaches the daemon admin rights: the development token and
+    /// `local_user`. Empty when `listen` is loopback or none is set. `serve` refuses to start
+    /// with any; each can be turned off by the environment without editing the file.
+    pub fn unsafe_exposure(&self) -> Vec<Diagnostic> {
+        if self.listen.ip().is_loopback() {
+            return Vec::new();
+        }
+        let problem = |path: String, message: String| Diagnostic { file: "settings".into(), line: None, path, message };
+        let mut problems: Vec<Diagnostic> = self
+            .auth
+            .tokens
+            .iter()
+            .filter(|t| t.sha256.eq_ignore_ascii_case(DEV_TOKEN_SHA256))
+            .map(|t| {
+                problem(
+                    format!("auth.tokens[{}]", t.name),
+                    format!("the development token (its value is public) with listen = {}: replace the tokens, or set FLEETSPAWN_AUTH__TOKENS=[]", self.listen),
+                )
+            })
+            .collect();
+        if self.auth.local_user.as_deref().is_some_and(|u| !u.is_empty()) {
+            problems.push(problem(
+                "auth.local_user".into(),
+                format!("logs in every browser as a user without a login; only on a loopback listen address, not {}: remove it, or set FLEETSPAWN_AUTH__LOCAL_USER=\"\"", self.listen),
+            ));
+        }
+        problems
+    }
+}
+
 /// Top-level setting names, the only `FLEETSPAWN_*` variables read (others,
 /// such as a CLI's own variables, are left alone).
 const FIELDS: &[&str] =
@@ -323,6 +359,24 @@ mod tests {
         std::env::set_var("FLEETSPAWN_TEST_BAD_LISTEN", "nope");
         let err = Config::from_sources(None, "FLEETSPAWN_TEST_BAD_").unwrap_err().to_string();
         assert!(err.starts_with("environment FLEETSPAWN_TEST_BAD_LISTEN: listen: "), "{err}");
+    }
+
+    #[test]
+    fn the_development_token_and_local_user_are_refused_off_loopback() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_PATH);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut shipped = Config::from_sources(Some((&path, &text)), NO_ENV).unwrap();
+        assert!(shipped.unsafe_exposure().is_empty(), "fine on loopback: {:?}", shipped.unsafe_exposure());
+        shipped.listen = "0.0.0.0:8080".parse().unwrap();
+        let paths: Vec<String> = shipped.unsafe_exposure().into_iter().map(|d| d.path).collect();
+        assert_eq!(paths, ["auth.tokens[dev-admin]", "auth.local_user"]);
+        // Each can be turned off from the environment, without editing the file.
+        std::env::set_var("FLEETSPAWN_TEST_EXPOSE_LISTEN", "0.0.0.0:8080");
+        std::env::set_var("FLEETSPAWN_TEST_EXPOSE_AUTH__TOKENS", "[]");
+        std::env::set_var("FLEETSPAWN_TEST_EXPOSE_AUTH__LOCAL_USER", "");
+        let fixed = Config::from_sources(Some((&path, &text)), "FLEETSPAWN_TEST_EXPOSE_").unwrap();
+        assert_eq!(fixed.unsafe_exposure(), Vec::new());
+        assert!(fixed.auth.tokens.is_empty());
     }
 
     #[test]

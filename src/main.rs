@@ -217,6 +217,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve => {
+            let exposed = config.unsafe_exposure();
+            if !exposed.is_empty() {
+                let list: Vec<String> = exposed.iter().map(ToString::to_string).collect();
+                anyhow::bail!("refusing to start:\n{}", list.join("\n"));
+            }
             let metrics = Metrics::new();
             let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path, metrics.clone()).await?;
             let mut config = config.clone();

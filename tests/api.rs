@@ -623,3 +623,13 @@ async fn identity_headers_sent_twice_are_refused() {
     // Once is fine (root is an admin of the test daemon).
     assert_eq!(api.get("/api/v1/instances", As::Proxy { user: "root", groups: "" }).await.status, StatusCode::OK);
 }
+
+/// `local_user` lets browsers on this machine in without a login; a page elsewhere that
+/// rebinds its DNS name to 127.0.0.1 must not get that: its requests carry its own `Host`.
+#[tokio::test]
+async fn local_user_is_refused_to_a_rebinding_host() {
+    let api = Api::with(DaemonOptions { extra_auth: "local_user = \"dev\"\n", ..Default::default() });
+    assert_eq!(api.get("/api/v1/profiles", As::Nobody).await.status, StatusCode::OK, "a local browser is let in");
+    let rebound = api.request(Method::GET, "/api/v1/profiles", As::Nobody).header("Host", "rebind.evil:8080");
+    api.send(rebound).await.expect_error(401, "unauthorized");
+}

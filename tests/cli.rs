@@ -109,3 +109,25 @@ fn check_validates_profiles_against_the_operators_templates() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("pods.yaml.j2: not a template fleetspawn knows"), "{}", text(&out.stderr));
 }
+
+/// The embedded default's development token and `local_user` make an admin of anyone who
+/// reaches the daemon: `serve` refuses them on any address but loopback, naming each setting,
+/// and the environment turns each off.
+#[test]
+fn serve_refuses_the_development_settings_off_loopback() {
+    let serve = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetspawn"));
+        cmd.current_dir(common::repo()).args(["--config", "config/fleetspawn.toml", "serve"]).env("FLEETSPAWN_LISTEN", "0.0.0.0:0");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run fleetspawn serve")
+    };
+    let out = serve(&[]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "started with the development settings on 0.0.0.0");
+    assert!(stderr.contains("auth.tokens[dev-admin]") && stderr.contains("auth.local_user"), "{stderr}");
+    let out = serve(&[("FLEETSPAWN_AUTH__TOKENS", "[]")]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success() && !stderr.contains("auth.tokens[") && stderr.contains("auth.local_user"), "{stderr}");
+}

@@ -118,7 +118,7 @@ impl Auth {
             admin_groups: config.admin_groups.clone(),
             key,
             secure_cookies: config.secure_cookies,
-            local_user: config.local_user.clone(),
+            local_user: config.local_user.clone().filter(|u| !u.is_empty()),
         })
     }
 
@@ -136,8 +136,10 @@ impl Auth {
             return self.verify_token(token);
         }
         let Some(user) = headers.get(&self.user_header) else {
+            // The Host must name this machine too: a page elsewhere that rebinds its DNS name
+            // to 127.0.0.1 makes the user's browser a loopback peer, but with its own Host.
             return match (&self.local_user, peer) {
-                (Some(local), Some(ip)) if ip.is_loopback() => {
+                (Some(local), Some(ip)) if ip.is_loopback() && host_is_loopback(headers) => {
                     let admin = self.admin_users.contains(local);
                     Ok(Caller::User { user: local.clone(), groups: Vec::new(), admin })
                 }
@@ -320,6 +322,17 @@ impl Caller {
     }
 }
 
+/// Whether the request's `Host` names this machine by a loopback name or address
+/// (`localhost`, `127.0.0.1`, `[::1]`, any port).
+fn host_is_loopback(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return false };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { host }),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,6 +463,20 @@ mod tests {
         // An IPv4 peer seen on a dual-stack socket is still recognised.
         assert!(a.authenticate(&h, ip("::ffff:127.0.0.1")).is_ok());
         assert_eq!(a.authenticate(&HeaderMap::new(), ip("127.0.0.1")), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn the_local_user_needs_a_loopback_host_too() {
+        let mut c = config();
+        c.local_user = Some("dev".into());
+        let a = Auth::new(&c).unwrap();
+        for host in ["localhost:8080", "127.0.0.1:8080", "[::1]:8080", "LOCALHOST", "127.0.0.2"] {
+            assert!(matches!(a.authenticate(&headers(&[("host", host)]), ip("127.0.0.1")), Ok(Caller::User { .. })), "{host}");
+        }
+        for host in ["rebind.evil:8080", "localhost.evil.example", "127.0.0.1.nip.io:8080", "10.0.0.1"] {
+            assert_eq!(a.authenticate(&headers(&[("host", host)]), ip("127.0.0.1")), Err(AuthError::Missing), "{host}");
+        }
+        assert_eq!(a.authenticate(&HeaderMap::new(), ip("127.0.0.1")), Err(AuthError::Missing), "no Host at all");
     }
 
     /// A client that adds its own identity header next to the proxy's (or a proxy that passes
