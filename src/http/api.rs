@@ -626,20 +626,7 @@ override = { image = "{value}" }
 
     #[test]
     fn instance_filters() {
-        let i = InstanceView {
-            key: "k".into(),
-            user: "alice".into(),
-            server: String::new(),
-            profile: "cpu".into(),
-            cluster: "east".into(),
-            state: InstanceState::Running,
-            url: None,
-            started_at: None,
-            last_seen: None,
-            cause: None,
-            placement: None,
-            failure: None,
-        };
+        let i = InstanceView { profile: "cpu".into(), cluster: "east".into(), ..InstanceView::named("k", "alice", "", InstanceState::Running) };
         assert!(InstanceFilter::default().matches(&i));
         assert!(InstanceFilter { cluster: Some("east".into()), state: Some(wire::InstanceState::Running), ..Default::default() }.matches(&i));
         assert!(!InstanceFilter { user: Some("bob".into()), ..Default::default() }.matches(&i));
