@@ -83,10 +83,11 @@ pub struct SyntaxError {
 impl Document {
     /// Parses `text`.
     pub fn parse(text: &str) -> Result<Self, SyntaxError> {
+        let index = LineIndex::new(text);
         let table = DeTable::parse(text)
-            .map_err(|err| SyntaxError { line: err.span().map_or(1, |span| line_of(text, span.start)), message: err.message().trim().to_owned() })?;
+            .map_err(|err| SyntaxError { line: err.span().map_or(1, |span| index.line(span.start)), message: err.message().trim().to_owned() })?;
         let mut lines = HashMap::new();
-        let value = convert_table(text, table.get_ref(), &KeyPath::default(), &mut lines);
+        let value = convert_table(&index, table.get_ref(), &KeyPath::default(), &mut lines);
         Ok(Self { value, lines })
     }
 
@@ -101,22 +102,35 @@ impl Document {
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+/// Where each line of a text starts: the line of an offset is a binary search, so a file
+/// of many thousand keys is read in time linear in its size (not quadratic).
+struct LineIndex {
+    starts: Vec<usize>,
 }
 
-fn convert_table(text: &str, table: &DeTable<'_>, path: &KeyPath, lines: &mut HashMap<KeyPath, usize>) -> Value {
+impl LineIndex {
+    fn new(text: &str) -> Self {
+        LineIndex { starts: std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect() }
+    }
+
+    /// The 1-based line of byte `offset`.
+    fn line(&self, offset: usize) -> usize {
+        self.starts.partition_point(|&start| start <= offset)
+    }
+}
+
+fn convert_table(index: &LineIndex, table: &DeTable<'_>, path: &KeyPath, lines: &mut HashMap<KeyPath, usize>) -> Value {
     let mut map = Map::new();
     for (key, value) in table.iter() {
         let child = path.key(key.get_ref());
-        lines.entry(child.clone()).or_insert_with(|| line_of(text, key.span().start));
-        let converted = convert(text, value, &child, lines);
+        lines.entry(child.clone()).or_insert_with(|| index.line(key.span().start));
+        let converted = convert(index, value, &child, lines);
         map.insert(key.get_ref().to_string(), converted);
     }
     Value::Object(map)
 }
 
-fn convert(text: &str, value: &Spanned<DeValue<'_>>, path: &KeyPath, lines: &mut HashMap<KeyPath, usize>) -> Value {
+fn convert(index: &LineIndex, value: &Spanned<DeValue<'_>>, path: &KeyPath, lines: &mut HashMap<KeyPath, usize>) -> Value {
     match value.get_ref() {
         DeValue::String(s) => Value::String(s.to_string()),
         DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).map_or_else(|_| Value::String(i.to_string()), Value::from),
@@ -132,13 +146,13 @@ fn convert(text: &str, value: &Spanned<DeValue<'_>>, path: &KeyPath, lines: &mut
                     let start = item.span().start;
                     // Elements of `[[array]]` tables may carry no span of
                     // their own: fall back to the array's line.
-                    let line = if item.span().is_empty() && start == 0 { lines.get(path).copied().unwrap_or(1) } else { line_of(text, start) };
+                    let line = if item.span().is_empty() && start == 0 { lines.get(path).copied().unwrap_or(1) } else { index.line(start) };
                     lines.entry(child.clone()).or_insert(line);
-                    convert(text, item, &child, lines)
+                    convert(index, item, &child, lines)
                 })
                 .collect(),
         ),
-        DeValue::Table(table) => convert_table(text, table, path, lines),
+        DeValue::Table(table) => convert_table(index, table, path, lines),
     }
 }
 
@@ -158,6 +172,13 @@ mod tests {
         // Missing keys fall back to their closest written ancestor.
         assert_eq!(doc.line(&path(&[k("b"), k("zzz")])), Some(2));
         assert_eq!(doc.value["p"][1]["o"]["image"]["regex"], "x");
+    }
+
+    #[test]
+    fn offsets_map_to_lines() {
+        let index = LineIndex::new("ab\ncd\n\nx");
+        let lines: Vec<usize> = (0..9).map(|o| index.line(o)).collect();
+        assert_eq!(lines, [1, 1, 1, 2, 2, 2, 3, 4, 4]);
     }
 
     #[test]
