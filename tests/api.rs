@@ -511,10 +511,15 @@ async fn profile_edits_take_effect_and_a_bad_edit_keeps_the_previous_profiles() 
     // A bad edit: the previous profiles stay, the error (file:line) shows in /readyz.
     let broken_line = added.lines().count() + 2;
     std::fs::write(&file, format!("{added}\n[[profiles]\nslug = \"broken\"\n")).expect("edit");
-    let error = || async { api.get("/readyz", As::Nobody).await.body["profiles_error"].as_str().map(String::from) };
+    let error = || async { api.get("/readyz", As::Token(ADMIN_TOKEN)).await.body["profiles_error"].as_str().map(String::from) };
     assert!(eventually(|| async { error().await.is_some() }).await, "no error shown:\n{}", api.daemon.log());
     let shown = error().await.unwrap_or_default();
-    assert!(shown.contains(&format!("profiles.toml:{broken_line}")), "file:line of the error: {shown}");
+    assert!(shown.contains(&format!("profiles.toml:{broken_line}")), "file:line of the error, for administrators: {shown}");
+    // Strangers (a probe, anyone who reaches the daemon) learn that it failed, not the file.
+    for who in [As::Nobody, As::Token(ALICE_TOKEN), As::Token(HUB_TOKEN)] {
+        let told = api.get("/readyz", who).await.body["profiles_error"].as_str().map(String::from).unwrap_or_default();
+        assert!(told.contains("invalid") && !told.contains("profiles.toml") && !told.contains("broken"), "{told}");
+    }
     let ready = api.get("/readyz", As::Nobody).await;
     assert_eq!((ready.status, &ready.body["ready"]), (StatusCode::OK, &json!(true)), "a bad edit does not make the daemon unready");
     let kept = slugs_now().await;

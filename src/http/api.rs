@@ -34,6 +34,9 @@ use crate::http::wire::{self, ChoiceInfo, ErrorBody, FreeTextInfo, InstanceFilte
 use crate::registry::ClusterSync;
 use crate::service::{SpawnError, SpawnRequest};
 
+/// What `/readyz` says of a failed profiles reload to callers who are not administrators.
+pub const RELOAD_FAILED: &str = "the last profiles edit is invalid; the previous profiles are in use (details for administrators)";
+
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 64 * 1024;
 /// Most entries in `options` or in `env`.
@@ -334,13 +337,17 @@ async fn healthz() -> &'static str {
 }
 
 /// Ready when the registry is synced for every reachable cluster; the body lists what is not,
-/// and the last profiles reload error (which does not make the daemon unready).
+/// and whether the last profiles reload failed (which does not make the daemon unready). The
+/// reload error's text (file, line, the profile's content) is shown to administrators only;
+/// anyone else gets [`RELOAD_FAILED`].
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
-async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+async fn readyz(State(state): State<AppState>, caller: Result<Caller, ApiError>) -> (StatusCode, Json<Readiness>) {
     let unsynced = syncing_clusters(&state.spawner.registry().sync_states());
     let ready = unsynced.is_empty();
-    let body = Readiness { ready, unsynced_clusters: unsynced, profiles_error: state.reload.last_error() };
+    let admin = caller.is_ok_and(|c| c.is_admin());
+    let profiles_error = state.reload.last_error().map(|e| if admin { e } else { RELOAD_FAILED.to_string() });
+    let body = Readiness { ready, unsynced_clusters: unsynced, profiles_error };
     (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
 }
 
