@@ -2,7 +2,7 @@
 //! no operation follows are reaped, which labelled objects are garbage, how far an apply is.
 //! No I/O and no clock: the caller passes what it observed and the time.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use fleetspawn_core::instance::{Instance, InstanceState, InstanceView};
@@ -124,6 +124,20 @@ pub fn object_failure_kind(code: Option<u16>, message: &str) -> FailureKind {
 /// is a proxy with no ready backend: neither means the server is up.
 pub fn is_server_answer(status: u16) -> bool {
     matches!(status, 200..=399 | 401 | 403)
+}
+
+/// Keeps at most `cap` entries of `map`: beyond it, the oldest (by `at`) go, down to nine
+/// tenths of `cap`, so that a full map is not sorted again on every insert.
+pub fn keep_newest<K: Clone + Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>, cap: usize, at: impl Fn(&V) -> std::time::Instant) {
+    if map.len() <= cap {
+        return;
+    }
+    let keep = cap - cap / 10;
+    let mut by_age: Vec<(std::time::Instant, K)> = map.iter().map(|(k, v)| (at(v), k.clone())).collect();
+    by_age.sort_by_key(|(t, _)| *t);
+    for (_, k) in by_age.into_iter().take(map.len() - keep) {
+        map.remove(&k);
+    }
 }
 
 /// The progress shown once `applied` of `total` objects are applied: 10 % to 40 %.
@@ -255,6 +269,20 @@ keep_on_failure = true
         for down in [404, 421, 502, 503, 504] {
             assert!(!is_server_answer(down), "{down}");
         }
+    }
+
+    #[test]
+    fn remembered_entries_stay_bounded_and_the_oldest_go() {
+        let t0 = std::time::Instant::now();
+        let mut map: HashMap<u32, std::time::Instant> = (0..10).map(|i| (i, t0 + Duration::from_secs(u64::from(i)))).collect();
+        keep_newest(&mut map, 10, |t| *t);
+        assert_eq!(map.len(), 10, "at the cap nothing goes");
+        map.insert(10, t0 + Duration::from_secs(10));
+        map.insert(11, t0 + Duration::from_secs(11));
+        keep_newest(&mut map, 10, |t| *t);
+        let mut kept: Vec<u32> = map.into_keys().collect();
+        kept.sort();
+        assert_eq!(kept, (3..12).collect::<Vec<_>>(), "the oldest go, down to nine tenths");
     }
 
     #[test]

@@ -60,6 +60,10 @@ const NAMESPACE_FRESHNESS: Duration = Duration::from_secs(300);
 /// a failure).
 const FINISHED_RETENTION: Duration = Duration::from_secs(3600);
 
+/// Most entries kept of finished spawns' progress and of applied Namespaces: memory stays
+/// bounded however many users come and go (the oldest entries go first).
+const MAX_REMEMBERED: usize = 10_000;
+
 /// How often cluster health is probed; a failed probe marks the cluster's instances unknown.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -523,7 +527,9 @@ impl Spawner {
     }
 
     fn remember_namespace(&self, context: &str, name: &str) {
-        lock(&self.inner.namespaces).insert((context.to_string(), name.to_string()), Instant::now());
+        let mut namespaces = lock(&self.inner.namespaces);
+        namespaces.insert((context.to_string(), name.to_string()), Instant::now());
+        decide::keep_newest(&mut namespaces, MAX_REMEMBERED, |at| *at);
     }
 
     /// After a failed apply in a namespace: apply its Namespace again next time (it may have
@@ -566,7 +572,9 @@ impl Spawner {
             }
         }
         if op.kind == OpKind::Spawn {
-            lock(&self.inner.finished).insert(key.to_string(), (Instant::now(), op.progress.clone()));
+            let mut finished = lock(&self.inner.finished);
+            finished.insert(key.to_string(), (Instant::now(), op.progress.clone()));
+            decide::keep_newest(&mut finished, MAX_REMEMBERED, |(at, _)| *at);
         }
         op.done.send_replace(true);
     }
