@@ -638,3 +638,23 @@ async fn local_user_is_refused_to_a_rebinding_host() {
     let rebound = api.request(Method::GET, "/api/v1/profiles", As::Nobody).header("Host", "rebind.evil:8080");
     api.send(rebound).await.expect_error(401, "unauthorized");
 }
+
+/// Names that look like another user's (a zero-width space, a byte order mark), read
+/// differently than they are (a right-to-left override) or walk paths (a backslash) are
+/// refused with 400 naming the field, before anything is created. (A `..` segment never
+/// reaches the daemon through an HTTP client, which resolves it; the unit tests refuse it.)
+#[tokio::test]
+async fn look_alike_and_path_like_names_are_400_naming_the_field() {
+    let api = Api::start();
+    for (user, server, field) in [
+        ("\u{feff}alice", "", "user"),
+        ("ali\u{200b}ce", "", "user"),
+        ("\u{202e}ecila", "", "user"),
+        ("alice", "a\\b", "server"),
+        ("alice", "x\u{2066}", "server"),
+    ] {
+        let refused = api.put(&server_path(user, server), As::Token(HUB_TOKEN), json!({ "profile": "a" })).await;
+        refused.expect_error(400, "invalid_input");
+        assert_eq!(refused.body["field"], field, "{user:?}/{server:?}: {}", refused.body);
+    }
+}

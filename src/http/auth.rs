@@ -249,11 +249,22 @@ pub fn validate_name(name: &str) -> Result<(), &'static str> {
         Err("is longer than 255 bytes")
     } else if name.chars().any(char::is_control) {
         Err("contains control characters")
-    } else if name.contains('/') {
-        Err("contains '/'")
+    } else if name.chars().any(is_invisible_format) {
+        Err("contains invisible formatting characters (zero-width, byte order mark or bidirectional controls)")
+    } else if name.contains('/') || name.contains('\\') {
+        Err("contains '/' or '\\'")
+    } else if name == "." || name == ".." {
+        Err("is '.' or '..'")
     } else {
         Ok(())
     }
+}
+
+/// Unicode format characters (category Cf) that render as nothing or reorder text: a name
+/// with one looks like another user's name (`alice` and `alice\u{200b}`) or reads differently
+/// than it is (`\u{202e}`), in logs, on pages and in URLs.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
 /// Why a request could not be authenticated or authorized.
@@ -463,6 +474,16 @@ mod tests {
         // An IPv4 peer seen on a dual-stack socket is still recognised.
         assert!(a.authenticate(&h, ip("::ffff:127.0.0.1")).is_ok());
         assert_eq!(a.authenticate(&HeaderMap::new(), ip("127.0.0.1")), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn names_that_look_like_other_names_or_paths_are_refused() {
+        for bad in ["\u{feff}alice", "ali\u{200b}ce", "\u{202e}ecila", "a\u{2066}b", "soft\u{ad}hyphen", ".", "..", "a/b", "a\\b", "a\u{0}b", "a\nb"] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["alice", "first.last", "a@b.org", "jürgen", "Alice", "1alice", "日本", "a..b", "user name"] {
+            assert_eq!(validate_name(good), Ok(()), "{good:?}");
+        }
     }
 
     #[test]
