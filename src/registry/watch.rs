@@ -38,7 +38,8 @@ impl Registry {
             // a fresh list every RESYNC_INTERVAL bounds how stale the index can get.
             let resync = tokio::time::sleep(RESYNC_INTERVAL);
             tokio::pin!(resync);
-            let mut failing_since: Option<tokio::time::Instant> = None;
+            // (first, latest) error of the current run of errors.
+            let mut failing_since: Option<(tokio::time::Instant, tokio::time::Instant)> = None;
             loop {
                 let next = tokio::select! {
                     next = stream.next() => next,
@@ -65,8 +66,15 @@ impl Registry {
                         // cluster's instances unknown, and then the watch starts over with a
                         // fresh list, which makes it synced again as soon as it can.
                         self.inner.metrics.watch_restart(&cluster);
-                        let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
-                        if since.elapsed() < WATCH_ERROR_GRACE {
+                        let now = tokio::time::Instant::now();
+                        // Errors far apart (with a working watch between them, even one that
+                        // brought no event) are separate interruptions, not one failure.
+                        let since = match failing_since {
+                            Some((first, last)) if now.duration_since(last) < WATCH_ERROR_GRACE => first,
+                            _ => now,
+                        };
+                        failing_since = Some((since, now));
+                        if now.duration_since(since) < WATCH_ERROR_GRACE {
                             tracing::info!(cluster, error = %e, "watch interrupted; resuming");
                             continue;
                         }
