@@ -6,6 +6,8 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
+COPY benches ./benches
 RUN cargo build --release --locked --bin fleetspawn
 
 FROM debian:bookworm-slim

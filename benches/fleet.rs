@@ -45,6 +45,8 @@ const CLUSTERS: [&str; 3] = ["cluster-a", "cluster-b", "cluster-c"];
 const NS_OVERHEAD: &str = "fsbench-overhead";
 const NS_STORM: &str = "fsbench-storm";
 const NS_SCALE: &str = "fsbench-scale";
+/// The benchmark spawner's home namespace (its records; the label on its Pods).
+const BENCH_HOME: &str = "fsbench-home";
 const BENCH_NODE: &str = "fsbench-node";
 const IMAGE: &str = "quay.io/jupyter/base-notebook:latest";
 
@@ -181,20 +183,17 @@ fn load_profiles(dir: &Path) -> ProfileSet {
     fleetspawn::sources::profiles_builtin(&path).unwrap_or_else(|e| panic!("bench profiles: {e}"))
 }
 
-/// The bundle of `user` on `profile` as the spawner applies it (inventory and placement
-/// annotations on the Pod included).
+/// The bundle of `user` on `profile` as the spawner applies it (the placement annotation on the
+/// Pod included).
 fn bundle_like_spawner(renderer: &Renderer, set: &ProfileSet, profile: &str, user: &str, context: &str) -> Bundle {
     let profile = set.get(profile).expect("bench profile");
     let options = BTreeMap::new();
     let env = BTreeMap::new();
-    let input = SpawnInput { user, server: "", profile, options: &options, context, secret_env: &env, url_prefix: None };
+    let input = SpawnInput { user, server: "", profile, options: &options, context, secret_env: &env, url_prefix: None, owner: None };
     let mut bundle = renderer.render(&input).expect("render");
-    let refs: Vec<ObjectRef> = bundle.objects.iter().map(|o| ObjectRef::of(&o.object).expect("ref")).collect();
-    let inventory = serde_json::to_string(&refs).expect("inventory");
     for o in &mut bundle.objects {
         if o.tier == Tier::Workload {
             if let Some(ann) = o.object.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
-                ann.insert(labels::INVENTORY.into(), Value::String(inventory.clone()));
                 ann.insert(labels::PLACEMENT.into(), Value::String("the profile's only context".into()));
             }
         }
@@ -427,8 +426,8 @@ async fn start_env(dir: &Path) -> Env {
     let fleet = counted_fleet(&loaded).await;
     let profiles = load_profiles(dir);
     let renderer = Renderer::builtin().expect("templates");
-    let settings = SpawnerSettings { max_concurrent_spawns: 4096, max_servers_per_user: 3, ..Default::default() };
-    let spawner = Spawner::start(fleet.clone(), profiles.clone(), renderer, settings, Metrics::new()).await;
+    let settings = SpawnerSettings { max_concurrent_spawns: 4096, max_servers_per_user: 3, home_namespace: BENCH_HOME.into(), ..Default::default() };
+    let spawner = Spawner::start(fleet.clone(), profiles.clone(), renderer, settings, Metrics::new()).await.expect("spawner");
     let start_ms = t0.elapsed().as_secs_f64() * 1000.0;
     Env { fleet, spawner, renderer: Renderer::builtin().expect("templates"), profiles, start_ms }
 }
@@ -507,7 +506,7 @@ struct RegistryResult {
 async fn child_registry(dir: &Path, expected: usize) {
     let env = start_env(dir).await;
     let s = &env.spawner;
-    let synced = s.registry().list().iter().filter(|i| i.key.starts_with("fsbench-scale-")).count();
+    let synced: usize = s.registry().pods_per_cluster().values().sum();
     let unsynced = s.unsynced_clusters();
     assert!(unsynced.is_empty(), "not synced: {unsynced:?}");
     let rss_mib = proc_status_kib("VmRSS:") as f64 / 1024.0;
@@ -697,7 +696,8 @@ async fn create_scale_pods(clients: &[(String, Client)], n: usize) -> usize {
             let pod: Pod = serde_json::from_value(json!({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": format!("fs-{key}"), "namespace": NS_SCALE,
-                    "labels": {labels::MANAGED_BY: labels::MANAGED_BY_VALUE, labels::INSTANCE: key, labels::USER: key, labels::SERVER: "", labels::PROFILE: "scale"},
+                    "labels": {labels::MANAGED_BY: labels::MANAGED_BY_VALUE, labels::INSTANCE: key, labels::USER: key, labels::SERVER: "", labels::PROFILE: "scale",
+                               labels::OWNER: format!("scale-owner-{i}"), labels::HOME: BENCH_HOME},
                     "annotations": {labels::USERNAME: key, labels::SERVERNAME: "", labels::CONTEXT: cluster,
                                     labels::URL: format!("http://{cluster}.127.0.0.1.nip.io:8080/user/{key}/")}},
                 "spec": {"nodeName": BENCH_NODE, "automountServiceAccountToken": false,

@@ -50,6 +50,14 @@ pub struct Config {
     /// collection deletes it (default 60 s).
     #[serde(with = "duration")]
     pub gc_grace: Duration,
+    /// The kubeconfig context of the home cluster, which holds the `UserServer` records
+    /// (default: the first context of the kubeconfig, by name).
+    pub home_context: Option<String>,
+    /// The namespace of the records and of the Leases in the home cluster (default
+    /// `fleetspawn`). Installations sharing a target cluster need different ones.
+    pub home_namespace: String,
+    /// Install or upgrade the `UserServer` CRD at start (default true; needs the right to).
+    pub install_crd: bool,
     /// Who may call the daemon: API tokens, trusted proxies, admins (see `auth`).
     pub auth: AuthConfig,
 }
@@ -65,6 +73,9 @@ impl Default for Config {
             max_servers_per_user: 3,
             hub_base_url: "/".into(),
             gc_grace: Duration::from_secs(60),
+            home_context: None,
+            home_namespace: "fleetspawn".into(),
+            install_crd: true,
             auth: AuthConfig::default(),
         }
     }
@@ -108,8 +119,20 @@ impl Config {
 
 /// Top-level setting names, the only `FLEETSPAWN_*` variables read (others,
 /// such as a CLI's own variables, are left alone).
-const FIELDS: &[&str] =
-    &["listen", "kubeconfig", "profiles", "templates_dir", "max_concurrent_spawns", "max_servers_per_user", "hub_base_url", "gc_grace", "auth"];
+const FIELDS: &[&str] = &[
+    "listen",
+    "kubeconfig",
+    "profiles",
+    "templates_dir",
+    "max_concurrent_spawns",
+    "max_servers_per_user",
+    "hub_base_url",
+    "gc_grace",
+    "home_context",
+    "home_namespace",
+    "install_crd",
+    "auth",
+];
 
 /// Every problem found while reading the settings.
 #[derive(Debug, Clone, thiserror::Error)]

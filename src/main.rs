@@ -172,8 +172,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let context = context.unwrap_or_else(|| p.contexts.first().cloned().unwrap_or_default());
             let options: BTreeMap<String, String> = options.into_iter().collect();
             let secret_env = BTreeMap::new();
-            let input =
-                SpawnInput { user: &user, server: &server, profile: p, options: &options, context: &context, secret_env: &secret_env, url_prefix: None };
+            let input = SpawnInput {
+                user: &user,
+                server: &server,
+                profile: p,
+                options: &options,
+                context: &context,
+                secret_env: &secret_env,
+                url_prefix: None,
+                owner: None,
+            };
             print!("{}", bundle::to_yaml(&renderer.render(&input)?));
             Ok(ExitCode::SUCCESS)
         }
@@ -249,7 +257,7 @@ async fn start_spawner(config: &Config, kubeconfig_path: Option<&Path>, profiles
     let set = load_profiles(profiles_path, &renderer)?;
     let loaded = fleet::load(kubeconfig_path)?;
     let fleet = Fleet::connect(&loaded).await;
-    Ok(Spawner::start(fleet, set, renderer, SpawnerSettings::from(config), metrics).await)
+    Ok(Spawner::start(fleet, set, renderer, SpawnerSettings::from(config), metrics).await?)
 }
 
 /// Checks the profiles against the operator's templates (`templates_dir`) as the daemon

@@ -42,6 +42,11 @@ struct HttpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CullLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     outcome: &'static str,
 }
@@ -63,6 +68,7 @@ pub struct Metrics {
     watch_restarts: Family<ClusterLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
     profile_reloads: Family<ReloadLabels, Counter>,
+    culled: Family<CullLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -82,6 +88,7 @@ impl Metrics {
         let watch_restarts = Family::<ClusterLabels, Counter>::default();
         let http_requests = Family::<HttpLabels, Counter>::default();
         let profile_reloads = Family::<ReloadLabels, Counter>::default();
+        let culled = Family::<CullLabels, Counter>::default();
         registry.register(
             "spawn_duration_seconds",
             "Time from a spawn request to its server being ready (outcome=ok) or failed (outcome=error)",
@@ -93,7 +100,18 @@ impl Metrics {
         registry.register("watch_restarts", "Restarts of Kubernetes watches by cluster", watch_restarts.clone());
         registry.register("http_requests", "HTTP requests served by route template and status", http_requests.clone());
         registry.register("profile_reloads", "Reloads of profiles.toml by outcome", profile_reloads.clone());
-        Metrics { registry: Arc::new(registry), spawn_duration, spawns_in_flight, instances, kube_api_errors, watch_restarts, http_requests, profile_reloads }
+        registry.register("culled", "Servers stopped by the reconciler by reason (MaxAge, Idle)", culled.clone());
+        Metrics {
+            registry: Arc::new(registry),
+            spawn_duration,
+            spawns_in_flight,
+            instances,
+            kube_api_errors,
+            watch_restarts,
+            http_requests,
+            profile_reloads,
+            culled,
+        }
     }
 
     /// Records a finished spawn: how long it took and whether the server became ready.
@@ -121,6 +139,11 @@ impl Metrics {
     /// A Kubernetes API call to `cluster` failed.
     pub fn kube_api_error(&self, cluster: &str) {
         self.kube_api_errors.get_or_create(&ClusterLabels { cluster: cluster.to_string() }).inc();
+    }
+
+    /// The reconciler stopped a server by itself (`MaxAge`, `Idle`).
+    pub fn culled(&self, reason: &str) {
+        self.culled.get_or_create(&CullLabels { reason: reason.to_string() }).inc();
     }
 
     /// A watch on `cluster` restarted (after an error or a desync).

@@ -560,7 +560,8 @@ async fn operations_endpoints_and_request_ids() {
 
 #[tokio::test]
 async fn sigterm_ends_open_progress_streams_and_exits_zero() {
-    let api = Api::start();
+    let home = common::home_namespace();
+    let api = Api::with(DaemonOptions { home_namespace: Some(&home), ..Default::default() });
     let hub = As::Token(HUB_TOKEN);
     let user = common::unique("shutdown");
     let path = server_path(&user, "");
@@ -577,7 +578,7 @@ async fn sigterm_ends_open_progress_streams_and_exits_zero() {
     let _ = tokio::time::timeout(Duration::from_secs(30), reader).await.expect("the stream ended with the daemon");
 
     // A new daemon finds the server (the spawn reached a consistent point) and stops it.
-    let api = Api::start();
+    let api = Api::with(DaemonOptions { home_namespace: Some(&home), ..Default::default() });
     let a = api.get(&path, hub).await;
     assert!(matches!(a.status.as_u16(), 200 | 404), "{}", a.body);
     assert_eq!(api.delete(&path, hub).await.status, StatusCode::NO_CONTENT);
@@ -657,4 +658,71 @@ async fn look_alike_and_path_like_names_are_400_naming_the_field() {
         refused.expect_error(400, "invalid_input");
         assert_eq!(refused.body["field"], field, "{user:?}/{server:?}: {}", refused.body);
     }
+}
+
+#[tokio::test]
+async fn the_app_routes_requests() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    let loaded = fleetspawn::kube::fleet::load(Some(&common::kubeconfig())).expect("kubeconfig");
+    let fleet = fleetspawn::kube::fleet::Fleet::connect(&loaded).await;
+    let renderer = fleetspawn_core::bundle::Renderer::builtin().unwrap();
+    let set = renderer.parse_profiles("profiles.toml", "[defaults]\nimage = \"quay.io/jupyter/base-notebook:latest\"\ningress_public_url = \"http://x.example.org\"\n[[profiles]]\nslug = \"cpu\"\ndisplay_name = \"CPU\"\ncontext = \"cluster-a\"\n").unwrap();
+    let settings = fleetspawn::service::SpawnerSettings { home_namespace: common::home_namespace(), ..Default::default() };
+    let spawner = fleetspawn::service::Spawner::start(fleet, set, renderer, settings, fleetspawn::metrics::Metrics::new()).await.expect("spawner");
+    let token = fleetspawn::config::TokenConfig {
+        name: "hub".into(),
+        // sha256("t")
+        sha256: "e3b98a4da31a127d4bde6e43033f66ba274cab0eb7eb1c70ec41402bf6273dd8".into(),
+        role: fleetspawn::config::Role::Hub,
+    };
+    let auth = std::sync::Arc::new(fleetspawn::http::auth::Auth::new(&fleetspawn::config::AuthConfig { tokens: vec![token], ..Default::default() }).unwrap());
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let state = fleetspawn::http::state::AppState::new(
+        spawner,
+        auth,
+        fleetspawn::metrics::Metrics::new(),
+        fleetspawn::reload::ReloadStatus::default(),
+        fleetspawn::http::state::ShutdownSignal::new(rx),
+    )
+    .unwrap();
+    let app = fleetspawn::http::app(state);
+    let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
+    let cases = [
+        ("/healthz", StatusCode::OK),
+        ("/readyz", StatusCode::OK),
+        ("/metrics", StatusCode::OK),
+        ("/api/v1/openapi.json", StatusCode::OK),
+        ("/static/app.css", StatusCode::OK),
+        ("/api/v1/profiles", StatusCode::UNAUTHORIZED),
+        ("/api/v1/nope", StatusCode::NOT_FOUND),
+        ("/", StatusCode::UNAUTHORIZED),
+    ];
+    for (uri, status) in cases {
+        let response = app.clone().oneshot(get(uri)).await.unwrap();
+        assert_eq!(response.status(), status, "{uri}");
+        assert!(response.headers().contains_key("x-request-id"), "{uri}");
+    }
+    let big = Request::put("/api/v1/users/a/server")
+        .header("content-type", "application/json")
+        .header("content-length", "71680")
+        .header("authorization", "Bearer t")
+        .body(Body::from(vec![b' '; 70 * 1024]))
+        .unwrap();
+    let response = app.clone().oneshot(big).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"], "body_too_large", "{body}");
+    let authed = |uri: &str| Request::get(uri).header("authorization", "Bearer t").body(Body::empty()).unwrap();
+    assert_eq!(app.clone().oneshot(authed("/api/v1/profiles")).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(app.clone().oneshot(authed("/api/v1/instances")).await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.clone().oneshot(authed("/api/v1/users/a/server")).await.unwrap().status(), StatusCode::NOT_FOUND);
+    let metrics = app.oneshot(get("/metrics")).await.unwrap();
+    let text = axum::body::to_bytes(metrics.into_body(), 1 << 20).await.unwrap();
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains(r#"fleetspawn_http_requests_total{route="/healthz",status="200"} 1"#), "{text}");
 }

@@ -83,7 +83,7 @@ fn set() -> ProfileSet {
 fn render_with(profile: &Profile, user: &str, server: &str, options: &BTreeMap<String, String>) -> Result<Bundle, BundleError> {
     let secrets = BTreeMap::from([("JUPYTERHUB_API_TOKEN".to_owned(), TOKEN.to_owned())]);
     let renderer = Renderer::builtin().unwrap_or_else(|e| panic!("{e}"));
-    renderer.render(&SpawnInput { user, server, profile, options, context: &profile.contexts[0], secret_env: &secrets, url_prefix: None })
+    renderer.render(&SpawnInput { user, server, profile, options, context: &profile.contexts[0], secret_env: &secrets, url_prefix: None, owner: None })
 }
 
 fn render(slug: &str, user: &str, server: &str) -> Bundle {
@@ -258,7 +258,7 @@ fn contexts_and_url_prefixes() {
     let profile = set.get("full").expect("full");
     let renderer = Renderer::builtin().unwrap_or_else(|e| panic!("{e}"));
     let empty = BTreeMap::new();
-    let input = |context, url_prefix| SpawnInput { user: "alice", server: "", profile, options: &empty, context, secret_env: &empty, url_prefix };
+    let input = |context, url_prefix| SpawnInput { user: "alice", server: "", profile, options: &empty, context, secret_env: &empty, url_prefix, owner: None };
     let b = renderer.render(&input("cluster-b", Some("/hub/user/alice"))).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(b.url, "https://b.example/hub/user/alice/");
     assert_eq!(find(&b, "Ingress")["spec"]["rules"][0]["http"]["paths"][0]["path"], "/hub/user/alice/");
@@ -294,7 +294,7 @@ fn operators_can_override_templates() {
     let profile = set.get("plain").expect("plain");
     let empty = BTreeMap::new();
     let bundle = renderer
-        .render(&SpawnInput { user: "bob", server: "", profile, options: &empty, context: "cluster-a", secret_env: &empty, url_prefix: None })
+        .render(&SpawnInput { user: "bob", server: "", profile, options: &empty, context: "cluster-a", secret_env: &empty, url_prefix: None, owner: None })
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(find(&bundle, "Service")["spec"]["type"], "NodePort");
     assert_eq!(find(&bundle, "Service")["metadata"]["namespace"], "default", "namespace added");
@@ -358,7 +358,16 @@ fn every_example_profile_renders_for_every_context_and_choice() {
         for context in &profile.contexts {
             for options in &option_sets {
                 let bundle = renderer
-                    .render(&SpawnInput { user: "alice@example.com", server: "", profile, options, context, secret_env: &secrets, url_prefix: None })
+                    .render(&SpawnInput {
+                        user: "alice@example.com",
+                        server: "",
+                        profile,
+                        options,
+                        context,
+                        secret_env: &secrets,
+                        url_prefix: None,
+                        owner: None,
+                    })
                     .unwrap_or_else(|e| panic!("{}: {e}", profile.slug));
                 let yaml = to_yaml(&bundle);
                 assert_eq!(yaml.matches("\n---\n").count() + 1, bundle.objects.len());

@@ -34,7 +34,15 @@ async fn instances_on_a_stopped_cluster_are_unknown_not_stopped_and_come_back_ru
     let loaded = fleet::load(Some(&common::kubeconfig())).expect("kubeconfig");
     let profiles = fleetspawn::sources::profiles_builtin(&common::repo().join("tests/fixtures/profiles.toml")).expect("profiles");
     let renderer = fleetspawn_core::bundle::Renderer::builtin().expect("templates");
-    let s = Spawner::start(Fleet::connect(&loaded).await, profiles, renderer, SpawnerSettings::default(), fleetspawn::metrics::Metrics::new()).await;
+    let s = Spawner::start(
+        Fleet::connect(&loaded).await,
+        profiles,
+        renderer,
+        SpawnerSettings { home_namespace: common::home_namespace(), ..Default::default() },
+        fleetspawn::metrics::Metrics::new(),
+    )
+    .await
+    .expect("spawner");
     let req = |user: &str, profile: &str| SpawnRequest { user: user.into(), profile: profile.into(), ..Default::default() };
     let on_b = common::unique("outage-b");
     s.spawn(req(&on_b, "b")).await.expect("spawn on b");

@@ -112,7 +112,15 @@ async fn every_example_profile_spawns_a_ready_server() {
     let slugs: Vec<String> = set.iter().map(|p| p.slug.clone()).collect();
     let renderer = fleetspawn_core::bundle::Renderer::builtin().expect("templates");
     let fleet = fleetspawn::kube::fleet::Fleet::connect(&loaded).await;
-    let s = Spawner::start(fleet, set, renderer, SpawnerSettings { max_servers_per_user: 10, ..Default::default() }, fleetspawn::metrics::Metrics::new()).await;
+    let s = Spawner::start(
+        fleet,
+        set,
+        renderer,
+        SpawnerSettings { max_servers_per_user: 10, home_namespace: common::home_namespace(), ..Default::default() },
+        fleetspawn::metrics::Metrics::new(),
+    )
+    .await
+    .expect("spawner");
     let user = common::unique("example");
     for slug in &slugs {
         let req = SpawnRequest { user: user.clone(), server: slug.clone(), profile: slug.clone(), ..Default::default() };

@@ -24,8 +24,13 @@ async fn spawner() -> Spawner {
     let loaded = fleet::load(Some(&common::kubeconfig())).expect("kubeconfig");
     let fleet = Fleet::connect(&loaded).await;
     let profiles = fleetspawn::sources::profiles_builtin(&common::repo().join("tests/fixtures/faults-profiles.toml")).expect("profiles");
-    let settings = SpawnerSettings { gc_interval: Duration::from_secs(1), gc_grace: Duration::from_secs(1), ..Default::default() };
-    Spawner::start(fleet, profiles, Renderer::builtin().expect("templates"), settings, fleetspawn::metrics::Metrics::new()).await
+    let settings = SpawnerSettings {
+        gc_interval: Duration::from_secs(1),
+        gc_grace: Duration::from_secs(1),
+        home_namespace: common::home_namespace(),
+        ..Default::default()
+    };
+    Spawner::start(fleet, profiles, Renderer::builtin().expect("templates"), settings, fleetspawn::metrics::Metrics::new()).await.expect("spawner")
 }
 
 /// Spawns `user`'s default server on profile `quick` and waits until it is ready.
@@ -51,8 +56,8 @@ fn pod_exists(name: &str) -> bool {
 }
 
 /// A running server whose Pod turns not-Ready (a probe failing under load, a node going
-/// NotReady) past its start timeout is not deleted: the reaper removes only spawns that never
-/// started.
+/// NotReady) past its start timeout is not deleted: it stays `running`, with the cause, and
+/// only spawns that never became ready are subject to the start timeout.
 #[tokio::test]
 async fn a_readiness_blip_does_not_delete_a_running_server() {
     let _one = common::serial();
@@ -63,13 +68,12 @@ async fn a_readiness_blip_does_not_delete_a_running_server() {
     tokio::time::sleep(Duration::from_secs(11)).await;
     let not_ready = r#"{"status":{"conditions":[{"type":"Ready","status":"False"}]}}"#;
     common::kubectl("cluster-a", &["patch", "pod", "-n", NS, &pod, "--subresource=status", "--type=strategic", "-p", not_ready]);
-    wait_for(Duration::from_secs(10), || s.status(&user, "").is_ok_and(|v| v.state != InstanceState::Running)).await;
-    // Many reaping rounds (every second) later, the Pod is still there.
-    for _ in 0..8 {
-        s.reap_orphaned_spawns().await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    wait_for(Duration::from_secs(10), || s.status(&user, "").is_ok_and(|v| v.state == InstanceState::Running && v.cause.is_some())).await;
+    // Past another start timeout, through many reconciles, it is still there and running.
+    tokio::time::sleep(Duration::from_secs(12)).await;
     assert!(pod_exists(&pod), "a running server was deleted because its readiness blipped");
+    let seen = s.status(&user, "").expect("status");
+    assert_eq!(seen.state, InstanceState::Running, "{seen:?}");
     s.stop(&user, "", false).await.expect("stop");
 }
 

@@ -10,7 +10,7 @@ use fleetspawn::kube::fleet::{self, Fleet};
 use fleetspawn::service::{SpawnError, SpawnRequest, Spawner, SpawnerSettings};
 use fleetspawn_core::bundle::Renderer;
 use fleetspawn_core::instance::InstanceState;
-use fleetspawn_core::lifecycle::ProgressEvent;
+use fleetspawn_core::lifecycle::{FailureKind, ProgressEvent};
 use fleetspawn_core::naming::InstanceKey;
 use futures::StreamExt;
 
@@ -19,11 +19,11 @@ async fn spawner_with(settings: SpawnerSettings) -> Spawner {
     let fleet = Fleet::connect(&loaded).await;
     let profiles = fleetspawn::sources::profiles_builtin(&common::repo().join("tests/fixtures/profiles.toml")).expect("test profiles");
     let renderer = Renderer::builtin().expect("templates");
-    Spawner::start(fleet, profiles, renderer, settings, fleetspawn::metrics::Metrics::new()).await
+    Spawner::start(fleet, profiles, renderer, settings, fleetspawn::metrics::Metrics::new()).await.expect("spawner")
 }
 
 async fn spawner() -> Spawner {
-    spawner_with(SpawnerSettings { max_concurrent_spawns: 256, max_servers_per_user: 3, ..Default::default() }).await
+    spawner_with(SpawnerSettings { max_concurrent_spawns: 256, max_servers_per_user: 3, home_namespace: common::home_namespace(), ..Default::default() }).await
 }
 
 fn request(user: &str, server: &str, profile: &str) -> SpawnRequest {
@@ -169,7 +169,7 @@ async fn stop_during_spawn_leaves_nothing_and_stop_is_idempotent() {
 }
 
 #[tokio::test]
-async fn a_pod_deleted_out_of_band_makes_the_instance_stopped_and_its_objects_go() {
+async fn a_pod_deleted_out_of_band_makes_the_server_failed_with_the_cause_and_its_objects_go() {
     let s = spawner().await;
     let user = common::unique("drift");
     s.spawn(request(&user, "", "with-extras")).await.expect("spawn");
@@ -179,7 +179,13 @@ async fn a_pod_deleted_out_of_band_makes_the_instance_stopped_and_its_objects_go
     let mut leftovers = Vec::new();
     for _ in 0..100 {
         leftovers = common::objects_of("cluster-b", &key);
-        if leftovers.is_empty() && matches!(s.status(&user, ""), Err(SpawnError::NotFound)) {
+        let failed =
+            s.status(&user, "").is_ok_and(|v| v.state == InstanceState::Failed && v.cause.as_deref().is_some_and(|c| c.contains("deleted or evicted")));
+        if leftovers.is_empty() && failed {
+            // And it can be started again.
+            s.spawn(request(&user, "", "with-extras")).await.expect("spawn again");
+            assert_eq!(progress_to_end(&s, &user, "").await.last().and_then(|e| e.ready), Some(true));
+            s.stop(&user, "", false).await.expect("stop");
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -189,12 +195,12 @@ async fn a_pod_deleted_out_of_band_makes_the_instance_stopped_and_its_objects_go
 
 /// Starts a spawn in a runtime of its own and drops that runtime 300 ms later: the spawner
 /// dies mid-spawn, as in a crash, with none of its tasks left running.
-fn spawn_then_crash(user: &str, profile: &str) {
-    let (user, profile) = (user.to_string(), profile.to_string());
+fn spawn_then_crash(user: &str, profile: &str, home: &str) {
+    let (user, profile, home) = (user.to_string(), profile.to_string(), home.to_string());
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
-            let s = spawner().await;
+            let s = spawner_with(SpawnerSettings { home_namespace: home, ..Default::default() }).await;
             s.spawn(request(&user, "", &profile)).await.expect("spawn");
             tokio::time::sleep(Duration::from_millis(300)).await;
         });
@@ -208,36 +214,41 @@ fn spawn_then_crash(user: &str, profile: &str) {
 async fn a_spawner_dropped_mid_spawn_is_picked_up_by_the_next_one() {
     let user = common::unique("restart");
     let key = InstanceKey::new(&user, "").key().to_string();
-    spawn_then_crash(&user, "c");
-    let s = spawner().await;
-    // Exactly once in the registry, and it either completes or is cleaned up.
+    let home = common::home_namespace();
+    spawn_then_crash(&user, "c", &home);
+    let s = spawner_with(SpawnerSettings { home_namespace: home, ..Default::default() }).await;
+    // Listed exactly once, and the spawn completes from its record.
     let mut state = None;
-    for _ in 0..100 {
+    for _ in 0..300 {
         let views: Vec<_> = s.list().into_iter().filter(|v| v.key == key).collect();
         assert!(views.len() <= 1, "listed twice: {views:?}");
         state = views.first().map(|v| v.state);
-        if state == Some(InstanceState::Running) || (state.is_none() && common::objects_of("cluster-c", &key).is_empty()) {
+        if state == Some(InstanceState::Running) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(matches!(state, Some(InstanceState::Running) | None), "{state:?}");
+    assert_eq!(state, Some(InstanceState::Running), "the spawn was not completed from its record");
+    let pods = common::objects_of("cluster-c", &key).into_iter().filter(|o| o.starts_with("pod/")).count();
+    assert_eq!(pods, 1, "one Pod, not one per spawner");
     s.stop(&user, "", false).await.expect("stop");
 }
 
 #[tokio::test]
-async fn a_failed_spawn_whose_spawner_died_is_cleaned_up_by_the_next_one() {
+async fn a_failed_spawn_whose_spawner_died_fails_with_its_cause_under_the_next_one() {
     let user = common::unique("orphan");
     let key = InstanceKey::new(&user, "").key().to_string();
-    spawn_then_crash(&user, "broken-image");
-    let s = spawner_with(SpawnerSettings { gc_interval: Duration::from_secs(1), ..Default::default() }).await;
-    for _ in 0..150 {
-        if common::objects_of("cluster-a", &key).is_empty() && matches!(s.status(&user, ""), Err(SpawnError::NotFound)) {
+    let home = common::home_namespace();
+    spawn_then_crash(&user, "broken-image", &home);
+    let s = spawner_with(SpawnerSettings { gc_interval: Duration::from_secs(1), home_namespace: home, ..Default::default() }).await;
+    for _ in 0..300 {
+        let failed = s.status(&user, "").is_ok_and(|v| v.state == InstanceState::Failed && v.failure == Some(FailureKind::ImagePull));
+        if common::objects_of("cluster-a", &key).is_empty() && failed {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("still there after 15s: {:?}", common::objects_of("cluster-a", &key));
+    panic!("after 30s: {:?}, objects {:?}", s.status(&user, ""), common::objects_of("cluster-a", &key));
 }
 
 #[tokio::test]

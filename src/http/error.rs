@@ -49,6 +49,8 @@ impl ApiError {
                 SpawnError::StopTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 SpawnError::Interrupted(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 SpawnError::ForeignUrlPrefix { .. } => StatusCode::FORBIDDEN,
+                SpawnError::Home(e) if e.is_conflict() => StatusCode::CONFLICT,
+                SpawnError::Home(_) | SpawnError::NoHome(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
         }
     }
@@ -77,6 +79,8 @@ impl ApiError {
                 SpawnError::StopTimeout(_) => "stop_timeout",
                 SpawnError::Interrupted(_) => "interrupted",
                 SpawnError::ForeignUrlPrefix { .. } => "forbidden",
+                SpawnError::Home(e) if e.is_conflict() => "conflict",
+                SpawnError::Home(_) | SpawnError::NoHome(_) => "home_unavailable",
             },
         }
     }
@@ -117,6 +121,9 @@ impl ApiError {
             ApiError::Spawn(SpawnError::Bundle(_)) => "This environment is misconfigured and cannot start. Please tell your administrators.".into(),
             ApiError::Spawn(SpawnError::StopTimeout(_)) => "Your server is taking long to stop. It will be cleaned up; please try again in a minute.".into(),
             ApiError::Spawn(SpawnError::ForeignUrlPrefix { .. }) => "You are not allowed to do that.".into(),
+            ApiError::Spawn(SpawnError::Home(_) | SpawnError::NoHome(_)) => {
+                "The service cannot record your request right now, so nothing was changed. Please try again in a moment.".into()
+            }
             ApiError::Spawn(SpawnError::Interrupted(_)) => {
                 "Something went wrong on our side. Please try again; if it keeps failing, tell your administrators.".into()
             }

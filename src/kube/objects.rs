@@ -76,6 +76,10 @@ pub struct Listed {
     pub created: Option<k8s_openapi::jiff::Timestamp>,
     /// Its `fleetspawn.io/instance` label.
     pub instance: Option<String>,
+    /// Its `fleetspawn.io/owner` label (the UID of the `UserServer` it claims).
+    pub owner: Option<String>,
+    /// Its `fleetspawn.io/home` label (the installation it claims).
+    pub home: Option<String>,
 }
 
 /// Discovery results per (apiVersion, kind).
@@ -160,9 +164,11 @@ impl ClusterApi {
             .filter_map(|m| {
                 let meta = m.metadata;
                 let created = meta.creation_timestamp.as_ref().map(|t| t.0);
-                let instance = meta.labels.as_ref().and_then(|l| l.get(fleetspawn_core::labels::INSTANCE)).cloned();
+                let label = |name: &str| meta.labels.as_ref().and_then(|l| l.get(name)).cloned();
+                let (instance, owner, home) =
+                    (label(fleetspawn_core::labels::INSTANCE), label(fleetspawn_core::labels::OWNER), label(fleetspawn_core::labels::HOME));
                 let r = ObjectRef { api_version: api_version.into(), kind: kind.into(), namespace: meta.namespace, name: meta.name? };
-                Some(Listed { r, created, instance })
+                Some(Listed { r, created, instance, owner, home })
             })
             .collect())
     }

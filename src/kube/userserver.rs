@@ -1,7 +1,7 @@
 //! The `UserServer` custom resource (`userservers.fleetspawn.io`, v1alpha1): the durable record
 //! of one user's server, what should run (`spec`) and what was observed (`status`). This is the
-//! first step of issue 10: the types, the CRD they generate (`fleetspawn crd`) and the pure
-//! helpers a controller needs; nothing here talks to a cluster.
+//! types, the CRD they generate (`fleetspawn crd`) and the pure helpers the reconciler needs;
+//! nothing here talks to a cluster (`home` does).
 //!
 //! The hub's token never goes into a spec or a status: a hub that sends env names a Secret in
 //! the same namespace (`spec.envSecretRef`).
@@ -18,6 +18,10 @@ use serde::{Deserialize, Serialize};
 
 /// The finalizer on every UserServer: deleting one removes its remote objects first.
 pub const FINALIZER: &str = "fleetspawn.io/cleanup";
+
+/// Annotation on a UserServer: deleting it (or stopping it) also deletes the server's storage
+/// (its PersistentVolumeClaims): "delete forever".
+pub const REMOVE_STORAGE: &str = "fleetspawn.io/remove-storage";
 
 /// Condition type: the server answers (its Pod is Ready).
 pub const CONDITION_READY: &str = "Ready";
@@ -65,7 +69,8 @@ pub struct UserServerSpec {
     /// false stops the server without deleting this record.
     #[serde(default = "default_started")]
     pub started: bool,
-    /// The URL path prefix the hub routes (only the hub role may set it); default
+    /// The URL path prefix the hub routes (only the hub role may set it, and only to the
+    /// user's own path); default
     /// `/user/<user>/[<server>/]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_prefix: Option<String>,
@@ -144,6 +149,12 @@ pub struct UserServerStatus {
     /// The user's URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Why this cluster was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
+    /// When the current spawn was accepted (its start timeout runs from here, across restarts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_at: Option<Time>,
     /// The UID of the server's Pod.
     #[serde(default, rename = "podUID", skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
@@ -170,6 +181,37 @@ pub struct UserServerStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
+
+impl UserServerStatus {
+    /// A merge patch that sets this whole status: the fields it does not have are removed.
+    pub fn as_merge_patch(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_else(|_| serde_json::json!({}));
+        if let serde_json::Value::Object(map) = &mut value {
+            for field in STATUS_FIELDS {
+                map.entry(*field).or_insert(serde_json::Value::Null);
+            }
+        }
+        serde_json::json!({ "status": value })
+    }
+}
+
+/// Every field of the status, as written (see [`UserServerStatus::as_merge_patch`]).
+const STATUS_FIELDS: &[&str] = &[
+    "phase",
+    "cluster",
+    "namespace",
+    "url",
+    "placement",
+    "acceptedAt",
+    "podUID",
+    "inventory",
+    "startedAt",
+    "lastActivity",
+    "progress",
+    "failure",
+    "observedGeneration",
+    "conditions",
+];
 
 /// One remote object of a server.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
@@ -456,6 +498,42 @@ mod tests {
         assert_eq!(json["observedGeneration"], 3);
         assert!(json.get("conditions").is_none() && json.get("url").is_none());
         assert_eq!(serde_json::from_value::<UserServerStatus>(json).expect("back"), status);
+    }
+
+    #[test]
+    fn a_status_patch_removes_the_fields_it_does_not_have() {
+        let full = UserServerStatus {
+            phase: Some(Phase::Running),
+            cluster: Some("c".into()),
+            namespace: Some("n".into()),
+            url: Some("u".into()),
+            placement: Some("p".into()),
+            accepted_at: Some(at(1)),
+            pod_uid: Some("1".into()),
+            inventory: vec![InventoryEntry { api_version: "v1".into(), kind: "Pod".into(), namespace: None, name: "p".into() }],
+            started_at: Some(at(2)),
+            last_activity: Some(at(3)),
+            progress: Some(Progress::default()),
+            failure: Some(FailureStatus { reason: FailureReason::Idle, message: String::new() }),
+            observed_generation: Some(1),
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                reason: "R".into(),
+                message: String::new(),
+                observed_generation: None,
+                last_transition_time: at(4),
+            }],
+        };
+        let keys: Vec<String> = serde_json::to_value(&full).expect("json").as_object().expect("object").keys().cloned().collect();
+        let mut listed: Vec<String> = STATUS_FIELDS.iter().map(|f| f.to_string()).collect();
+        listed.sort();
+        let mut keys = keys;
+        keys.sort();
+        assert_eq!(keys, listed, "every status field is in STATUS_FIELDS");
+        let patch = UserServerStatus { phase: Some(Phase::Stopped), ..Default::default() }.as_merge_patch();
+        assert_eq!(patch["status"]["phase"], "Stopped");
+        assert!(patch["status"]["cluster"].is_null() && patch["status"].get("cluster").is_some(), "unset fields are removed: {patch}");
     }
 
     #[test]

@@ -1,15 +1,20 @@
-//! The index of every live instance across clusters: cluster → instance key → compact
-//! [`Instance`]. Synchronous and without I/O; it changes only through [`Index::apply`] (a watch
-//! event of one cluster, at a given time) and [`Index::mark_unreachable`].
+//! The index of the Pods of every cluster that carry an owner: cluster → owner UID → the
+//! compact [`Instance`]s of that owner's Pods (usually one). Synchronous and without I/O; it
+//! changes only through [`Index::apply`] (a watch event of one cluster, at a given time) and
+//! [`Index::mark_unreachable`].
+//!
+//! It is keyed by the owner a Pod claims, never by the names it claims: a Pod that copies
+//! another user's instance label cannot push that user's Pod out of the index. Whether a Pod
+//! really is a server is decided by its `UserServer` (which names the cluster and, once known,
+//! the Pod's UID), not here.
 //!
 //! A cluster's initial list is buffered and swapped in whole at the end of the list, so a
 //! re-list replaces the cluster's entries and a half-read list is never answered. A cluster
-//! that is syncing or unreachable answers its instances as `unknown`, never as `stopped`.
+//! that is syncing or unreachable answers [`NotSynced`], never "no Pod".
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use fleetspawn_core::instance::{Instance, InstanceState};
-use fleetspawn_core::labels;
+use fleetspawn_core::instance::Instance;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::watcher::Event;
@@ -27,39 +32,52 @@ pub enum ClusterSync {
     },
 }
 
-/// A Pod fleetspawn managed that disappeared.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Vanished {
-    pub cluster: String,
-    pub key: String,
-}
+/// The cluster's Pods cannot be known right now (syncing or unreachable).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NotSynced(pub ClusterSync);
 
 /// What one change did to the index.
 #[derive(Debug, Default, PartialEq)]
 pub struct Applied {
     /// Whether readers may see something new.
     pub changed: bool,
-    /// Instances whose Pod went away (to clean up after).
-    pub vanished: Vec<Vanished>,
+    /// The instance keys (the names of the `UserServer`s) whose Pods changed: their servers
+    /// are reconciled again.
+    pub touched: BTreeSet<String>,
 }
+
+type Owners = HashMap<String, Vec<Instance>>;
 
 /// The index. See the module documentation.
 #[derive(Debug, Default)]
 pub struct Index {
-    instances: BTreeMap<String, HashMap<String, Instance>>,
+    pods: BTreeMap<String, Owners>,
     clusters: BTreeMap<String, ClusterSync>,
     /// The initial list being read, per cluster.
-    buffers: HashMap<String, HashMap<String, Instance>>,
+    buffers: HashMap<String, Owners>,
+}
+
+/// Puts `i` among its owner's Pods, replacing the entry of the same Pod.
+fn upsert(owners: &mut Owners, i: Instance) {
+    let pods = owners.entry(i.owner.clone()).or_default();
+    match pods.iter_mut().find(|p| p.uid == i.uid) {
+        Some(old) => *old = i,
+        None => pods.push(i),
+    }
+}
+
+fn keys(owners: &Owners) -> impl Iterator<Item = &String> {
+    owners.values().flatten().map(|i| &i.key)
 }
 
 impl Index {
     /// An empty index expecting these clusters, each `Syncing`.
     pub fn new<'a>(clusters: impl IntoIterator<Item = &'a str>) -> Index {
         let clusters: BTreeMap<String, ClusterSync> = clusters.into_iter().map(|c| (c.to_string(), ClusterSync::Syncing)).collect();
-        Index { instances: clusters.keys().map(|c| (c.clone(), HashMap::new())).collect(), clusters, buffers: HashMap::new() }
+        Index { pods: clusters.keys().map(|c| (c.clone(), HashMap::new())).collect(), clusters, buffers: HashMap::new() }
     }
 
-    /// Applies one watch event of `cluster`'s managed Pods, seen at `now`.
+    /// Applies one watch event of `cluster`'s Pods, seen at `now`.
     pub fn apply(&mut self, cluster: &str, event: &Event<Pod>, now: Timestamp) -> Applied {
         match event {
             Event::Init => {
@@ -68,42 +86,40 @@ impl Index {
             }
             Event::InitApply(pod) => {
                 if let Some(i) = Instance::from_pod(cluster, pod, now) {
-                    self.buffers.entry(cluster.to_string()).or_default().insert(i.key.clone(), i);
+                    upsert(self.buffers.entry(cluster.to_string()).or_default(), i);
                 }
                 Applied::default()
             }
             Event::InitDone => {
                 let fresh = self.buffers.remove(cluster).unwrap_or_default();
-                let old = self.instances.insert(cluster.to_string(), fresh).unwrap_or_default();
-                let now_live = self.instances.get(cluster);
-                let vanished = old
-                    .into_keys()
-                    .filter(|key| !now_live.is_some_and(|m| m.contains_key(key)))
-                    .map(|key| Vanished { cluster: cluster.to_string(), key })
-                    .collect();
+                let old = self.pods.insert(cluster.to_string(), fresh).unwrap_or_default();
+                // Every server with a Pod before or after the list is looked at again.
+                let mut touched: BTreeSet<String> = keys(&old).cloned().collect();
+                touched.extend(self.pods.get(cluster).into_iter().flat_map(keys).cloned());
                 self.clusters.insert(cluster.to_string(), ClusterSync::Synced);
-                Applied { changed: true, vanished }
+                Applied { changed: true, touched }
             }
             Event::Apply(pod) => {
-                let Some(instance) = Instance::from_pod(cluster, pod, now) else { return Applied::default() };
-                self.instances.entry(cluster.to_string()).or_default().insert(instance.key.clone(), instance);
-                Applied { changed: true, vanished: Vec::new() }
+                let Some(i) = Instance::from_pod(cluster, pod, now) else { return Applied::default() };
+                let touched = BTreeSet::from([i.key.clone()]);
+                upsert(self.pods.entry(cluster.to_string()).or_default(), i);
+                Applied { changed: true, touched }
             }
             Event::Delete(pod) => {
-                let Some(key) = pod.metadata.labels.as_ref().and_then(|l| l.get(labels::INSTANCE)).cloned() else {
-                    return Applied::default();
-                };
-                let entries = self.instances.entry(cluster.to_string()).or_default();
-                // Only if the entry is this Pod (a new Pod of the same instance may be there).
-                if entries.get(&key).is_some_and(|i| Some(&i.uid) == pod.metadata.uid.as_ref()) {
-                    entries.remove(&key);
+                let Some(gone) = Instance::from_pod(cluster, pod, now) else { return Applied::default() };
+                let owners = self.pods.entry(cluster.to_string()).or_default();
+                if let Some(pods) = owners.get_mut(&gone.owner) {
+                    pods.retain(|p| p.uid != gone.uid);
+                    if pods.is_empty() {
+                        owners.remove(&gone.owner);
+                    }
                 }
-                Applied { changed: true, vanished: vec![Vanished { cluster: cluster.to_string(), key }] }
+                Applied { changed: true, touched: BTreeSet::from([gone.key]) }
             }
         }
     }
 
-    /// Marks a cluster unreachable (its instances turn `unknown`); whether that changed it.
+    /// Marks a cluster unreachable (its Pods cannot be known); whether that changed it.
     pub fn mark_unreachable(&mut self, cluster: &str, cause: &str) -> bool {
         let sync = ClusterSync::Unreachable { cause: cause.to_string() };
         if self.clusters.get(cluster) == Some(&sync) {
@@ -123,57 +139,31 @@ impl Index {
         self.clusters.iter().filter(|(_, s)| **s != ClusterSync::Synced).map(|(c, _)| c.clone()).collect()
     }
 
-    /// Whether the cluster's instances can be trusted right now.
+    /// Whether the cluster's Pods can be trusted right now.
     pub fn is_synced(&self, cluster: &str) -> bool {
         self.clusters.get(cluster) == Some(&ClusterSync::Synced)
     }
 
-    fn shown(&self, cluster: &str, i: &Instance) -> Instance {
-        let mut i = i.clone();
-        if !self.is_synced(cluster) {
-            i.state = InstanceState::Unknown;
-        }
-        i
-    }
-
-    /// Every instance, sorted by user, server and cluster; `unknown` on unsynced clusters.
-    pub fn list(&self) -> Vec<Instance> {
-        let mut out: Vec<Instance> = self.instances.iter().flat_map(|(cluster, by_key)| by_key.values().map(move |i| self.shown(cluster, i))).collect();
-        out.sort_by(|a, b| (&a.user, &a.server, &a.cluster).cmp(&(&b.user, &b.server, &b.cluster)));
-        out
-    }
-
-    /// The instance with this key. `Ok(None)` means stopped (no cluster has it and every
-    /// cluster is synced); `Err(clusters)` means it cannot be known yet: those clusters are
-    /// not synced.
-    pub fn get(&self, key: &str) -> Result<Option<Instance>, Vec<String>> {
-        for (cluster, by_key) in &self.instances {
-            if let Some(found) = by_key.get(key) {
-                return Ok(Some(self.shown(cluster, found)));
-            }
-        }
-        let unsynced = self.unsynced();
-        if unsynced.is_empty() {
-            Ok(None)
-        } else {
-            Err(unsynced)
+    /// The Pods on `cluster` labelled as owned by `owner` (a `UserServer`'s UID); `Err` while
+    /// the cluster cannot be known.
+    pub fn pods_of(&self, cluster: &str, owner: &str) -> Result<Vec<Instance>, NotSynced> {
+        match self.clusters.get(cluster) {
+            Some(ClusterSync::Synced) => Ok(self.pods.get(cluster).and_then(|o| o.get(owner)).cloned().unwrap_or_default()),
+            Some(other) => Err(NotSynced(other.clone())),
+            None => Err(NotSynced(ClusterSync::Unreachable { cause: "not in the kubeconfig".into() })),
         }
     }
 
-    /// The keys of a user's instances that are not being stopped.
-    pub fn keys_of_user(&self, user: &str) -> Vec<String> {
-        self.instances.values().flat_map(|m| m.values()).filter(|i| i.user == user && i.state != InstanceState::Stopping).map(|i| i.key.clone()).collect()
-    }
-
-    /// Instances per cluster (any state), for least-loaded placement.
-    pub fn instances_per_cluster(&self) -> BTreeMap<String, usize> {
-        self.instances.iter().map(|(c, m)| (c.clone(), m.len())).collect()
+    /// Pods per cluster, for least-loaded placement.
+    pub fn pods_per_cluster(&self) -> BTreeMap<String, usize> {
+        self.pods.iter().map(|(c, m)| (c.clone(), m.values().map(Vec::len).sum())).collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleetspawn_core::instance::InstanceState;
     use serde_json::json;
 
     const NOW: &str = "2026-01-01T00:10:00Z";
@@ -182,11 +172,11 @@ mod tests {
         NOW.parse().expect("time")
     }
 
-    /// A managed Pod of `user`'s default server, Ready or not.
-    fn mk_pod(user: &str, uid: &str, ready: bool) -> Pod {
+    /// A managed Pod of `user`'s default server owned by `owner`, Ready or not.
+    fn mk_pod(user: &str, owner: &str, uid: &str, ready: bool) -> Pod {
         serde_json::from_value(json!({
             "metadata": {"name": format!("fs-{user}"), "namespace": "jh", "uid": uid, "creationTimestamp": "2026-01-01T00:00:00Z",
-                "labels": {"app.kubernetes.io/managed-by": "fleetspawn", "fleetspawn.io/instance": user, "fleetspawn.io/profile": "cpu"},
+                "labels": {"app.kubernetes.io/managed-by": "fleetspawn", "fleetspawn.io/instance": user, "fleetspawn.io/owner": owner, "fleetspawn.io/profile": "cpu"},
                 "annotations": {"fleetspawn.io/username": user, "fleetspawn.io/servername": ""}},
             "status": {"phase": if ready { "Running" } else { "Pending" }, "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
         }))
@@ -201,91 +191,98 @@ mod tests {
         index.apply(cluster, &Event::InitDone, now())
     }
 
-    fn state(index: &Index, key: &str) -> Option<InstanceState> {
-        index.get(key).ok().flatten().map(|i| i.state)
+    fn states(index: &Index, cluster: &str, owner: &str) -> Vec<InstanceState> {
+        index.pods_of(cluster, owner).expect("synced").into_iter().map(|i| i.state).collect()
     }
 
     #[test]
     fn the_initial_list_is_buffered_then_swapped_in_at_its_end() {
         let mut index = Index::new(["east"]);
-        assert_eq!(index.get("alice"), Err(vec!["east".to_string()]), "syncing: cannot be known");
+        assert_eq!(index.pods_of("east", "o-alice"), Err(NotSynced(ClusterSync::Syncing)), "syncing: cannot be known");
         index.apply("east", &Event::Init, now());
-        index.apply("east", &Event::InitApply(mk_pod("alice", "1", true)), now());
-        assert!(index.list().is_empty(), "a half-read list is never answered");
-        assert!(!index.is_synced("east"));
+        index.apply("east", &Event::InitApply(mk_pod("alice", "o-alice", "1", true)), now());
+        assert!(index.pods_of("east", "o-alice").is_err(), "a half-read list is never answered");
         let applied = index.apply("east", &Event::InitDone, now());
-        assert!(applied.changed && applied.vanished.is_empty());
-        assert_eq!(state(&index, "alice"), Some(InstanceState::Running));
-        assert_eq!(index.get("bob"), Ok(None), "synced everywhere and absent: stopped");
-        assert_eq!(index.list()[0].last_seen.as_deref(), Some(NOW), "the time comes in as an argument");
+        assert!(applied.changed && applied.touched.contains("alice"));
+        assert_eq!(states(&index, "east", "o-alice"), [InstanceState::Running]);
+        assert_eq!(states(&index, "east", "o-bob"), [], "synced and absent: no Pod");
+        assert_eq!(index.pods_of("east", "o-alice").expect("synced")[0].last_seen.as_deref(), Some(NOW), "the time comes in as an argument");
+        assert!(index.pods_of("west", "o-alice").is_err(), "a cluster not in the kubeconfig is never 'no Pod'");
     }
 
     #[test]
     fn pods_are_added_changed_and_deleted() {
         let mut index = Index::new(["east"]);
         synced(&mut index, "east", &[]);
-        index.apply("east", &Event::Apply(mk_pod("alice", "1", false)), now());
-        assert_eq!(state(&index, "alice"), Some(InstanceState::Pending));
-        index.apply("east", &Event::Apply(mk_pod("alice", "1", true)), now());
-        assert_eq!(state(&index, "alice"), Some(InstanceState::Running));
-        let applied = index.apply("east", &Event::Delete(mk_pod("alice", "1", true)), now());
-        assert_eq!(applied.vanished, vec![Vanished { cluster: "east".into(), key: "alice".into() }]);
-        assert_eq!(index.get("alice"), Ok(None));
+        index.apply("east", &Event::Apply(mk_pod("alice", "o", "1", false)), now());
+        assert_eq!(states(&index, "east", "o"), [InstanceState::Pending]);
+        let applied = index.apply("east", &Event::Apply(mk_pod("alice", "o", "1", true)), now());
+        assert_eq!(applied.touched, BTreeSet::from(["alice".to_string()]));
+        assert_eq!(states(&index, "east", "o"), [InstanceState::Running]);
+        let applied = index.apply("east", &Event::Delete(mk_pod("alice", "o", "1", true)), now());
+        assert_eq!(applied.touched, BTreeSet::from(["alice".to_string()]));
+        assert_eq!(states(&index, "east", "o"), []);
     }
 
     #[test]
-    fn deleting_an_old_pod_keeps_the_new_pod_of_the_same_instance() {
+    fn a_pod_copying_anothers_names_never_pushes_theirs_out() {
         let mut index = Index::new(["east"]);
-        synced(&mut index, "east", &[mk_pod("alice", "new", true)]);
-        index.apply("east", &Event::Delete(mk_pod("alice", "old", true)), now());
-        assert_eq!(state(&index, "alice"), Some(InstanceState::Running));
+        synced(&mut index, "east", &[mk_pod("bob", "o-bob", "real", true)]);
+        // A decoy with bob's instance label and name, but its own (or no) owner.
+        index.apply("east", &Event::Apply(mk_pod("bob", "o-attacker", "decoy", true)), now());
+        let bobs = index.pods_of("east", "o-bob").expect("synced");
+        assert_eq!(bobs.iter().map(|i| i.uid.as_str()).collect::<Vec<_>>(), ["real"]);
+        index.apply("east", &Event::Delete(mk_pod("bob", "o-attacker", "decoy", true)), now());
+        assert_eq!(states(&index, "east", "o-bob"), [InstanceState::Running], "the decoy's delete leaves bob's Pod");
     }
 
     #[test]
-    fn an_unreachable_cluster_answers_unknown_never_stopped() {
+    fn deleting_an_old_pod_keeps_the_new_pod_of_the_same_owner() {
+        let mut index = Index::new(["east"]);
+        synced(&mut index, "east", &[mk_pod("alice", "o", "new", true)]);
+        index.apply("east", &Event::Delete(mk_pod("alice", "o", "old", true)), now());
+        assert_eq!(states(&index, "east", "o"), [InstanceState::Running]);
+    }
+
+    #[test]
+    fn an_unreachable_cluster_is_never_no_pod() {
         let mut index = Index::new(["east", "west"]);
-        synced(&mut index, "east", &[mk_pod("alice", "1", true)]);
+        synced(&mut index, "east", &[mk_pod("alice", "o", "1", true)]);
         synced(&mut index, "west", &[]);
         assert!(index.mark_unreachable("east", "connection refused"));
         assert!(!index.mark_unreachable("east", "connection refused"), "no change the second time");
-        assert_eq!(state(&index, "alice"), Some(InstanceState::Unknown));
-        assert_eq!(index.list()[0].state, InstanceState::Unknown);
-        assert_eq!(index.get("bob"), Err(vec!["east".to_string()]), "absent but east may have it");
-        assert_eq!(index.unsynced(), ["east"]);
+        assert_eq!(index.pods_of("east", "o"), Err(NotSynced(ClusterSync::Unreachable { cause: "connection refused".into() })));
+        assert_eq!(index.unsynced(), vec!["east".to_string()]);
+        synced(&mut index, "east", &[mk_pod("alice", "o", "1", true)]);
+        assert_eq!(states(&index, "east", "o"), [InstanceState::Running], "a fresh list makes it known again");
     }
 
     #[test]
-    fn a_relist_replaces_the_clusters_entries_and_reports_what_vanished() {
+    fn a_relist_replaces_the_clusters_entries_and_touches_what_changed() {
         let mut index = Index::new(["east"]);
-        synced(&mut index, "east", &[mk_pod("alice", "1", true), mk_pod("bob", "2", true)]);
-        index.mark_unreachable("east", "watch error");
-        let applied = synced(&mut index, "east", &[mk_pod("bob", "2", true), mk_pod("carol", "3", false)]);
-        assert_eq!(applied.vanished, vec![Vanished { cluster: "east".into(), key: "alice".into() }]);
-        let keys: Vec<String> = index.list().into_iter().map(|i| i.key).collect();
-        assert_eq!(keys, ["bob", "carol"]);
-        assert!(index.is_synced("east"), "a finished re-list makes the cluster synced again");
+        synced(&mut index, "east", &[mk_pod("alice", "oa", "1", true), mk_pod("bob", "ob", "2", true)]);
+        let applied = synced(&mut index, "east", &[mk_pod("alice", "oa", "1", true)]);
+        assert!(applied.touched.contains("bob"), "bob's Pod vanished while the watch was down: his server is looked at");
+        assert_eq!(states(&index, "east", "ob"), []);
+        assert_eq!(states(&index, "east", "oa"), [InstanceState::Running]);
     }
 
     #[test]
-    fn counts_per_cluster_and_a_users_servers_feed_placement_and_limits() {
+    fn counts_per_cluster_feed_placement() {
         let mut index = Index::new(["east", "west"]);
-        synced(&mut index, "east", &[mk_pod("alice", "1", true), mk_pod("bob", "2", false)]);
-        synced(&mut index, "west", &[]);
-        assert_eq!(index.instances_per_cluster(), BTreeMap::from([("east".to_string(), 2), ("west".to_string(), 0)]));
-        assert_eq!(index.keys_of_user("alice"), ["alice"]);
-        let mut stopping = mk_pod("alice", "1", true);
-        stopping.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()));
-        index.apply("east", &Event::Apply(stopping), now());
-        assert!(index.keys_of_user("alice").is_empty(), "a server being stopped does not count");
+        synced(&mut index, "east", &[mk_pod("a", "oa", "1", true), mk_pod("b", "ob", "2", false)]);
+        synced(&mut index, "west", &[mk_pod("c", "oc", "3", true)]);
+        assert_eq!(index.pods_per_cluster(), BTreeMap::from([("east".to_string(), 2), ("west".to_string(), 1)]));
     }
 
     #[test]
-    fn pods_without_an_instance_label_are_ignored() {
+    fn pods_without_an_owner_are_ignored() {
         let mut index = Index::new(["east"]);
-        let mut stray = mk_pod("x", "9", true);
-        stray.metadata.labels = None;
-        synced(&mut index, "east", &[stray.clone()]);
-        assert_eq!(index.apply("east", &Event::Apply(stray), now()), Applied::default());
-        assert!(index.list().is_empty());
+        let mut p = mk_pod("alice", "o", "1", true);
+        p.metadata.labels.as_mut().expect("labels").remove("fleetspawn.io/owner");
+        let applied = synced(&mut index, "east", &[p.clone()]);
+        assert!(applied.touched.is_empty());
+        assert_eq!(index.apply("east", &Event::Apply(p), now()), Applied::default());
+        assert_eq!(index.pods_per_cluster()["east"], 0);
     }
 }

@@ -1,11 +1,13 @@
-//! The registry: one in-memory index of every live instance across all clusters, rebuilt from
-//! the clusters themselves (labels and annotations are the truth; there is no database).
+//! The registry: what is observed on the target clusters, in memory: the Pods of this
+//! installation (labelled with its home) across all clusters, by the owner they claim. It is
+//! not the record of what should run (the `UserServer`s are); it is what the reconciler
+//! compares the record with.
 //!
 //! [`index`] is the synchronous index (changed only through `apply`); [`watch`] runs one
-//! watch per cluster over fleetspawn-managed Pods and feeds it. [`Registry`] is the shared
+//! watch per cluster over the installation's Pods and feeds it. [`Registry`] is the shared
 //! handle: readers take a snapshot under a read lock; every change bumps a version that
-//! waiters can await; Pods that disappear are reported on a channel so their leftovers can be
-//! cleaned up.
+//! waiters can await; the servers whose Pods changed are sent on a channel, so they are
+//! reconciled again.
 
 pub mod index;
 pub mod watch;
@@ -19,7 +21,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::{mpsc, watch as channel};
 
-pub use index::{ClusterSync, Index, Vanished};
+pub use index::{ClusterSync, Index, NotSynced};
 
 use crate::metrics::Metrics;
 
@@ -33,16 +35,19 @@ struct Inner {
     index: RwLock<Index>,
     /// Bumped on every change: lets waiters (tests, the API) notice.
     version: channel::Sender<u64>,
-    vanished: mpsc::UnboundedSender<Vanished>,
+    touched: mpsc::UnboundedSender<String>,
+    /// The label selector of the Pods watched (this installation's).
+    selector: String,
     /// Counts watch restarts (errors, reconnections) per cluster.
     metrics: Metrics,
 }
 
 impl Registry {
-    /// An empty registry expecting the given clusters; the receiver gets vanished Pods.
-    pub fn new<'a>(clusters: impl IntoIterator<Item = &'a str>, metrics: Metrics) -> (Registry, mpsc::UnboundedReceiver<Vanished>) {
+    /// An empty registry expecting the given clusters, watching Pods that match `selector`;
+    /// the receiver gets the instance keys whose Pods changed.
+    pub fn new<'a>(clusters: impl IntoIterator<Item = &'a str>, selector: String, metrics: Metrics) -> (Registry, mpsc::UnboundedReceiver<String>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let inner = Inner { index: RwLock::new(Index::new(clusters)), version: channel::channel(0).0, vanished: tx, metrics };
+        let inner = Inner { index: RwLock::new(Index::new(clusters)), version: channel::channel(0).0, touched: tx, selector, metrics };
         (Registry { inner: Arc::new(inner) }, rx)
     }
 
@@ -61,15 +66,15 @@ impl Registry {
     /// Applies one watch event of `cluster` to the index, now.
     pub fn apply(&self, cluster: &str, event: &kube::runtime::watcher::Event<Pod>) {
         let applied = self.write().apply(cluster, event, Timestamp::now());
-        for v in applied.vanished {
-            let _ = self.inner.vanished.send(v);
+        for key in applied.touched {
+            let _ = self.inner.touched.send(key);
         }
         if applied.changed {
             self.bump();
         }
     }
 
-    /// Marks a cluster unreachable (its instances turn `unknown`), e.g. when its health probe fails.
+    /// Marks a cluster unreachable (its Pods cannot be known), e.g. when its health probe fails.
     pub fn mark_unreachable(&self, cluster: &str, cause: &str) {
         if self.write().mark_unreachable(cluster, cause) {
             tracing::debug!(cluster, cause, "cluster unreachable");
@@ -93,29 +98,19 @@ impl Registry {
         self.read().unsynced()
     }
 
-    /// Whether the cluster's instances can be trusted right now.
+    /// Whether the cluster's Pods can be trusted right now.
     pub fn is_synced(&self, cluster: &str) -> bool {
         self.read().is_synced(cluster)
     }
 
-    /// Every instance, with the state answered as `unknown` on clusters that are not synced.
-    pub fn list(&self) -> Vec<Instance> {
-        self.read().list()
+    /// See [`Index::pods_of`].
+    pub fn pods_of(&self, cluster: &str, owner: &str) -> Result<Vec<Instance>, NotSynced> {
+        self.read().pods_of(cluster, owner)
     }
 
-    /// See [`Index::get`].
-    pub fn get(&self, key: &str) -> Result<Option<Instance>, Vec<String>> {
-        self.read().get(key)
-    }
-
-    /// The keys of a user's instances that are not being stopped.
-    pub fn keys_of_user(&self, user: &str) -> Vec<String> {
-        self.read().keys_of_user(user)
-    }
-
-    /// Instances per cluster (any state), for least-loaded placement.
-    pub fn instances_per_cluster(&self) -> BTreeMap<String, usize> {
-        self.read().instances_per_cluster()
+    /// Pods per cluster, for least-loaded placement.
+    pub fn pods_per_cluster(&self) -> BTreeMap<String, usize> {
+        self.read().pods_per_cluster()
     }
 
     /// Waits until every cluster is synced or unreachable, at most `timeout`.

@@ -1,10 +1,9 @@
-//! The watch loop of one cluster: lists, then follows changes of fleetspawn-managed Pods,
+//! The watch loop of one cluster: lists, then follows changes of this installation's Pods,
 //! feeding every event to the index. Errors back off and re-list by themselves; a restart
 //! signal or the periodic resync forces a fresh list.
 
 use std::time::Duration;
 
-use fleetspawn_core::labels;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::{self, Event};
@@ -32,7 +31,7 @@ impl Registry {
     pub async fn watch_cluster(self, cluster: String, client: Client, mut restart: watch::Receiver<u64>) {
         let api: Api<Pod> = Api::all(client);
         loop {
-            let config = watcher::Config::default().labels(labels::MANAGED_SELECTOR).page_size(PAGE_SIZE);
+            let config = watcher::Config::default().labels(&self.inner.selector).page_size(PAGE_SIZE);
             let mut stream = watcher::watcher(api.clone(), config).default_backoff().boxed();
             // A watch can stall without an error (a middlebox silently dropping the stream):
             // a fresh list every RESYNC_INTERVAL bounds how stale the index can get.
@@ -56,7 +55,7 @@ impl Registry {
                         let done = matches!(event, Event::InitDone);
                         self.apply(&cluster, &event);
                         if done {
-                            tracing::info!(cluster, instances = self.instances_per_cluster().get(&cluster).copied().unwrap_or(0), "registry synced");
+                            tracing::info!(cluster, pods = self.pods_per_cluster().get(&cluster).copied().unwrap_or(0), "registry synced");
                         }
                     }
                     Some(Err(e)) => {

@@ -1,111 +1,297 @@
-//! The spawner's decisions as functions of state: which clusters a stop covers, which spawns
-//! no operation follows are reaped, which labelled objects are garbage, how far an apply is.
-//! No I/O and no clock: the caller passes what it observed and the time.
+//! The spawner's decisions as functions of state: what the reconciler does next with one
+//! `UserServer` (from its spec and status, the Pods seen on its cluster, what this process is
+//! already doing for it, and the time), what a start request finds, what a user sees, which
+//! labelled objects are garbage, how far an apply is. No I/O and no clock: the caller passes
+//! what it observed and the time.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use fleetspawn_core::instance::{Instance, InstanceState, InstanceView};
 use fleetspawn_core::lifecycle::FailureKind;
-use fleetspawn_core::profiles::{ProfileSet, DEFAULT_START_TIMEOUT};
 use k8s_openapi::jiff::Timestamp;
 
 use super::SpawnError;
+use crate::kube::userserver::{FailureReason, Phase, UserServer, REMOVE_STORAGE};
+use kube::ResourceExt as _;
 
-/// Where a stop must delete objects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StopTargets {
-    /// These clusters.
-    Clusters(Vec<String>),
-    /// The instance lives on this cluster, which cannot be reached: nothing can be done yet.
-    Unavailable(String),
+/// What the server's cluster shows of it now.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Seen {
+    /// The cluster cannot be known (unreachable, or its watch is not synced): the cause.
+    Unknown(String),
+    /// The Pods on the server's cluster labelled with the record's UID.
+    Pods(Vec<Instance>),
 }
 
-/// The clusters a stop of one instance covers: the one it lives on; when it is not live
-/// anywhere (or not known yet), every reachable cluster, to sweep leftovers.
-pub fn stop_targets(found: &Result<Option<Instance>, Vec<String>>, reachable: impl IntoIterator<Item = String>) -> StopTargets {
-    match found {
-        Ok(Some(i)) if i.state == InstanceState::Unknown => StopTargets::Unavailable(i.cluster.clone()),
-        Ok(Some(i)) => StopTargets::Clusters(vec![i.cluster.clone()]),
-        _ => StopTargets::Clusters(reachable.into_iter().collect()),
+/// What this process is doing for a record right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Busy {
+    Spawning,
+    Stopping,
+}
+
+/// Why the reconciler stops a server by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cull {
+    /// It reached its lifespan.
+    MaxAge,
+    /// No activity for longer than its idle timeout.
+    Idle,
+}
+
+impl From<Cull> for FailureReason {
+    fn from(c: Cull) -> Self {
+        match c {
+            Cull::MaxAge => FailureReason::MaxAge,
+            Cull::Idle => FailureReason::Idle,
+        }
     }
 }
 
-/// Instances no operation follows (their spawner died mid-spawn, or the daemon restarted)
-/// that are removed: failed ones (unless their profile keeps failures) and pending ones older
-/// than their profile's start timeout (the default timeout for a profile that is gone) whose
-/// Pod does not run. A Pod that runs but is not Ready (a readiness blip under load, a node
-/// going NotReady) may be serving its user: it is never removed here.
-pub fn orphans_to_reap(instances: Vec<Instance>, in_flight: &HashSet<String>, profiles: &ProfileSet, now: Timestamp) -> Vec<Instance> {
-    instances
-        .into_iter()
-        .filter(|i| matches!(i.state, InstanceState::Failed | InstanceState::Pending))
-        .filter(|i| !in_flight.contains(&i.key))
-        .filter(|i| {
-            let profile = profiles.get(&i.profile);
-            match i.state {
-                InstanceState::Failed => !profile.is_some_and(|p| p.keep_on_failure),
-                _ if i.runs => false,
-                _ => {
-                    let timeout = profile.map_or(DEFAULT_START_TIMEOUT, |p| p.start_timeout);
-                    let started = i.started_at.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
-                    started.is_some_and(|t| older_than(t, timeout, now, false))
-                }
+/// The reconciler's next step for one record.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Nothing to do until something changes.
+    Nothing,
+    /// Put the finalizer on, so a delete removes the remote objects first.
+    AddFinalizer,
+    /// Choose a cluster and write it into the status (before any remote object exists).
+    Place,
+    /// Apply the bundle and follow the spawn (again, after a restart: from the status).
+    Spawn,
+    /// A stop (or a delete) came while this process spawns: cancel the spawn first.
+    CancelSpawn,
+    /// Delete what runs for it on its cluster.
+    Stop,
+    /// Nothing runs any more: record it (`Stopped`, or the finalizer goes when deleting).
+    Stopped,
+    /// Started again after it stopped or failed: a new spawn from a clean status.
+    Restart,
+    /// It has been ready: write what its Pod says now (`ready`, and the cause when not).
+    Running { ready: bool, cause: Option<String> },
+    /// It had been ready and its Pod is gone (deleted out of band, evicted): failed, and
+    /// its leftovers go.
+    Lost,
+    /// Its cluster cannot be known: `Unknown`, nothing deleted, nothing culled.
+    Unknown(String),
+    /// Stop it: it reached its lifespan or was idle too long.
+    Cull(Cull),
+}
+
+/// What the reconciler knows of one record when it decides.
+pub struct Facts<'a> {
+    pub us: &'a UserServer,
+    /// The Pods of its cluster (`None` while it has no cluster).
+    pub seen: Option<Seen>,
+    pub busy: Option<Busy>,
+    /// The lifespan and idle timeout that apply (the record's, within the profile's bounds).
+    pub lifespan: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub now: Timestamp,
+}
+
+/// Whether `then + age <= now`.
+fn older_than(then: Timestamp, age: Duration, now: Timestamp) -> bool {
+    let age = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+    now.as_second().saturating_sub(then.as_second()) >= age
+}
+
+/// The record's Pod among those seen: the one its status names, else (a spawn that has not
+/// written it yet) none.
+fn its_pod<'a>(us: &UserServer, pods: &'a [Instance]) -> Option<&'a Instance> {
+    let uid = us.status.as_ref()?.pod_uid.as_deref()?;
+    pods.iter().find(|p| p.uid == uid)
+}
+
+/// The reconciler's decision. See [`Step`].
+pub fn next_step(f: &Facts<'_>) -> Step {
+    let us = f.us;
+    let status = us.status.clone().unwrap_or_default();
+    let phase = status.phase;
+    let deleting = us.metadata.deletion_timestamp.is_some();
+    let has_finalizer = us.metadata.finalizers.iter().flatten().any(|x| x == crate::kube::userserver::FINALIZER);
+    let wants_stop = deleting || !us.spec.started;
+    if wants_stop {
+        if f.busy == Some(Busy::Spawning) {
+            return Step::CancelSpawn;
+        }
+        if deleting && !has_finalizer {
+            return Step::Nothing;
+        }
+        let stopping_here = f.busy == Some(Busy::Stopping);
+        if phase == Some(Phase::Stopped) || status.cluster.is_none() {
+            if !deleting {
+                return Step::Nothing;
             }
-        })
-        .collect()
-}
-
-/// Whether a labelled object of instance `key`, created at `created`, is garbage: its
-/// instance is not live and no operation follows it, and it is at least `grace` old (an
-/// object of unknown age never is).
-pub fn is_garbage(key: &str, created: Option<Timestamp>, live: &BTreeSet<String>, in_flight: &HashSet<String>, grace: Duration, now: Timestamp) -> bool {
-    !live.contains(key) && !in_flight.contains(key) && created.is_some_and(|t| older_than(t, grace, now, true))
-}
-
-/// Whether `then` is more than `age` before `now` (or exactly, with `inclusive`), in whole
-/// seconds.
-fn older_than(then: Timestamp, age: Duration, now: Timestamp, inclusive: bool) -> bool {
-    let limit = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
-    let elapsed = now.as_second() - then.as_second();
-    if inclusive {
-        elapsed >= limit
-    } else {
-        elapsed > limit
+            // Deleted after it stopped: its storage goes only when asked ("delete forever").
+            let remove_storage = us.annotations().get(REMOVE_STORAGE).is_some_and(|v| v == "true");
+            return match &f.seen {
+                Some(Seen::Pods(_)) if remove_storage && stopping_here => Step::Nothing,
+                Some(Seen::Pods(_)) if remove_storage => Step::Stop,
+                Some(Seen::Unknown(cause)) if remove_storage => Step::Unknown(cause.clone()),
+                _ => Step::Stopped,
+            };
+        }
+        return match &f.seen {
+            None => Step::Stopped,
+            Some(Seen::Unknown(_)) if phase == Some(Phase::Unknown) => Step::Nothing,
+            // A cluster that cannot be reached: its objects may be there; wait for it.
+            Some(Seen::Unknown(cause)) => Step::Unknown(cause.clone()),
+            Some(Seen::Pods(_)) if stopping_here => Step::Nothing,
+            Some(Seen::Pods(_)) => Step::Stop,
+        };
     }
-}
-
-/// How a new spawn of a key starts, given what the registry knows of it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SpawnStart {
-    /// Nothing is there: start.
-    Fresh,
-    /// The previous attempt failed and kept its objects: clear them, then start.
-    AfterFailure(Instance),
-    /// A server is already starting or running: it is the answer (no second one).
-    AlreadyThere(InstanceView),
-}
-
-/// Decides how a spawn of a key starts from the registry's answer for it. A key not found
-/// while some of the profile's clusters are not synced cannot be known: refused, never
-/// started twice; an instance being stopped is busy.
-pub fn spawn_start(found: Result<Option<Instance>, Vec<String>>, contexts: &[String]) -> Result<SpawnStart, SpawnError> {
-    let existing = match found {
-        Ok(found) => found,
-        Err(unsynced) => match unsynced.into_iter().find(|c| contexts.contains(c)) {
-            Some(context) => return Err(SpawnError::ClusterUnavailable { context }),
-            None => None,
-        },
+    if !has_finalizer {
+        return Step::AddFinalizer;
+    }
+    if matches!(phase, Some(Phase::Stopped)) {
+        return Step::Restart;
+    }
+    if f.busy == Some(Busy::Stopping) {
+        return Step::Nothing;
+    }
+    let Some(seen) = &f.seen else {
+        return if matches!(phase, None | Some(Phase::Pending)) { Step::Place } else { Step::Restart };
     };
-    match existing {
-        None => Ok(SpawnStart::Fresh),
-        Some(i) => match i.state {
-            InstanceState::Running | InstanceState::Pending => Ok(SpawnStart::AlreadyThere(i.into())),
-            InstanceState::Unknown => Err(SpawnError::ClusterUnavailable { context: i.cluster }),
+    let pods = match seen {
+        Seen::Unknown(cause) => {
+            // A spawn in flight here runs on (it fails by itself if the cluster stays away).
+            if f.busy == Some(Busy::Spawning) || phase == Some(Phase::Unknown) {
+                return Step::Nothing;
+            }
+            return Step::Unknown(cause.clone());
+        }
+        Seen::Pods(pods) => pods,
+    };
+    if f.busy == Some(Busy::Spawning) {
+        return Step::Nothing;
+    }
+    let was_ready = status.started_at.is_some();
+    match phase {
+        Some(Phase::Failed) => Step::Nothing,
+        Some(Phase::Stopping) => Step::Stop,
+        Some(Phase::Running | Phase::Unknown) if was_ready => match its_pod(us, pods) {
+            None => Step::Lost,
+            Some(pod) => {
+                let started = status.started_at.as_ref().map(|t| t.0);
+                if let (Some(lifespan), Some(started)) = (f.lifespan, started) {
+                    if older_than(started, lifespan, f.now) {
+                        return Step::Cull(Cull::MaxAge);
+                    }
+                }
+                let active = status.last_activity.as_ref().map(|t| t.0).or(started);
+                if let (Some(idle), Some(active)) = (f.idle_timeout, active) {
+                    if older_than(active, idle, f.now) {
+                        return Step::Cull(Cull::Idle);
+                    }
+                }
+                let ready = pod.state == InstanceState::Running;
+                let cause = if ready { None } else { Some(pod.cause.clone().unwrap_or_else(|| "the server's pod is not ready".into())) };
+                Step::Running { ready, cause }
+            }
+        },
+        // Accepted or starting, and nobody here follows it (a restart, another replica
+        // died): the spawn goes on from the status.
+        _ => Step::Spawn,
+    }
+}
+
+/// What a start request finds in the record of that server.
+#[derive(Debug, PartialEq)]
+pub enum Accept {
+    /// No record, or one that is stopped or failed: create or restart it.
+    Start,
+    /// It is starting or running: answer it as it is.
+    AlreadyThere(Box<InstanceView>),
+}
+
+/// The decision for a start request over the existing record (if any) and what its cluster
+/// shows.
+pub fn accept(existing: Option<&UserServer>, view: Option<InstanceView>) -> Result<Accept, SpawnError> {
+    let Some(us) = existing else { return Ok(Accept::Start) };
+    if us.metadata.deletion_timestamp.is_some() {
+        return Err(SpawnError::Busy);
+    }
+    match view {
+        None => Ok(Accept::Start),
+        Some(v) => match v.state {
+            InstanceState::Failed => Ok(Accept::Start),
             InstanceState::Stopping => Err(SpawnError::Busy),
-            InstanceState::Failed => Ok(SpawnStart::AfterFailure(i)),
+            InstanceState::Unknown => Err(SpawnError::ClusterUnavailable { context: v.cluster }),
+            InstanceState::Pending | InstanceState::Running => Ok(Accept::AlreadyThere(Box::new(v))),
         },
     }
+}
+
+/// What a user sees of a record: `None` when no server is (stopped, or never started).
+/// `cluster_cause` is why the record's cluster cannot be known right now (it then reads as
+/// `Unknown`, never as stopped); `pod` is its Pod as the registry has it.
+pub fn view_of(us: &UserServer, cluster_cause: Option<&str>, pod: Option<&Instance>) -> Option<InstanceView> {
+    let status = us.status.clone().unwrap_or_default();
+    let key = us.metadata.name.clone().unwrap_or_default();
+    let phase = status.phase.unwrap_or(Phase::Pending);
+    let stopping = !us.spec.started || us.metadata.deletion_timestamp.is_some();
+    let state = match phase {
+        Phase::Stopped => return None,
+        Phase::Failed if !stopping => InstanceState::Failed,
+        // A record stopped before it was placed: nothing runs.
+        _ if stopping && status.cluster.is_none() => return None,
+        _ if stopping => InstanceState::Stopping,
+        Phase::Pending | Phase::Starting => InstanceState::Pending,
+        Phase::Running => InstanceState::Running,
+        Phase::Stopping => InstanceState::Stopping,
+        Phase::Failed => InstanceState::Failed,
+        Phase::Unknown => InstanceState::Unknown,
+    };
+    let (state, cause) = match (cluster_cause, state) {
+        (Some(cause), InstanceState::Running | InstanceState::Pending | InstanceState::Stopping) => {
+            (InstanceState::Unknown, Some(format!("cluster {} is not reachable or not synced: {cause}", status.cluster.clone().unwrap_or_default())))
+        }
+        (_, InstanceState::Failed) => (state, status.failure.as_ref().map(|f| f.message.clone())),
+        (_, InstanceState::Running) => {
+            (state, pod.filter(|p| p.state != InstanceState::Running).map(|p| p.cause.clone().unwrap_or_else(|| "the server's pod is not ready".into())))
+        }
+        _ => (state, None),
+    };
+    Some(InstanceView {
+        key,
+        user: us.spec.user.clone(),
+        server: us.spec.server.clone(),
+        profile: us.spec.profile.clone(),
+        cluster: status.cluster.clone().unwrap_or_default(),
+        state,
+        url: status.url.clone(),
+        started_at: status.started_at.as_ref().map(|t| t.0.to_string()).or_else(|| pod.and_then(|p| p.started_at.clone())),
+        last_seen: pod.and_then(|p| p.last_seen.clone()),
+        cause,
+        placement: status.placement.clone(),
+        failure: status.failure.as_ref().and_then(|f| failure_kind(f.reason)),
+    })
+}
+
+/// The failure kind of a reason (culling reasons are not failures of the server).
+pub fn failure_kind(reason: FailureReason) -> Option<FailureKind> {
+    Some(match reason {
+        FailureReason::ImagePull => FailureKind::ImagePull,
+        FailureReason::Unschedulable => FailureKind::Unschedulable,
+        FailureReason::OutOfMemory => FailureKind::OutOfMemory,
+        FailureReason::Quota => FailureKind::Quota,
+        FailureReason::CrashLoop => FailureKind::CrashLoop,
+        FailureReason::Timeout => FailureKind::Timeout,
+        FailureReason::ClusterUnreachable => FailureKind::ClusterUnreachable,
+        FailureReason::Cancelled => FailureKind::Cancelled,
+        FailureReason::Other => FailureKind::Other,
+        FailureReason::MaxAge | FailureReason::Idle => return None,
+    })
+}
+
+/// Whether a remote object labelled as this installation's is garbage: it claims no owner, or
+/// an owner that no record has (or whose record is placed on another cluster), and it is
+/// older than the grace period (objects of a spawn being accepted are younger than that).
+pub fn is_garbage(owner: Option<&str>, created: Option<Timestamp>, owners_here: &HashSet<String>, grace: Duration, now: Timestamp) -> bool {
+    let owned = owner.is_some_and(|o| owners_here.contains(o));
+    !owned && created.is_some_and(|c| older_than(c, grace, now))
 }
 
 /// The kind of a failure to apply an object: no answer means the cluster is unreachable; a
@@ -148,108 +334,194 @@ pub fn apply_progress(applied: usize, total: usize) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fleetspawn_core::bundle::Renderer;
+    use crate::kube::userserver::{FailureStatus, UserServerStatus, FINALIZER};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use std::collections::BTreeMap;
 
     fn ts(s: &str) -> Timestamp {
         s.parse().expect("time")
     }
 
-    fn instance(key: &str, profile: &str, state: InstanceState, started: &str) -> Instance {
+    fn pod(uid: &str, state: InstanceState) -> Instance {
         Instance {
-            key: key.into(),
-            user: key.into(),
+            key: "alice".into(),
+            owner: "o".into(),
+            user: "alice".into(),
             server: String::new(),
-            profile: profile.into(),
+            profile: "quick".into(),
             cluster: "east".into(),
             namespace: "jh".into(),
-            pod: format!("fs-{key}"),
-            uid: "u".into(),
+            pod: "fs-alice".into(),
+            uid: uid.into(),
             state,
             url: None,
-            started_at: Some(started.into()),
+            started_at: None,
             last_seen: None,
             cause: None,
             failure: None,
-            runs: false,
+            runs: true,
         }
     }
 
-    fn profiles() -> ProfileSet {
-        let text = r#"
-[defaults]
-image = "quay.io/jupyter/base-notebook:latest"
-ingress_public_url = "http://x.example.org"
-context = "east"
-[[profiles]]
-slug = "quick"
-display_name = "Quick"
-start_timeout = 60
-[[profiles]]
-slug = "keep"
-display_name = "Keep"
-keep_on_failure = true
-"#;
-        Renderer::builtin().expect("templates").parse_profiles("p.toml", text).expect("profiles")
+    /// A record with the finalizer, in `phase`, placed on east, ready once at 00:00 if `ready_once`.
+    fn record(phase: Option<Phase>, ready_once: bool) -> UserServer {
+        let mut us = UserServer::for_server("home", "alice", "", "quick", BTreeMap::new());
+        us.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        us.status = Some(UserServerStatus {
+            phase,
+            cluster: phase.map(|_| "east".into()),
+            pod_uid: Some("p1".into()),
+            started_at: ready_once.then(|| Time(ts("2026-01-01T00:00:00Z"))),
+            ..Default::default()
+        });
+        us
+    }
+
+    fn facts(us: &UserServer, seen: Option<Seen>) -> Facts<'_> {
+        Facts { us, seen, busy: None, lifespan: None, idle_timeout: None, now: ts("2026-01-01T01:00:00Z") }
     }
 
     #[test]
-    fn a_stop_covers_the_instances_cluster_or_sweeps_every_reachable_one() {
-        let reachable = || vec!["east".to_string(), "west".to_string()];
-        let live = Ok(Some(instance("a", "quick", InstanceState::Running, "2026-01-01T00:00:00Z")));
-        assert_eq!(stop_targets(&live, reachable()), StopTargets::Clusters(vec!["east".into()]));
-        let unknown = Ok(Some(instance("a", "quick", InstanceState::Unknown, "2026-01-01T00:00:00Z")));
-        assert_eq!(stop_targets(&unknown, reachable()), StopTargets::Unavailable("east".into()));
-        assert_eq!(stop_targets(&Ok(None), reachable()), StopTargets::Clusters(reachable()));
-        assert_eq!(stop_targets(&Err(vec!["west".into()]), reachable()), StopTargets::Clusters(reachable()));
+    fn a_new_record_gets_its_finalizer_then_a_cluster_then_a_spawn() {
+        let mut us = UserServer::for_server("home", "alice", "", "quick", BTreeMap::new());
+        assert_eq!(next_step(&facts(&us, None)), Step::AddFinalizer);
+        us.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        assert_eq!(next_step(&facts(&us, None)), Step::Place);
+        let us = record(Some(Phase::Pending), false);
+        assert_eq!(next_step(&facts(&us, Some(Seen::Pods(vec![])))), Step::Spawn);
+        let us = record(Some(Phase::Starting), false);
+        assert_eq!(next_step(&facts(&us, Some(Seen::Pods(vec![])))), Step::Spawn, "a spawn nobody follows goes on from the status");
+        let f = Facts { busy: Some(Busy::Spawning), ..facts(&us, Some(Seen::Pods(vec![]))) };
+        assert_eq!(next_step(&f), Step::Nothing, "one spawn at a time");
     }
 
     #[test]
-    fn orphaned_spawns_are_reaped_by_state_profile_and_age() {
+    fn ready_once_stays_running_whatever_its_readiness() {
+        let us = record(Some(Phase::Running), true);
+        let not_ready = Instance { cause: Some("probe failed".into()), ..pod("p1", InstanceState::Pending) };
+        assert_eq!(next_step(&facts(&us, Some(Seen::Pods(vec![not_ready])))), Step::Running { ready: false, cause: Some("probe failed".into()) });
+        assert_eq!(next_step(&facts(&us, Some(Seen::Pods(vec![pod("p1", InstanceState::Running)])))), Step::Running { ready: true, cause: None });
+        assert_eq!(next_step(&facts(&us, Some(Seen::Pods(vec![])))), Step::Lost, "its Pod is gone");
+        assert_eq!(next_step(&facts(&us, Some(Seen::Pods(vec![pod("decoy", InstanceState::Running)])))), Step::Lost, "another Pod is not its Pod");
+    }
+
+    #[test]
+    fn an_unreachable_cluster_makes_it_unknown_never_stopped_or_culled() {
+        let us = record(Some(Phase::Running), true);
+        let f = Facts { lifespan: Some(Duration::from_secs(1)), ..facts(&us, Some(Seen::Unknown("refused".into()))) };
+        assert_eq!(next_step(&f), Step::Unknown("refused".into()));
+        let unknown = record(Some(Phase::Unknown), true);
+        assert_eq!(next_step(&facts(&unknown, Some(Seen::Unknown("refused".into())))), Step::Nothing, "written once");
+        // Back: it had been ready, so it is running again (or lost), not spawned again.
+        assert_eq!(next_step(&facts(&unknown, Some(Seen::Pods(vec![pod("p1", InstanceState::Running)])))), Step::Running { ready: true, cause: None });
+        let starting = record(Some(Phase::Unknown), false);
+        assert_eq!(next_step(&facts(&starting, Some(Seen::Pods(vec![])))), Step::Spawn, "a spawn cut off by the outage goes on");
+    }
+
+    #[test]
+    fn lifespans_and_idleness_cull_only_what_runs() {
+        let us = record(Some(Phase::Running), true);
+        let seen = || Some(Seen::Pods(vec![pod("p1", InstanceState::Running)]));
+        let f = Facts { lifespan: Some(Duration::from_secs(3600)), ..facts(&us, seen()) };
+        assert_eq!(next_step(&f), Step::Cull(Cull::MaxAge), "exactly its lifespan old");
+        let f = Facts { lifespan: Some(Duration::from_secs(3601)), ..facts(&us, seen()) };
+        assert_eq!(next_step(&f), Step::Running { ready: true, cause: None });
+        let mut active = record(Some(Phase::Running), true);
+        active.status.as_mut().expect("status").last_activity = Some(Time(ts("2026-01-01T00:59:00Z")));
+        let f = Facts { idle_timeout: Some(Duration::from_secs(1800)), ..facts(&active, seen()) };
+        assert_eq!(next_step(&f), Step::Running { ready: true, cause: None }, "active a minute ago");
+        let f = Facts { idle_timeout: Some(Duration::from_secs(1800)), ..facts(&us, seen()) };
+        assert_eq!(next_step(&f), Step::Cull(Cull::Idle), "no activity since it started an hour ago");
+        let starting = record(Some(Phase::Starting), false);
+        let f = Facts { lifespan: Some(Duration::from_secs(1)), ..facts(&starting, Some(Seen::Pods(vec![]))) };
+        assert_eq!(next_step(&f), Step::Spawn, "a spawn is not culled; its start timeout applies");
+    }
+
+    #[test]
+    fn a_stop_cancels_a_spawn_then_deletes_then_records_it() {
+        let mut us = record(Some(Phase::Running), true);
+        us.spec.started = false;
+        let pods = || Some(Seen::Pods(vec![pod("p1", InstanceState::Running)]));
+        assert_eq!(next_step(&Facts { busy: Some(Busy::Spawning), ..facts(&us, pods()) }), Step::CancelSpawn);
+        assert_eq!(next_step(&facts(&us, pods())), Step::Stop);
+        assert_eq!(next_step(&Facts { busy: Some(Busy::Stopping), ..facts(&us, pods()) }), Step::Nothing, "one stop at a time");
+        assert_eq!(next_step(&facts(&us, Some(Seen::Unknown("refused".into())))), Step::Unknown("refused".into()), "nothing is known deleted");
+        let mut stopped = record(Some(Phase::Stopped), false);
+        stopped.spec.started = false;
+        stopped.status.as_mut().expect("status").cluster = None;
+        assert_eq!(next_step(&facts(&stopped, None)), Step::Nothing);
+        stopped.spec.started = true;
+        assert_eq!(next_step(&facts(&stopped, None)), Step::Restart, "started again");
+    }
+
+    #[test]
+    fn a_deleted_record_is_stopped_then_released() {
+        let mut us = record(Some(Phase::Running), true);
+        us.metadata.deletion_timestamp = Some(Time(ts("2026-01-01T00:30:00Z")));
+        assert_eq!(next_step(&facts(&us, Some(Seen::Pods(vec![])))), Step::Stop, "whatever else it made goes too");
+        let mut gone = us.clone();
+        gone.status.as_mut().expect("status").cluster = None;
+        assert_eq!(next_step(&facts(&gone, None)), Step::Stopped, "the finalizer goes");
+        gone.metadata.finalizers = None;
+        assert_eq!(next_step(&facts(&gone, None)), Step::Nothing);
+    }
+
+    #[test]
+    fn a_deleted_stopped_record_keeps_its_storage_unless_deleted_forever() {
+        let mut us = record(Some(Phase::Stopped), false);
+        us.spec.started = false;
+        let pods = || Some(Seen::Pods(vec![]));
+        assert_eq!(next_step(&facts(&us, pods())), Step::Nothing, "stopped: nothing to do, its storage stays where it is");
+        us.metadata.deletion_timestamp = Some(Time(ts("2026-01-01T00:30:00Z")));
+        assert_eq!(next_step(&facts(&us, pods())), Step::Stopped, "deleted: released, its claim kept");
+        us.metadata.annotations = Some(BTreeMap::from([(REMOVE_STORAGE.to_string(), "true".to_string())]));
+        assert_eq!(next_step(&facts(&us, pods())), Step::Stop, "deleted forever: its claim goes first");
+        assert_eq!(next_step(&facts(&us, Some(Seen::Unknown("refused".into())))), Step::Unknown("refused".into()), "not released blind");
+    }
+
+    #[test]
+    fn a_start_request_restarts_what_failed_and_answers_what_runs() {
+        let view = |state| Some(InstanceView { cluster: "east".into(), ..InstanceView::named("alice", "alice", "", state) });
+        assert_eq!(accept(None, None).expect("start"), Accept::Start);
+        let us = record(Some(Phase::Running), true);
+        assert!(matches!(accept(Some(&us), view(InstanceState::Running)), Ok(Accept::AlreadyThere(v)) if v.state == InstanceState::Running));
+        assert!(matches!(accept(Some(&us), view(InstanceState::Pending)), Ok(Accept::AlreadyThere(_))));
+        assert_eq!(accept(Some(&us), view(InstanceState::Failed)).expect("restart"), Accept::Start);
+        assert_eq!(accept(Some(&us), None).expect("stopped: start again"), Accept::Start);
+        assert!(matches!(accept(Some(&us), view(InstanceState::Stopping)), Err(SpawnError::Busy)));
+        assert!(matches!(accept(Some(&us), view(InstanceState::Unknown)), Err(SpawnError::ClusterUnavailable { context }) if context == "east"));
+    }
+
+    #[test]
+    fn users_see_running_with_the_cause_unknown_when_unreachable_and_nothing_once_stopped() {
+        let us = record(Some(Phase::Running), true);
+        let blip = Instance { cause: Some("probe failed".into()), ..pod("p1", InstanceState::Pending) };
+        let v = view_of(&us, None, Some(&blip)).expect("shown");
+        assert_eq!((v.state, v.cause.as_deref()), (InstanceState::Running, Some("probe failed")));
+        let v = view_of(&us, Some("connection refused"), None).expect("shown");
+        assert_eq!(v.state, InstanceState::Unknown);
+        assert!(v.cause.as_deref().is_some_and(|c| c.contains("east") && c.contains("connection refused")), "{v:?}");
+        let mut stopping = us.clone();
+        stopping.spec.started = false;
+        assert_eq!(view_of(&stopping, None, None).map(|v| v.state), Some(InstanceState::Stopping));
+        assert_eq!(view_of(&record(Some(Phase::Stopped), false), None, None), None);
+        let mut failed = record(Some(Phase::Failed), false);
+        failed.status.as_mut().expect("status").failure = Some(FailureStatus { reason: FailureReason::ImagePull, message: "no such image".into() });
+        let v = view_of(&failed, None, None).expect("shown");
+        assert_eq!((v.state, v.cause.as_deref(), v.failure), (InstanceState::Failed, Some("no such image"), Some(FailureKind::ImagePull)));
+    }
+
+    #[test]
+    fn garbage_is_what_no_record_here_owns_after_the_grace() {
         let now = ts("2026-01-01T00:02:00Z");
-        let all = vec![
-            instance("old-pending", "quick", InstanceState::Pending, "2026-01-01T00:00:00Z"),
-            instance("young-pending", "quick", InstanceState::Pending, "2026-01-01T00:01:30Z"),
-            instance("failed", "quick", InstanceState::Failed, "2026-01-01T00:01:59Z"),
-            instance("kept-failure", "keep", InstanceState::Failed, "2026-01-01T00:00:00Z"),
-            instance("running", "quick", InstanceState::Running, "2026-01-01T00:00:00Z"),
-            instance("followed", "quick", InstanceState::Failed, "2026-01-01T00:00:00Z"),
-            instance("gone-profile", "nope", InstanceState::Pending, "2026-01-01T00:00:00Z"),
-            Instance { runs: true, ..instance("blipped", "quick", InstanceState::Pending, "2026-01-01T00:00:00Z") },
-        ];
-        let in_flight = HashSet::from(["followed".to_string()]);
-        let reaped: Vec<String> = orphans_to_reap(all, &in_flight, &profiles(), now).into_iter().map(|i| i.key).collect();
-        assert_eq!(reaped, ["old-pending", "failed"], "the default timeout (300 s) applies to a profile that is gone; a Pod that runs stays");
-    }
-
-    #[test]
-    fn garbage_is_what_no_live_instance_or_operation_owns_after_the_grace() {
-        let now = ts("2026-01-01T00:02:00Z");
-        let live = BTreeSet::from(["alice".to_string()]);
-        let in_flight = HashSet::from(["bob".to_string()]);
+        let owners = HashSet::from(["o-alice".to_string()]);
         let grace = Duration::from_secs(60);
         let old = Some(ts("2026-01-01T00:01:00Z"));
-        assert!(is_garbage("carol", old, &live, &in_flight, grace, now), "exactly the grace old");
-        assert!(!is_garbage("alice", old, &live, &in_flight, grace, now), "live");
-        assert!(!is_garbage("bob", old, &live, &in_flight, grace, now), "an operation follows it");
-        assert!(!is_garbage("carol", Some(ts("2026-01-01T00:01:30Z")), &live, &in_flight, grace, now), "too young");
-        assert!(!is_garbage("carol", None, &live, &in_flight, grace, now), "age unknown");
-    }
-
-    #[test]
-    fn a_spawn_starts_fresh_returns_what_is_there_or_is_refused() {
-        let contexts = vec!["east".to_string()];
-        let with = |state| Ok(Some(instance("a", "quick", state, "2026-01-01T00:00:00Z")));
-        assert_eq!(spawn_start(Ok(None), &contexts).expect("start"), SpawnStart::Fresh);
-        for state in [InstanceState::Running, InstanceState::Pending] {
-            assert!(matches!(spawn_start(with(state), &contexts), Ok(SpawnStart::AlreadyThere(v)) if v.state == state), "no second server");
-        }
-        assert!(matches!(spawn_start(with(InstanceState::Failed), &contexts), Ok(SpawnStart::AfterFailure(i)) if i.key == "a"));
-        assert!(matches!(spawn_start(with(InstanceState::Stopping), &contexts), Err(SpawnError::Busy)));
-        assert!(matches!(spawn_start(with(InstanceState::Unknown), &contexts), Err(SpawnError::ClusterUnavailable { context }) if context == "east"));
-        // Not found, but one of the profile's clusters is not synced: it may be there.
-        assert!(matches!(spawn_start(Err(vec!["east".into()]), &contexts), Err(SpawnError::ClusterUnavailable { .. })));
-        // Not found, and only clusters the profile does not use are unsynced: start.
-        assert_eq!(spawn_start(Err(vec!["west".into()]), &contexts).expect("start"), SpawnStart::Fresh);
+        assert!(is_garbage(Some("o-gone"), old, &owners, grace, now), "exactly the grace old");
+        assert!(is_garbage(None, old, &owners, grace, now), "claims no owner (a decoy)");
+        assert!(!is_garbage(Some("o-alice"), old, &owners, grace, now), "owned");
+        assert!(!is_garbage(Some("o-gone"), Some(ts("2026-01-01T00:01:30Z")), &owners, grace, now), "too young");
+        assert!(!is_garbage(Some("o-gone"), None, &owners, grace, now), "age unknown");
     }
 
     #[test]

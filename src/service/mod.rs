@@ -1,45 +1,48 @@
-//! The spawner: starts, follows and stops per-user servers across clusters.
+//! The spawner: the record of every user server is a `UserServer` in the home cluster; this
+//! service writes those records for its callers (the API, the web form, the CLI) and runs the
+//! reconciler that makes the clusters match them.
 //!
-//! A spawn is: pick a cluster (placement), render the bundle (pure), apply it tier by tier with
-//! server-side apply, then follow the Pod and its Kubernetes Events through watches until it is
-//! Ready (or fails, fast, with the cause). Every step is pushed to the spawn's [`Progress`]. At
-//! most one operation runs per instance key; a stop cancels a spawn in flight; failures roll
-//! back what the spawn created.
-//!
-//! The registry (watches over every cluster) is the source of truth for what runs; the
-//! spawner only keeps the operations in flight.
+//! A start request checks its input and the limits, places the server (pure placement over
+//! health and load) and writes the record with its cluster before any remote object exists; it
+//! returns at once. The reconciler ([`reconcile`]) decides every next step as a function of
+//! the record, the Pods seen on its cluster, what this process is doing and the time
+//! ([`decide::next_step`]); it runs on every change of a record or of its Pods, and
+//! periodically. Long steps (a spawn: apply the bundle tier by tier, follow the Pod and its
+//! Events until Ready or a failure; a stop) run in tasks of their own ([`spawn`]), never tied
+//! to an HTTP request, and pick up from the status after a restart.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::{future::join_all, StreamExt};
-use k8s_openapi::api::core::v1::{Event as KubeEvent, ObjectReference, Pod};
+use fleetspawn_core::bundle::{BundleError, Renderer, SpawnInput};
+use fleetspawn_core::instance::{InstanceState, InstanceView};
+use fleetspawn_core::labels;
+use fleetspawn_core::lifecycle::{Failure, FailureKind, ProgressEvent};
+use fleetspawn_core::naming::{self, InstanceKey};
+use fleetspawn_core::placement;
+use fleetspawn_core::profiles::{OptionError, ProfileSet, DEFAULT_STOP_TIMEOUT};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::DynamicObject;
-use kube::runtime::events::{Event as AuditEvent, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
-use kube::Api;
-use serde_json::Value;
-use tokio::sync::{watch, Semaphore};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::ResourceExt as _;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 mod decide;
 pub mod progress;
-
-use fleetspawn_core::bundle::{Bundle, BundleError, Renderer, SpawnInput, Tier};
-use fleetspawn_core::instance::{InstanceState, InstanceView, SpawnEnd};
-use fleetspawn_core::labels;
-use fleetspawn_core::lifecycle::{judge_pod, progress_for_event, Failure, FailureKind, PodVerdict, ProgressEvent};
-use fleetspawn_core::naming::{self, InstanceKey};
-use fleetspawn_core::placement;
-use fleetspawn_core::profiles::{OptionError, Profile, ProfileSet, DEFAULT_STOP_TIMEOUT};
+mod reconcile;
+mod spawn;
 
 use crate::config::Config;
 use crate::kube::fleet::{Fleet, Health};
-use crate::kube::objects::{ClusterApi, Listed, ObjectError, ObjectRef};
+use crate::kube::home::{Home, HomeError};
+use crate::kube::objects::{ClusterApi, ObjectError};
+use crate::kube::userserver::{Phase, SecretRef, UserServer, UserServerStatus, FINALIZER, REMOVE_STORAGE};
 use crate::metrics::Metrics;
-use crate::registry::{Registry, Vanished};
+use crate::registry::Registry;
 use progress::Progress;
 
 /// Kinds fleetspawn's own templates create, swept by stop and garbage collection.
@@ -53,9 +56,6 @@ const DEFAULT_KINDS: &[(&str, &str)] = &[
     ("v1", "PersistentVolumeClaim"),
 ];
 
-/// How long a Namespace applied by this process is trusted to still exist.
-const NAMESPACE_FRESHNESS: Duration = Duration::from_secs(300);
-
 /// How long the progress of a finished spawn stays available (late subscribers, the cause of
 /// a failure).
 const FINISHED_RETENTION: Duration = Duration::from_secs(3600);
@@ -64,8 +64,18 @@ const FINISHED_RETENTION: Duration = Duration::from_secs(3600);
 /// bounded however many users come and go (the oldest entries go first).
 const MAX_REMEMBERED: usize = 10_000;
 
-/// How often cluster health is probed; a failed probe marks the cluster's instances unknown.
+/// How often cluster health is probed; a failed probe marks the cluster's Pods unknown.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How often every record is reconciled even when nothing changed (lifespans, idleness).
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long a record this process wrote is answered from its own copy while the watch does
+/// not show it yet (the watch is normally milliseconds behind).
+const ACCEPTED_BRIDGE: Duration = Duration::from_secs(5);
+
+/// How long [`Spawner::start`] waits for the first list of the records.
+const HOME_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Limits and timings of a spawner.
 #[derive(Clone, Debug)]
@@ -74,12 +84,20 @@ pub struct SpawnerSettings {
     pub max_concurrent_spawns: usize,
     /// Servers one user may have (named servers included).
     pub max_servers_per_user: usize,
-    /// Age after which objects of an instance that no longer exists are collected.
+    /// Age after which objects no record owns are collected.
     pub gc_grace: Duration,
     /// How often garbage collection runs.
     pub gc_interval: Duration,
     /// The hub's base URL, under which a requested URL prefix must be the user's own.
     pub hub_base_url: String,
+    /// The kubeconfig context of the home cluster (`None`: the first context by name).
+    pub home_context: Option<String>,
+    /// The namespace of the records in the home cluster.
+    pub home_namespace: String,
+    /// Install or upgrade the CRD at start.
+    pub install_crd: bool,
+    /// How often every record is reconciled when nothing changed.
+    pub resync: Duration,
 }
 
 /// How often garbage collection runs.
@@ -93,6 +111,10 @@ impl From<&Config> for SpawnerSettings {
             gc_grace: config.gc_grace,
             gc_interval: GC_INTERVAL,
             hub_base_url: config.hub_base_url.clone(),
+            home_context: config.home_context.clone(),
+            home_namespace: config.home_namespace.clone(),
+            install_crd: config.install_crd,
+            resync: RESYNC_INTERVAL,
         }
     }
 }
@@ -112,7 +134,7 @@ pub struct SpawnRequest {
     pub server: String,
     pub profile: String,
     pub options: BTreeMap<String, String>,
-    /// Put into the server's Secret (e.g. a hub's API token), never into the Pod spec.
+    /// Put into the server's Secret (e.g. a hub's API token), never into a spec or a status.
     pub env: BTreeMap<String, String>,
     /// URL path prefix to serve under (a hub's base_url); default from `naming::url_prefix`.
     pub url_prefix: Option<String>,
@@ -147,6 +169,17 @@ pub enum SpawnError {
     Interrupted(String),
     #[error("url_prefix {prefix:?} is not {user:?}'s own path (expected {expected:?})")]
     ForeignUrlPrefix { prefix: String, user: String, expected: String },
+    /// The home cluster (the records) cannot be written: nothing was changed.
+    #[error("the home cluster cannot be reached, so nothing was changed; try again shortly")]
+    Home(#[source] HomeError),
+    #[error("no home cluster: {0}")]
+    NoHome(String),
+}
+
+impl From<HomeError> for SpawnError {
+    fn from(e: HomeError) -> Self {
+        SpawnError::Home(e)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -155,30 +188,17 @@ enum OpKind {
     Stop,
 }
 
-/// One operation in flight on one instance key.
+/// One task in flight in this process for one record.
 struct Op {
     kind: OpKind,
     cancel: CancellationToken,
     progress: Progress,
-    view: Mutex<InstanceView>,
     done: watch::Sender<bool>,
 }
 
 impl Op {
-    fn new(kind: OpKind, view: InstanceView) -> Op {
-        Op { kind, cancel: CancellationToken::new(), progress: Progress::default(), view: Mutex::new(view), done: watch::channel(false).0 }
-    }
-
-    /// What a caller asking to spawn this key is told while this operation holds it.
-    fn answer(&self) -> Result<InstanceView, SpawnError> {
-        match self.kind {
-            OpKind::Spawn => Ok(self.view()),
-            OpKind::Stop => Err(SpawnError::Busy),
-        }
-    }
-
-    fn view(&self) -> InstanceView {
-        self.view.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    fn new(kind: OpKind) -> Op {
+        Op { kind, cancel: CancellationToken::new(), progress: Progress::default(), done: watch::channel(false).0 }
     }
 
     async fn finished(&self) {
@@ -196,20 +216,36 @@ struct Inner {
     clusters: BTreeMap<String, ClusterHandle>,
     fleet: Fleet,
     registry: Registry,
+    home: Home,
+    home_context: String,
+    /// The records, as the home cluster's watch has them.
+    store: Store<UserServer>,
+    /// Whether the records' first list is in (garbage collection waits for it).
+    store_ready: AtomicBool,
+    home_recorder: Recorder,
     profiles: RwLock<Arc<ProfileSet>>,
     renderer: Renderer,
     settings: SpawnerSettings,
+    /// Tasks in flight in this process, by record name.
     ops: Mutex<HashMap<String, Arc<Op>>>,
     /// Finished spawns' progress, so a late subscriber still gets the history.
-    /// Kept for [`FINISHED_RETENTION`], then dropped by the garbage collection loop.
     finished: Mutex<HashMap<String, (Instant, Progress)>>,
-    slots: Arc<Semaphore>,
+    /// Records this process wrote that its watch may not show yet: (when, the record).
+    accepted: Mutex<HashMap<String, (Instant, UserServer)>>,
+    /// Spawns being accepted right now (placed, record not written yet), per cluster: counted
+    /// in the load and the limit, so concurrent starts spread and never overshoot.
+    placing: Mutex<BTreeMap<String, usize>>,
+    /// One start at a time per user, so the per-user limit is checked and the record written
+    /// in one step.
+    user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     health: RwLock<BTreeMap<String, Health>>,
     /// Kinds seen in bundles, swept by stop and garbage collection.
     kinds: Mutex<BTreeSet<(String, String)>>,
     /// (context, namespace) → when this process last applied that Namespace.
     namespaces: Mutex<HashMap<(String, String), Instant>>,
     restart_watch: BTreeMap<String, watch::Sender<u64>>,
+    /// Record names to reconcile now.
+    trigger: mpsc::UnboundedSender<String>,
     shutdown: CancellationToken,
     metrics: Metrics,
 }
@@ -225,11 +261,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Spawner {
-    /// Starts the registry watches, the health monitor, the drift handler and garbage
-    /// collection, and returns once every cluster's initial list is in (or it is unreachable).
-    pub async fn start(fleet: Fleet, profiles: ProfileSet, renderer: Renderer, settings: SpawnerSettings, metrics: Metrics) -> Spawner {
+    /// Connects to the home cluster (its namespace, the CRD when allowed), starts the watches
+    /// of every cluster, the reconciler, the health monitor and garbage collection, and returns
+    /// once the records and every cluster's initial list are in (or unreachable).
+    pub async fn start(fleet: Fleet, profiles: ProfileSet, renderer: Renderer, settings: SpawnerSettings, metrics: Metrics) -> Result<Spawner, SpawnError> {
         let contexts: Vec<String> = fleet.contexts().iter().map(|c| c.to_string()).collect();
-        let (registry, vanished) = Registry::new(contexts.iter().map(String::as_str), metrics.clone());
+        let home_context = match &settings.home_context {
+            Some(c) => c.clone(),
+            None => contexts.first().cloned().ok_or_else(|| SpawnError::NoHome("the kubeconfig has no context".into()))?,
+        };
+        let home_client = match fleet.get(&home_context).map(|c| &c.client) {
+            Some(Ok(client)) => client.clone(),
+            Some(Err(cause)) => return Err(SpawnError::NoHome(format!("context {home_context}: {cause}"))),
+            None => return Err(SpawnError::NoHome(format!("home_context {home_context:?} is not a context of the kubeconfig"))),
+        };
+        let home = Home::new(home_client.clone(), &settings.home_namespace);
+        home.ensure_namespace().await?;
+        if settings.install_crd {
+            home.install_crd().await?;
+        }
+        let selector = format!("{}={}", labels::HOME, settings.home_namespace);
+        let (registry, touched) = Registry::new(contexts.iter().map(String::as_str), selector, metrics.clone());
         let reporter = Reporter { controller: "fleetspawn".into(), instance: std::env::var("HOSTNAME").ok() };
         let mut clusters = BTreeMap::new();
         let mut restart_watch = BTreeMap::new();
@@ -246,21 +298,31 @@ impl Spawner {
             }
         }
         let kinds = DEFAULT_KINDS.iter().map(|(a, k)| ((*a).to_string(), (*k).to_string())).collect();
+        let (trigger, triggered) = mpsc::unbounded_channel();
+        let controller = reconcile::controller(&home);
         let spawner = Spawner {
             inner: Arc::new(Inner {
                 clusters,
                 fleet,
                 registry,
+                store: controller.store(),
+                store_ready: AtomicBool::new(false),
+                home_recorder: Recorder::new(home_client, reporter),
+                home,
+                home_context,
                 profiles: RwLock::new(Arc::new(profiles)),
                 renderer,
-                slots: Arc::new(Semaphore::new(settings.max_concurrent_spawns)),
                 settings,
                 ops: Mutex::default(),
                 finished: Mutex::default(),
+                accepted: Mutex::default(),
+                placing: Mutex::default(),
+                user_locks: Mutex::default(),
                 health: RwLock::default(),
                 kinds: Mutex::new(kinds),
                 namespaces: Mutex::default(),
                 restart_watch,
+                trigger,
                 shutdown: CancellationToken::new(),
                 metrics,
             }),
@@ -273,14 +335,23 @@ impl Spawner {
         }
         spawner.probe_health().await;
         tokio::spawn(spawner.clone().health_loop());
-        tokio::spawn(spawner.clone().drift_loop(vanished));
+        tokio::spawn(reconcile::run(controller, spawner.clone(), touched, triggered));
+        let ready = tokio::time::timeout(HOME_SYNC_TIMEOUT, spawner.inner.store.wait_until_ready()).await;
+        if !matches!(ready, Ok(Ok(()))) {
+            tracing::warn!(context = %spawner.inner.home_context, "the records (UserServers) are not listed yet; serving what comes");
+        }
         tokio::spawn(spawner.clone().gc_loop());
         spawner.inner.registry.wait_settled(Duration::from_secs(30)).await;
-        spawner
+        Ok(spawner)
     }
 
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// The home namespace (where the records are).
+    pub fn home_namespace(&self) -> &str {
+        self.inner.home.namespace()
     }
 
     /// The templates every spawn renders with (also what profile reloads are checked against).
@@ -316,6 +387,14 @@ impl Spawner {
         }
     }
 
+    /// Why a cluster's Pods cannot be known right now (`None`: they can).
+    fn cluster_cause(&self, context: &str) -> Option<String> {
+        if let Err(cause) = self.health_of(context) {
+            return Some(cause);
+        }
+        (!self.inner.registry.is_synced(context)).then(|| "its watch is not synced yet".to_string())
+    }
+
     async fn probe_health(&self) {
         let results = self.inner.fleet.health().await;
         let mut came_back = Vec::new();
@@ -328,6 +407,12 @@ impl Spawner {
                 } else if was_healthy == Some(false) {
                     came_back.push(h.context.clone());
                 }
+                if was_healthy != Some(h.healthy) {
+                    // Its servers are looked at again: Unknown, or back.
+                    for name in self.records_on(&h.context) {
+                        let _ = self.inner.trigger.send(name);
+                    }
+                }
                 health.insert(h.context.clone(), h);
             }
         }
@@ -339,16 +424,21 @@ impl Spawner {
         }
     }
 
-    /// Publishes instances by state and cluster, and watch restarts, to the metrics.
+    /// The names of the records placed on a cluster.
+    fn records_on(&self, context: &str) -> Vec<String> {
+        self.records().into_iter().filter(|us| us.status.as_ref().and_then(|s| s.cluster.as_deref()) == Some(context)).map(|us| us.name_any()).collect()
+    }
+
+    /// Publishes servers by state and cluster to the metrics.
     fn publish_metrics(&self) {
         let mut counts: BTreeMap<(String, InstanceState), usize> = BTreeMap::new();
         for c in self.inner.fleet.contexts() {
-            for state in [InstanceState::Pending, InstanceState::Running, InstanceState::Stopping, InstanceState::Failed, InstanceState::Unknown] {
+            for state in InstanceState::ALL {
                 counts.insert((c.to_string(), state), 0);
             }
         }
-        for i in self.inner.registry.list() {
-            *counts.entry((i.cluster, i.state)).or_default() += 1;
+        for v in self.list() {
+            *counts.entry((v.cluster, v.state)).or_default() += 1;
         }
         for ((cluster, state), n) in counts {
             self.inner.metrics.set_instances(state.as_str(), &cluster, n);
@@ -368,71 +458,143 @@ impl Spawner {
         }
     }
 
-    /// Every instance: the registry's, plus spawns in flight it does not show yet.
-    pub fn list(&self) -> Vec<InstanceView> {
-        let mut views: Vec<InstanceView> = self.inner.registry.list().into_iter().map(InstanceView::from).collect();
-        let ops: Vec<Arc<Op>> = lock(&self.inner.ops).values().cloned().collect();
-        for op in ops {
-            let v = op.view();
-            match views.iter_mut().find(|x| x.key == v.key) {
-                Some(existing) if op.kind == OpKind::Stop => existing.state = InstanceState::Stopping,
-                Some(_) => {}
-                None if op.kind == OpKind::Spawn => views.push(v),
-                None => {}
-            }
+    /// Every record: the watch's, plus those this process wrote that it does not show yet.
+    fn records(&self) -> Vec<Arc<UserServer>> {
+        let mut records: Vec<Arc<UserServer>> = self.inner.store.state();
+        let known: HashSet<String> = records.iter().map(|us| us.name_any()).collect();
+        let mut accepted = lock(&self.inner.accepted);
+        // Once the watch has a record (or after a while), the watch's copy is the one.
+        accepted.retain(|name, (at, _)| !known.contains(name) && at.elapsed() < ACCEPTED_BRIDGE);
+        records.extend(accepted.values().map(|(_, us)| Arc::new(us.clone())));
+        records
+    }
+
+    /// One record: the newer of the watch's copy and the one this process last wrote.
+    fn record(&self, name: &str) -> Option<Arc<UserServer>> {
+        let watched = self.inner.store.get(&kube::runtime::reflector::ObjectRef::new(name).within(self.inner.home.namespace()));
+        let accepted = lock(&self.inner.accepted).get(name).filter(|(at, _)| at.elapsed() < ACCEPTED_BRIDGE).map(|(_, us)| us.clone());
+        match (watched, accepted) {
+            (Some(w), Some(a)) if resource_version(&a) > resource_version(&w) => Some(Arc::new(a)),
+            (Some(w), _) => Some(w),
+            (None, a) => a.map(Arc::new),
         }
+    }
+
+    /// Remembers a record this process just wrote, until its watch shows it.
+    fn remember(&self, us: &UserServer) {
+        lock(&self.inner.accepted).insert(us.name_any(), (Instant::now(), us.clone()));
+        let _ = self.inner.trigger.send(us.name_any());
+    }
+
+    /// What a user sees of a record right now.
+    fn view(&self, us: &UserServer) -> Option<InstanceView> {
+        let status = us.status.as_ref();
+        let cluster = status.and_then(|s| s.cluster.as_deref());
+        let cause = cluster.and_then(|c| self.cluster_cause(c));
+        let pod = match (cluster, status.and_then(|s| s.pod_uid.as_deref()), us.uid()) {
+            (Some(c), Some(pod_uid), Some(owner)) => self.inner.registry.pods_of(c, &owner).ok().and_then(|pods| pods.into_iter().find(|p| p.uid == pod_uid)),
+            _ => None,
+        };
+        decide::view_of(us, cause.as_deref(), pod.as_ref())
+    }
+
+    /// Every server that is starting, running, stopping, failed or unknown.
+    pub fn list(&self) -> Vec<InstanceView> {
+        let mut views: Vec<InstanceView> = self.records().iter().filter_map(|us| self.view(us)).collect();
+        views.sort_by(|a, b| (&a.user, &a.server).cmp(&(&b.user, &b.server)));
         views
     }
 
-    /// The state of one server: in flight, or as the registry has it.
+    /// The state of one server.
     pub fn status(&self, user: &str, server: &str) -> Result<InstanceView, SpawnError> {
-        let key = InstanceKey::new(user, server);
-        let op = lock(&self.inner.ops).get(key.key()).cloned();
-        let registered = self.inner.registry.get(key.key());
-        if let Some(op) = op {
-            let view = match (op.kind, registered) {
-                (OpKind::Stop, Ok(Some(i))) => InstanceView { state: InstanceState::Stopping, ..i.into() },
-                (OpKind::Spawn, Ok(Some(i))) if i.state == InstanceState::Running => i.into(),
-                (OpKind::Spawn, Ok(Some(i))) => InstanceView { started_at: i.started_at, ..op.view() },
-                _ => op.view(),
-            };
-            return Ok(view);
-        }
-        match registered {
-            Ok(Some(i)) if i.state == InstanceState::Stopping => {
-                // A failed spawn being rolled back: the user wants the cause, not "stopping".
-                let last = self.progress(user, server).and_then(|p| p.last());
-                Ok(InstanceView::from(i).after(SpawnEnd::of(last.as_ref())))
-            }
-            Ok(Some(i)) => Ok(i.into()),
-            Ok(None) => Err(SpawnError::NotFound),
-            // Not on any synced cluster; the unsynced ones may have it.
-            Err(unsynced) => Ok(InstanceView {
-                cluster: unsynced.join(","),
-                cause: Some(format!("cluster(s) not reachable or not synced: {}", unsynced.join(", "))),
-                ..InstanceView::named(key.key(), user, server, InstanceState::Unknown)
-            }),
-        }
+        let name = InstanceKey::new(user, server).key().to_string();
+        self.record(&name).and_then(|us| self.view(&us)).ok_or(SpawnError::NotFound)
     }
 
     /// The progress of the current (or last) spawn of a server: history first, then live.
+    /// A spawn this process does not run (another replica's, or before a restart) is told
+    /// from its record's status.
     pub fn progress(&self, user: &str, server: &str) -> Option<Progress> {
-        let key = InstanceKey::new(user, server);
-        if let Some(op) = lock(&self.inner.ops).get(key.key()).filter(|op| op.kind == OpKind::Spawn) {
+        let name = InstanceKey::new(user, server).key().to_string();
+        if let Some(op) = lock(&self.inner.ops).get(&name).filter(|op| op.kind == OpKind::Spawn) {
             return Some(op.progress.clone());
         }
-        lock(&self.inner.finished).get(key.key()).map(|(_, p)| p.clone())
+        if let Some((_, p)) = lock(&self.inner.finished).get(&name) {
+            return Some(p.clone());
+        }
+        let us = self.record(&name)?;
+        let view = self.view(&us)?;
+        let progress = Progress::default();
+        let status = us.status.clone().unwrap_or_default();
+        match view.state {
+            InstanceState::Running => progress.push(ProgressEvent::ready(view.url.as_deref().unwrap_or_default())),
+            InstanceState::Failed => {
+                progress.push(ProgressEvent::failed(Failure::new(view.failure.unwrap_or(FailureKind::Other), view.cause.unwrap_or_default())))
+            }
+            _ => {
+                let (percent, message) = status.progress.map(|p| (p.percent, p.message)).unwrap_or((0, "Waiting".into()));
+                progress.push(ProgressEvent::step(percent, message));
+                tokio::spawn(self.clone().follow_status(name, progress.clone()));
+            }
+        }
+        Some(progress)
     }
 
-    /// Starts a spawn and returns at once with the instance (pending), or the one in flight,
-    /// or the running one.
+    /// Feeds a progress log from a record's status until the spawn ends (or the record goes).
+    async fn follow_status(self, name: String, progress: Progress) {
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        // Events of a spawn that runs here, forwarded so far.
+        let mut forwarded = 0;
+        while !progress.is_finished() && Instant::now() < deadline {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                () = self.inner.shutdown.cancelled() => return,
+            }
+            let here = lock(&self.inner.ops).get(&name).filter(|op| op.kind == OpKind::Spawn).map(|op| op.progress.clone());
+            if let Some(p) = here {
+                // It runs here now: follow that, every event.
+                let history = p.history();
+                for e in history.iter().skip(forwarded) {
+                    progress.push(e.clone());
+                }
+                forwarded = history.len();
+                continue;
+            }
+            let Some(us) = self.record(&name) else { return };
+            let Some(view) = self.view(&us) else { return };
+            match view.state {
+                InstanceState::Running => progress.push(ProgressEvent::ready(view.url.as_deref().unwrap_or_default())),
+                InstanceState::Failed => {
+                    progress.push(ProgressEvent::failed(Failure::new(view.failure.unwrap_or(FailureKind::Other), view.cause.unwrap_or_default())))
+                }
+                _ => {
+                    if let Some(p) = us.status.as_ref().and_then(|s| s.progress.clone()) {
+                        if progress.last().is_none_or(|l| l.message != p.message) {
+                            progress.push(ProgressEvent::step(p.percent, p.message));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn user_lock(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = lock(&self.inner.user_locks);
+        if locks.len() > MAX_REMEMBERED {
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks.entry(user.to_string()).or_default().clone()
+    }
+
+    /// Starts a spawn and returns at once with the server (pending), or the one starting or
+    /// running.
     pub async fn spawn(&self, req: SpawnRequest) -> Result<InstanceView, SpawnError> {
         let key = InstanceKey::new(&req.user, &req.server);
+        let name = key.key().to_string();
         let profiles = self.profiles();
         let base = profiles.get(&req.profile).ok_or_else(|| SpawnError::UnknownProfile(req.profile.clone()))?;
-        // Bad options are refused before anything else happens. Placement and timeouts follow
-        // the profile with the user's choices applied (a choice may pick the cluster); the
-        // bundle is rendered from the base profile, which applies the same choices itself.
+        // Bad options are refused before anything else happens. Placement follows the profile
+        // with the user's choices applied (a choice may pick the cluster).
         let profile = base.resolve_options(&req.options)?.profile;
         if let Some(prefix) = &req.url_prefix {
             let base_url = &self.inner.settings.hub_base_url;
@@ -441,22 +603,45 @@ impl Spawner {
                 return Err(SpawnError::ForeignUrlPrefix { prefix: prefix.clone(), user: req.user.clone(), expected });
             }
         }
-
-        if let Some(op) = lock(&self.inner.ops).get(key.key()) {
-            return op.answer();
+        let user_lock = self.user_lock(&req.user);
+        let _one_start_per_user = user_lock.lock().await;
+        let existing = self.record(&name);
+        if let decide::Accept::AlreadyThere(view) = decide::accept(existing.as_deref(), existing.as_deref().and_then(|us| self.view(us)))? {
+            return Ok(*view);
         }
-        let previous = match decide::spawn_start(self.inner.registry.get(key.key()), &profile.contexts)? {
-            decide::SpawnStart::AlreadyThere(view) => return Ok(view),
-            decide::SpawnStart::Fresh => None,
-            decide::SpawnStart::AfterFailure(previous) => Some(previous),
-        };
+        let records = self.records();
+        let views: Vec<InstanceView> = records.iter().filter(|us| us.name_any() != name).filter_map(|us| self.view(us)).collect();
         let limit = self.inner.settings.max_servers_per_user;
-        if self.servers_of(&req.user, key.key()) >= limit {
+        if views.iter().filter(|v| v.user == req.user && v.state != InstanceState::Failed).count() >= limit {
             return Err(SpawnError::TooManyServers { user: req.user.clone(), limit });
         }
-        let permit =
-            self.inner.slots.clone().try_acquire_owned().map_err(|_| SpawnError::TooManySpawns { limit: self.inner.settings.max_concurrent_spawns })?;
-        let choice = placement::choose(&profile.contexts, &profile.placement, |c| self.health_of(c), &self.load(), key.key())?;
+        // Limit, load and placement in one step under the lock of the spawns being placed.
+        let choice = {
+            let mut placing = lock(&self.inner.placing);
+            let max = self.inner.settings.max_concurrent_spawns;
+            let pending = views.iter().filter(|v| v.state == InstanceState::Pending).count() + placing.values().sum::<usize>();
+            if pending >= max {
+                return Err(SpawnError::TooManySpawns { limit: max });
+            }
+            let mut load = self.inner.registry.pods_per_cluster();
+            for v in views.iter().filter(|v| v.state == InstanceState::Pending) {
+                *load.entry(v.cluster.clone()).or_default() += 1;
+            }
+            for (c, n) in placing.iter() {
+                *load.entry(c.clone()).or_default() += n;
+            }
+            // A stopped server goes back where its storage is, while that cluster is healthy.
+            let previous = existing.as_ref().and_then(|us| us.status.as_ref()).and_then(|s| s.cluster.clone());
+            let choice = match previous.filter(|c| profile.contexts.contains(c) && self.health_of(c).is_ok()) {
+                Some(context) => placement::Placed { context, reason: "where its storage is".into() },
+                None => placement::choose(&profile.contexts, &profile.placement, |c| self.health_of(c), &load, key.key())?,
+            };
+            *placing.entry(choice.context.clone()).or_default() += 1;
+            choice
+        };
+        let _placed = Placing { spawner: self, context: &choice.context };
+        // Rendered now so bad input is refused before anything is written (the reconciler
+        // renders again, with the record's UID, when it applies).
         let input = SpawnInput {
             user: &req.user,
             server: &req.server,
@@ -465,155 +650,101 @@ impl Spawner {
             context: &choice.context,
             secret_env: &req.env,
             url_prefix: req.url_prefix.as_deref(),
+            owner: None,
         };
         let bundle = self.inner.renderer.render(&input)?;
-        let view = InstanceView {
-            profile: profile.slug.clone(),
-            cluster: choice.context.clone(),
+
+        // The record, then its env Secret, then its placement: before any remote object.
+        let env_secret = (!req.env.is_empty()).then(|| format!("{name}-env"));
+        let written = match existing {
+            None => {
+                let mut us = UserServer::for_server(self.inner.home.namespace(), &req.user, &req.server, &profile.slug, req.options.clone());
+                us.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+                us.spec.profile = req.profile.clone();
+                us.spec.url_prefix = req.url_prefix.clone();
+                us.spec.env_secret_ref = env_secret.clone().map(|name| SecretRef { name });
+                self.inner.home.create(&us).await?
+            }
+            Some(old) => {
+                let mut us = (*old).clone();
+                us.spec.profile = req.profile.clone();
+                us.spec.options = req.options.clone();
+                us.spec.started = true;
+                us.spec.url_prefix = req.url_prefix.clone();
+                us.spec.env_secret_ref = env_secret.clone().map(|name| SecretRef { name });
+                if let Some(a) = us.metadata.annotations.as_mut() {
+                    a.remove(REMOVE_STORAGE);
+                }
+                us.status = None;
+                self.inner.home.replace(&us).await?
+            }
+        };
+        if let Some(secret) = &env_secret {
+            self.inner.home.write_env_secret(&written, secret, &req.env).await?;
+        }
+        let status = UserServerStatus {
+            phase: Some(Phase::Pending),
+            cluster: Some(choice.context.clone()),
+            namespace: Some(bundle.namespace.clone()),
             url: Some(bundle.url.clone()),
             placement: Some(choice.reason.clone()),
-            ..InstanceView::named(key.key(), &req.user, &req.server, InstanceState::Pending)
+            accepted_at: Some(Time(Timestamp::now())),
+            progress: Some(crate::kube::userserver::Progress { percent: 5, message: format!("Placing on {}: {}", choice.context, choice.reason) }),
+            ..Default::default()
         };
-        let op = Arc::new(Op::new(OpKind::Spawn, view.clone()));
-        if let Some(theirs) = self.claim(key.key(), &op, Some((&req.user, limit))) {
-            return theirs;
-        }
-        tracing::info!(key = %key.key(), user = %req.user, server = %req.server, profile = %profile.slug, cluster = %choice.context, reason = %choice.reason, "spawn started");
-        op.progress.push(ProgressEvent::step(5, format!("Placing on {}: {}", choice.context, choice.reason)));
-        let spawner = self.clone();
-        self.inner.metrics.spawns_in_flight_inc();
-        // Everything after this point runs in the task: the caller may go away.
-        tokio::spawn(async move {
-            if let Some(i) = previous {
-                // The previous attempt failed and kept its objects: clear them first.
-                op.progress.push(ProgressEvent::step(7, "Removing the previous failed attempt"));
-                spawner.delete_instance_objects(&i.cluster, key.key(), false).await.ok();
+        let placed = match self.inner.home.write_status(&name, &status, written.metadata.resource_version.as_deref()).await {
+            Ok(placed) => placed,
+            // The reconciler placed it first (a record applied with kubectl, or a race): that
+            // placement stands.
+            Err(e) if e.is_conflict() => {
+                self.inner.home.servers().get(&name).await.map_err(|e| SpawnError::Home(HomeError::from_kube("reading the record", e)))?
             }
-            spawner.run_spawn(&op, &profile, bundle, &choice).await;
-            spawner.inner.metrics.spawns_in_flight_dec();
-            drop(permit);
-            spawner.finish(key.key(), &op);
-        });
-        Ok(view)
-    }
-
-    /// Takes the key for `op`, unless another operation holds it: then that one's answer. With
-    /// `limit` (user, most servers), the user's server count is checked in the same step, so
-    /// parallel starts of one user's servers never get past the limit together.
-    fn claim(&self, key: &str, op: &Arc<Op>, limit: Option<(&str, usize)>) -> Option<Result<InstanceView, SpawnError>> {
-        let mut ops = lock(&self.inner.ops);
-        if let Some(other) = ops.get(key) {
-            // Lost a race with another caller: theirs wins.
-            return Some(other.answer());
-        }
-        if let Some((user, limit)) = limit {
-            if self.servers_among(&ops, user, key) >= limit {
-                return Some(Err(SpawnError::TooManyServers { user: user.to_string(), limit }));
-            }
-        }
-        ops.insert(key.to_string(), op.clone());
-        if op.kind == OpKind::Spawn {
-            lock(&self.inner.finished).remove(key);
-        }
-        None
-    }
-
-    /// Whether this process applied the Namespace manifest `m` on `context` within
-    /// [`NAMESPACE_FRESHNESS`].
-    fn namespace_is_fresh(&self, context: &str, m: &Value) -> bool {
-        let name = m.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-        let applied = lock(&self.inner.namespaces);
-        applied.get(&(context.to_string(), name.to_string())).is_some_and(|t| t.elapsed() < NAMESPACE_FRESHNESS)
-    }
-
-    fn remember_namespace(&self, context: &str, name: &str) {
-        let mut namespaces = lock(&self.inner.namespaces);
-        namespaces.insert((context.to_string(), name.to_string()), Instant::now());
-        decide::keep_newest(&mut namespaces, MAX_REMEMBERED, |at| *at);
-    }
-
-    /// After a failed apply in a namespace: apply its Namespace again next time (it may have
-    /// been deleted behind our back).
-    fn forget_namespace(&self, context: &str, name: &str) {
-        lock(&self.inner.namespaces).remove(&(context.to_string(), name.to_string()));
-    }
-
-    /// Instances per cluster, counting spawns in flight the registry does not show yet.
-    fn load(&self) -> BTreeMap<String, usize> {
-        let mut load = self.inner.registry.instances_per_cluster();
-        for op in lock(&self.inner.ops).values().filter(|op| op.kind == OpKind::Spawn) {
-            *load.entry(op.view().cluster).or_default() += 1;
-        }
-        load
-    }
-
-    /// Servers a user has (live or being spawned), other than `except`.
-    fn servers_of(&self, user: &str, except: &str) -> usize {
-        self.servers_among(&lock(&self.inner.ops), user, except)
-    }
-
-    /// [`Self::servers_of`] with the operations map already locked.
-    fn servers_among(&self, ops: &HashMap<String, Arc<Op>>, user: &str, except: &str) -> usize {
-        let live: BTreeSet<String> = self.inner.registry.keys_of_user(user).into_iter().filter(|k| k != except).collect();
-        let in_flight = ops
-            .values()
-            .filter(|op| op.kind == OpKind::Spawn)
-            .map(|op| op.view())
-            .filter(|v| v.user == user && v.key != except && !live.contains(&v.key))
-            .count();
-        live.len() + in_flight
-    }
-
-    fn finish(&self, key: &str, op: &Arc<Op>) {
-        {
-            let mut ops = lock(&self.inner.ops);
-            if ops.get(key).is_some_and(|o| Arc::ptr_eq(o, op)) {
-                ops.remove(key);
-            }
-        }
-        if op.kind == OpKind::Spawn {
-            let mut finished = lock(&self.inner.finished);
-            finished.insert(key.to_string(), (Instant::now(), op.progress.clone()));
-            decide::keep_newest(&mut finished, MAX_REMEMBERED, |(at, _)| *at);
-        }
-        op.done.send_replace(true);
-    }
-
-    async fn run_spawn(&self, op: &Op, profile: &Profile, mut bundle: Bundle, choice: &placement::Placed) {
-        let started = Instant::now();
-        // Claims that exist before this spawn hold a user's data: a rollback keeps them.
-        let kept_claims = self.existing_claims(&choice.context, &bundle).await;
-        let outcome = tokio::select! {
-            outcome = self.apply_and_wait(op, profile, &mut bundle, choice) => outcome,
-            () = op.cancel.cancelled() => Err(SpawnFailure::incomplete(FailureKind::Cancelled, "the spawn was cancelled")),
+            Err(e) => return Err(e.into()),
         };
-        let seconds = started.elapsed().as_secs_f64();
-        self.inner.metrics.spawn_finished(&profile.slug, &choice.context, seconds, outcome.is_ok());
-        if let Err(SpawnFailure { api_error: true, .. }) = &outcome {
-            self.inner.metrics.kube_api_error(&choice.context);
+        tracing::info!(key = %name, user = %req.user, server = %req.server, profile = %profile.slug, cluster = %choice.context, reason = %choice.reason, "spawn accepted");
+        self.remember(&placed);
+        // Started here at once (the reconciler would start it a moment later; only one runs).
+        self.start_spawn(&placed);
+        Ok(self.view(&placed).unwrap_or_else(|| InstanceView::named(&name, &req.user, &req.server, InstanceState::Pending)))
+    }
+
+    /// Stops a server: its record says `started: false` (and, with `remove_storage`, that its
+    /// storage goes too: then the record itself is deleted, "delete forever"); the reconciler
+    /// deletes what runs. Waits until nothing runs, at most the profile's stop timeout; a
+    /// caller that goes away changes nothing. Already stopped is success.
+    pub async fn stop(&self, user: &str, server: &str, remove_storage: bool) -> Result<(), SpawnError> {
+        let name = InstanceKey::new(user, server).key().to_string();
+        let Some(us) = self.record(&name) else { return Ok(()) };
+        let timeout = self.profiles().get(&us.spec.profile).map_or(DEFAULT_STOP_TIMEOUT, |p| p.stop_timeout);
+        let mut patch = serde_json::json!({ "spec": { "started": false } });
+        if remove_storage {
+            patch["metadata"] = serde_json::json!({ "annotations": { REMOVE_STORAGE: "true" } });
         }
-        match outcome {
-            Ok(url) => {
-                tracing::info!(key = %bundle.key.key(), seconds = started.elapsed().as_secs_f64(), "spawn ready");
-                lock(&op.view).state = InstanceState::Running;
-                op.progress.push(ProgressEvent::ready(&url));
+        if us.spec.started || remove_storage {
+            let written = match self.inner.home.patch(&name, &patch).await {
+                Ok(w) => w,
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            self.remember(&written);
+        }
+        if remove_storage {
+            self.inner.home.delete(&name).await?;
+            lock(&self.inner.accepted).remove(&name);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let gone = match self.record(&name) {
+                None => true,
+                Some(us) => !remove_storage && us.status.as_ref().and_then(|s| s.phase) == Some(Phase::Stopped),
+            };
+            if gone {
+                return Ok(());
             }
-            Err(failure) => {
-                tracing::warn!(key = %bundle.key.key(), cause = %failure.failure.message, "spawn failed");
-                {
-                    let mut view = lock(&op.view);
-                    view.state = InstanceState::Failed;
-                    view.cause = Some(failure.failure.message.clone());
-                    view.failure = Some(failure.failure.kind);
-                }
-                if failure.leftovers == Leftovers::Remove || !profile.keep_on_failure {
-                    op.progress.push(ProgressEvent::step(95, "Removing what this spawn created"));
-                    if let Err(e) = self.rollback(&choice.context, &bundle, &kept_claims).await {
-                        tracing::warn!(key = %bundle.key.key(), error = %e, "rollback incomplete; garbage collection will finish it");
-                    }
-                }
-                op.progress.push(ProgressEvent::failed(failure.failure));
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SpawnError::StopTimeout(timeout));
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -625,316 +756,12 @@ impl Spawner {
         })
     }
 
-    async fn apply_and_wait(&self, op: &Op, profile: &Profile, bundle: &mut Bundle, choice: &placement::Placed) -> Result<String, SpawnFailure> {
-        let cluster = self.cluster(&choice.context).map_err(SpawnFailure::from)?;
-        let pod_ref = self.annotate_pod(bundle, &choice.reason)?;
-        let namespace = pod_ref.namespace.clone().unwrap_or_else(|| bundle.namespace.clone());
-
-        // Watches first, so no Event of the new Pod is missed.
-        let client = cluster.api.client().clone();
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-        let events: Api<KubeEvent> = Api::namespaced(client, &namespace);
-        let pod_watch = watcher::watcher(pods, watcher::Config::default().fields(&format!("metadata.name={}", pod_ref.name))).boxed();
-        let event_selector = format!("involvedObject.kind=Pod,involvedObject.name={}", pod_ref.name);
-        let event_watch = watcher::watcher(events, watcher::Config::default().fields(&event_selector)).boxed();
-
-        let pod_uid = self.apply_tiers(op, cluster, &choice.context, bundle, &namespace).await?;
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(pod_ref.name.clone()),
-            namespace: Some(namespace.clone()),
-            uid: Some(pod_uid.clone()),
-            ..Default::default()
-        };
-        let view = op.view();
-        let note = format!(
-            "Spawning server {:?} of user {:?} with profile {} on cluster {} ({})",
-            view.server, view.user, profile.slug, choice.context, choice.reason
-        );
-        self.audit(&choice.context, &reference, EventType::Normal, "Spawning", "Spawn", note).await;
-        op.progress.push(ProgressEvent::step(45, "Waiting for the server's pod to be scheduled"));
-
-        let deadline = tokio::time::Instant::now() + profile.start_timeout;
-        let mut follow = Follow { op, pod_uid, pod_watch, event_watch, seen_events: BTreeSet::new(), started_seen: false };
-        if let Err(failure) = follow.until_ready(profile, deadline).await {
-            if failure.leftovers == Leftovers::AsProfileSays {
-                self.audit(&choice.context, &reference, EventType::Warning, "SpawnFailed", "Spawn", failure.failure.message.clone()).await;
-            }
-            return Err(failure);
-        }
-        follow.drain_events().await;
-        op.progress.push(ProgressEvent::step(90, "The server's pod is ready"));
-        if profile.ready_check_url {
-            self.wait_url(op, &bundle.url, deadline).await?;
-        }
-        self.audit(&choice.context, &reference, EventType::Normal, "Ready", "Spawn", format!("Server ready at {}", bundle.url)).await;
-        Ok(bundle.url.clone())
-    }
-
-    /// Records the bundle's kinds (swept by stop and GC) and puts the bundle's inventory and
-    /// the placement decision on its Pod; returns the Pod's reference.
-    fn annotate_pod(&self, bundle: &mut Bundle, placement_reason: &str) -> Result<ObjectRef, SpawnFailure> {
-        let refs: Vec<ObjectRef> = bundle.objects.iter().map(|o| ObjectRef::of(&o.object)).collect::<Result<_, _>>().map_err(SpawnFailure::from)?;
-        lock(&self.inner.kinds).extend(refs.iter().map(|r| (r.api_version.clone(), r.kind.clone())));
-        let inventory = serde_json::to_string(&refs).unwrap_or_default();
-        let mut pod_ref = None;
-        for (o, r) in bundle.objects.iter_mut().zip(&refs) {
-            if o.tier == Tier::Workload && r.kind == "Pod" {
-                if let Some(ann) = o.object.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
-                    ann.insert(labels::INVENTORY.into(), Value::String(inventory.clone()));
-                    ann.insert(labels::PLACEMENT.into(), Value::String(placement_reason.to_string()));
-                }
-                pod_ref = Some(r.clone());
-            }
-        }
-        pod_ref.ok_or_else(|| SpawnFailure::incomplete(FailureKind::Other, "the bundle has no Pod"))
-    }
-
-    /// Applies the bundle tier by tier, in dependency order, the objects of one tier
-    /// concurrently; returns the Pod's uid. A Namespace this process applied on this cluster
-    /// recently is not applied again: it is shared by many servers, and skipping it saves one
-    /// round trip per spawn (docs/benchmarks.md).
-    async fn apply_tiers(&self, op: &Op, cluster: &ClusterHandle, context: &str, bundle: &Bundle, namespace: &str) -> Result<String, SpawnFailure> {
-        let tiers: BTreeSet<Tier> = bundle.objects.iter().map(|o| o.tier).collect();
-        let total = bundle.objects.len();
-        let mut applied = 0usize;
-        let mut pod_obj: Option<DynamicObject> = None;
-        for tier in tiers {
-            let batch: Vec<&Value> = bundle
-                .objects
-                .iter()
-                .filter(|o| o.tier == tier)
-                .map(|o| &o.object)
-                .filter(|m| tier != Tier::Namespace || !self.namespace_is_fresh(context, m))
-                .collect();
-            for result in join_all(batch.iter().map(|m| cluster.api.apply(m))).await {
-                let obj = result.inspect_err(|_| self.forget_namespace(context, namespace))?;
-                if tier == Tier::Namespace {
-                    self.remember_namespace(context, obj.metadata.name.as_deref().unwrap_or_default());
-                }
-                if obj.types.as_ref().is_some_and(|t| t.kind == "Pod") {
-                    pod_obj = Some(obj);
-                }
-            }
-            applied += bundle.objects.iter().filter(|o| o.tier == tier).count();
-            let pct = decide::apply_progress(applied, total);
-            op.progress.push(ProgressEvent::step(pct, format!("Applied {applied}/{total} objects ({tier:?})")));
-        }
-        Ok(pod_obj.and_then(|p| p.metadata.uid).unwrap_or_default())
-    }
-
-    /// Waits until the user's URL answers through the ingress with the server's own answer
-    /// (see [`decide::is_server_answer`]: a 404 is the ingress saying it has no route).
-    async fn wait_url(&self, op: &Op, url: &str, deadline: tokio::time::Instant) -> Result<(), SpawnFailure> {
-        op.progress.push(ProgressEvent::step(92, format!("Waiting for {url} to answer")));
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| SpawnFailure::server(Failure::new(FailureKind::Other, e.to_string())))?;
-        let mut last = String::new();
-        while tokio::time::Instant::now() < deadline {
-            match client.get(url).send().await {
-                Ok(r) if decide::is_server_answer(r.status().as_u16()) => return Ok(()),
-                Ok(r) => last = format!("HTTP {}", r.status()),
-                Err(e) => last = e.to_string(),
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        Err(SpawnFailure::server(Failure::new(FailureKind::Timeout, format!("the server's URL {url} did not answer: {last}"))))
-    }
-
-    /// Records a Kubernetes Event (events.k8s.io) on an object: the audit trail `kubectl
-    /// describe` shows. Failures to record are logged, never fatal.
-    async fn audit(&self, context: &str, reference: &ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
-        let Ok(cluster) = self.cluster(context) else { return };
-        let event = AuditEvent { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
-        if let Err(e) = cluster.recorder.publish(&event, reference).await {
-            tracing::debug!(cluster = context, error = %e, "recording an Event failed");
-        }
-    }
-
-    /// Deletes a failed spawn's objects in reverse tier order; never a Namespace, and never a
-    /// claim that existed before the spawn (`kept_claims`).
-    async fn rollback(&self, context: &str, bundle: &Bundle, kept_claims: &[ObjectRef]) -> Result<(), ObjectError> {
-        let cluster = self.cluster(context)?;
-        let tiers: BTreeSet<Tier> = bundle.objects.iter().map(|o| o.tier).collect();
-        for tier in tiers.into_iter().rev() {
-            let refs: Vec<ObjectRef> = bundle
-                .objects
-                .iter()
-                .filter(|o| o.tier == tier)
-                .filter_map(|o| ObjectRef::of(&o.object).ok())
-                .filter(|r| r.kind != "Namespace" && !kept_claims.contains(r))
-                .collect();
-            for result in join_all(refs.iter().map(|r| cluster.api.delete(r))).await {
-                result?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The bundle's PersistentVolumeClaims that already exist on the cluster. When in doubt
-    /// (the check itself fails), a claim counts as existing: data is never deleted by guess.
-    async fn existing_claims(&self, context: &str, bundle: &Bundle) -> Vec<ObjectRef> {
-        let claims: Vec<ObjectRef> =
-            bundle.objects.iter().filter_map(|o| ObjectRef::of(&o.object).ok()).filter(|r| r.kind == "PersistentVolumeClaim").collect();
-        let Ok(cluster) = self.cluster(context) else { return claims };
-        let mut existing = Vec::new();
-        for r in claims {
-            if !matches!(cluster.api.exists(&r).await, Ok(false)) {
-                existing.push(r);
-            }
-        }
-        existing
-    }
-
-    /// Stops a server: cancels a spawn in flight, deletes its objects (its PVC too only with
-    /// `remove_storage`), and waits until its Pod is gone. Already stopped is success.
-    ///
-    /// The stop runs to its end in a task of its own: a caller that goes away (a cancelled
-    /// request, a client timeout) neither interrupts it nor leaves the key taken.
-    pub async fn stop(&self, user: &str, server: &str, remove_storage: bool) -> Result<(), SpawnError> {
-        let (this, user, server) = (self.clone(), user.to_string(), server.to_string());
-        match tokio::spawn(async move { this.stop_to_end(&user, &server, remove_storage).await }).await {
-            Ok(result) => result,
-            Err(join) => Err(SpawnError::Interrupted(join.to_string())),
-        }
-    }
-
-    async fn stop_to_end(&self, user: &str, server: &str, remove_storage: bool) -> Result<(), SpawnError> {
-        let key = InstanceKey::new(user, server);
-        let key = key.key().to_string();
-        let op = Arc::new(Op::new(OpKind::Stop, InstanceView::named(&key, user, server, InstanceState::Stopping)));
-        // Take the key: cancel a spawn in flight and wait for its rollback; join a stop in flight.
-        let stop_timeout = loop {
-            let previous = {
-                let mut ops = lock(&self.inner.ops);
-                match ops.get(&key).cloned() {
-                    None => {
-                        ops.insert(key.clone(), op.clone());
-                        None
-                    }
-                    Some(other) => Some(other),
-                }
-            };
-            match previous {
-                None => break self.stop_timeout_for(&key),
-                Some(other) if other.kind == OpKind::Stop => {
-                    other.finished().await;
-                    return Ok(());
-                }
-                Some(other) => {
-                    other.cancel.cancel();
-                    other.finished().await;
-                }
-            }
-        };
-        let result = tokio::time::timeout(stop_timeout, self.stop_objects(&key, remove_storage)).await;
-        self.finish(&key, &op);
-        match result {
-            Ok(r) => r,
-            Err(_) => Err(SpawnError::StopTimeout(stop_timeout)),
-        }
-    }
-
-    fn stop_timeout_for(&self, key: &str) -> Duration {
-        let profile = self.inner.registry.get(key).ok().flatten().map(|i| i.profile);
-        profile.and_then(|slug| self.profiles().get(&slug).map(|p| p.stop_timeout)).unwrap_or(DEFAULT_STOP_TIMEOUT)
-    }
-
-    async fn stop_objects(&self, key: &str, remove_storage: bool) -> Result<(), SpawnError> {
-        let reachable = self.inner.clusters.keys().filter(|c| self.health_of(c).is_ok()).cloned();
-        let clusters = match decide::stop_targets(&self.inner.registry.get(key), reachable) {
-            decide::StopTargets::Clusters(clusters) => clusters,
-            decide::StopTargets::Unavailable(context) => return Err(SpawnError::ClusterUnavailable { context }),
-        };
-        for context in clusters {
-            self.delete_instance_objects(&context, key, remove_storage).await?;
-        }
-        Ok(())
-    }
-
-    /// Deletes every object labelled with the instance key on one cluster (the Pod's
-    /// inventory's kinds and every kind fleetspawn has applied), then waits for the Pod to go.
-    async fn delete_instance_objects(&self, context: &str, key: &str, remove_storage: bool) -> Result<(), SpawnError> {
-        let cluster = self.cluster(context)?;
-        let selector = format!("{}={key}", labels::INSTANCE);
-        let kinds: Vec<(String, String)> = lock(&self.inner.kinds).iter().cloned().collect();
-        let mut refs = Vec::new();
-        for (api_version, kind) in &kinds {
-            if kind == "Namespace" || (kind == "PersistentVolumeClaim" && !remove_storage) {
-                continue;
-            }
-            match cluster.api.list_refs(api_version, kind, &selector).await {
-                Ok(found) => refs.extend(found.into_iter().map(|l| l.r)),
-                Err(e) if e.code == Some(404) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        // Extra kinds only the Pod's inventory knows (a profile changed since this spawn). The
-        // inventory is an annotation anyone who may create a Pod can write: it contributes
-        // kinds to look for, never names to delete; only objects labelled with this
-        // instance's key are ever deleted.
-        let mut extra_kinds = BTreeSet::new();
-        for r in refs.iter().filter(|r| r.kind == "Pod") {
-            let pods: Api<Pod> = Api::namespaced(cluster.api.client().clone(), r.namespace.as_deref().unwrap_or("default"));
-            if let Ok(Some(pod)) = pods.get_opt(&r.name).await {
-                let listed =
-                    pod.metadata.annotations.as_ref().and_then(|a| a.get(labels::INVENTORY)).and_then(|s| serde_json::from_str::<Vec<ObjectRef>>(s).ok());
-                extra_kinds.extend(listed.into_iter().flatten().map(|e| (e.api_version, e.kind)).filter(|k| !kinds.contains(k)));
-            }
-        }
-        for (api_version, kind) in &extra_kinds {
-            if kind == "Namespace" || (kind == "PersistentVolumeClaim" && !remove_storage) {
-                continue;
-            }
-            if let Ok(found) = cluster.api.list_refs(api_version, kind, &selector).await {
-                refs.extend(found.into_iter().map(|l| l.r));
-            }
-        }
-        let (pods, others): (Vec<ObjectRef>, Vec<ObjectRef>) = refs.into_iter().partition(|r| r.kind == "Pod");
-        for result in join_all(pods.iter().chain(others.iter()).map(|r| cluster.api.delete(r))).await {
-            result?;
-        }
-        // A Pod stuck Terminating (a finalizer, a dead node) must not hold up whoever waits
-        // here (a stop, the drift handler, reaping) for good: wait at most the stop timeout.
-        let wait = self.stop_timeout_for(key);
-        for pod in &pods {
-            let api: Api<Pod> = Api::namespaced(cluster.api.client().clone(), pod.namespace.as_deref().unwrap_or("default"));
-            let gone = kube::runtime::wait::await_condition(api, &pod.name, |p: Option<&Pod>| p.is_none());
-            match tokio::time::timeout(wait, gone).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(ObjectError { object: pod.to_string(), message: e.to_string(), code: None }.into()),
-                Err(_) => return Err(SpawnError::StopTimeout(wait)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Cleans up after Pods that vanished without a stop (deleted out of band, evicted...).
-    async fn drift_loop(self, mut vanished: tokio::sync::mpsc::UnboundedReceiver<Vanished>) {
-        while let Some(v) = vanished.recv().await {
-            if lock(&self.inner.ops).contains_key(&v.key) {
-                continue;
-            }
-            if matches!(self.inner.registry.get(&v.key), Ok(Some(_))) {
-                continue; // a new Pod of the same instance is already live
-            }
-            tracing::info!(cluster = %v.cluster, key = %v.key, "pod vanished out of band; removing its leftovers");
-            if let Err(e) = self.delete_instance_objects(&v.cluster, &v.key, false).await {
-                tracing::warn!(cluster = %v.cluster, key = %v.key, error = %e, "drift cleanup incomplete; garbage collection will retry");
-            }
-        }
-    }
-
     async fn gc_loop(self) {
         let mut tick = tokio::time::interval(self.inner.settings.gc_interval);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
                     lock(&self.inner.finished).retain(|_, (at, _)| at.elapsed() < FINISHED_RETENTION);
-                    self.reap_orphaned_spawns().await;
                     self.collect_garbage().await;
                 }
                 () = self.inner.shutdown.cancelled() => return,
@@ -942,54 +769,44 @@ impl Spawner {
         }
     }
 
-    /// Instances no operation follows (their spawner died mid-spawn, or the daemon restarted)
-    /// either complete by themselves (the registry sees them turn running) or are removed
-    /// here: failed ones (unless their profile keeps failures) and pending ones older than
-    /// their profile's start timeout.
-    pub async fn reap_orphaned_spawns(&self) {
-        let in_flight: HashSet<String> = lock(&self.inner.ops).keys().cloned().collect();
-        let orphans = decide::orphans_to_reap(self.inner.registry.list(), &in_flight, &self.profiles(), Timestamp::now());
-        for i in orphans {
-            tracing::info!(cluster = %i.cluster, key = %i.key, state = i.state.as_str(), "removing a spawn no operation follows");
-            if let Err(e) = self.delete_instance_objects(&i.cluster, &i.key, false).await {
-                tracing::warn!(cluster = %i.cluster, key = %i.key, error = %e, "could not remove an orphaned spawn");
-            }
-        }
-    }
-
-    /// Deletes objects labelled for an instance that has no Pod and no operation in flight,
-    /// once older than the grace period, recording an Event for each.
+    /// Deletes objects of this installation that no record owns (or that claim no owner),
+    /// once older than the grace period, recording an Event for each. Claims (user data) and
+    /// Namespaces are never collected. Nothing is collected before the records are listed,
+    /// nor on a cluster whose watch is not synced.
     pub async fn collect_garbage(&self) -> usize {
+        if !self.inner.store_ready.load(Ordering::Acquire) {
+            return 0;
+        }
         let kinds: Vec<(String, String)> = lock(&self.inner.kinds).iter().cloned().collect();
+        let records = self.records();
+        let home = self.inner.home.namespace().to_string();
+        // This installation's objects, and objects that say fleetspawn manages them but
+        // claim no installation (decoys, leftovers of old versions).
+        let selectors = [format!("{}={home}", labels::HOME), format!("{},!{}", labels::MANAGED_SELECTOR, labels::HOME)];
         let mut collected = 0;
         for (context, cluster) in &self.inner.clusters {
             if !self.inner.registry.is_synced(context) {
                 continue;
             }
-            let live: BTreeSet<String> = self.inner.registry.list().into_iter().filter(|i| &i.cluster == context).map(|i| i.key).collect();
+            let owners: HashSet<String> =
+                records.iter().filter(|us| us.status.as_ref().and_then(|s| s.cluster.as_deref()) == Some(context.as_str())).filter_map(|us| us.uid()).collect();
             for (api_version, kind) in &kinds {
-                if matches!(kind.as_str(), "Pod" | "PersistentVolumeClaim" | "Namespace") {
+                if matches!(kind.as_str(), "PersistentVolumeClaim" | "Namespace") {
                     continue;
                 }
-                let Ok(found) = cluster.api.list_refs(api_version, kind, labels::MANAGED_SELECTOR).await else { continue };
-                for Listed { r, created, instance } in found {
-                    let Some(key) = instance else { continue };
-                    let in_flight: HashSet<String> = lock(&self.inner.ops).keys().cloned().collect();
-                    if !decide::is_garbage(&key, created, &live, &in_flight, self.inner.settings.gc_grace, Timestamp::now()) {
-                        continue;
-                    }
-                    if matches!(cluster.api.delete(&r).await, Ok(true)) {
-                        collected += 1;
-                        tracing::info!(cluster = %context, object = %r, key, "garbage-collected");
-                        let reference = ObjectReference {
-                            api_version: Some(r.api_version.clone()),
-                            kind: Some(r.kind.clone()),
-                            name: Some(r.name.clone()),
-                            namespace: r.namespace.clone(),
-                            ..Default::default()
-                        };
-                        let note = format!("Deleted {r}: its instance {key} no longer exists");
-                        self.audit(context, &reference, EventType::Normal, "GarbageCollected", "Delete", note).await;
+                for selector in &selectors {
+                    let Ok(found) = cluster.api.list_refs(api_version, kind, selector).await else { continue };
+                    for listed in found {
+                        if !decide::is_garbage(listed.owner.as_deref(), listed.created, &owners, self.inner.settings.gc_grace, Timestamp::now()) {
+                            continue;
+                        }
+                        if matches!(cluster.api.delete(&listed.r).await, Ok(true)) {
+                            collected += 1;
+                            let r = &listed.r;
+                            tracing::info!(cluster = %context, object = %r, owner = ?listed.owner, "garbage-collected");
+                            let note = format!("Deleted {r}: no UserServer of {home} owns it");
+                            self.audit(context, &spawn::reference_of(r), kube::runtime::events::EventType::Normal, "GarbageCollected", "Delete", note).await;
+                        }
                     }
                 }
             }
@@ -997,155 +814,34 @@ impl Spawner {
         collected
     }
 
-    /// Stops the background loops and waits for spawns in flight to reach a consistent point
-    /// (ready, or failed and rolled back), at most `timeout`.
+    /// Stops the background loops and waits for tasks in flight to reach a consistent point
+    /// (the reconciler picks up the rest after a restart), at most `timeout`.
     pub async fn shutdown(&self, timeout: Duration) {
         self.inner.shutdown.cancel();
         let ops: Vec<Arc<Op>> = lock(&self.inner.ops).values().cloned().collect();
-        let _ = tokio::time::timeout(timeout, join_all(ops.iter().map(|op| op.finished()))).await;
+        let _ = tokio::time::timeout(timeout, futures::future::join_all(ops.iter().map(|op| op.finished()))).await;
     }
 }
 
-/// Following one spawn's Pod and its Events until it is ready (or will not be).
-struct Follow<'a, P, E> {
-    op: &'a Op,
-    pod_uid: String,
-    pod_watch: P,
-    event_watch: E,
-    seen_events: BTreeSet<String>,
-    started_seen: bool,
+/// A spawn being placed: counted in [`Inner::placing`] until dropped.
+struct Placing<'a> {
+    spawner: &'a Spawner,
+    context: &'a str,
 }
 
-type WatchItem<T> = Result<watcher::Event<T>, watcher::Error>;
-
-impl<P, E> Follow<'_, P, E>
-where
-    P: futures::Stream<Item = WatchItem<Pod>> + Unpin,
-    E: futures::Stream<Item = WatchItem<KubeEvent>> + Unpin,
-{
-    /// Waits for the Pod to be Ready: fails at once on a fatal verdict, after the profile's
-    /// scheduling grace while it cannot be scheduled, and at `deadline`.
-    async fn until_ready(&mut self, profile: &Profile, deadline: tokio::time::Instant) -> Result<(), SpawnFailure> {
-        let mut unschedulable_since: Option<tokio::time::Instant> = None;
-        let mut last_unschedulable = String::new();
-        loop {
-            let grace_end = unschedulable_since.map(|t| t + profile.scheduling_grace);
-            let wake = grace_end.map_or(deadline, |g| g.min(deadline));
-            tokio::select! {
-                ev = self.pod_watch.next() => {
-                    let Some(pod) = self.pod_of(ev).await? else { continue };
-                    match judge_pod(&pod) {
-                        PodVerdict::Ready => return Ok(()),
-                        PodVerdict::Failed(failure) => return Err(SpawnFailure::server(failure)),
-                        PodVerdict::Unschedulable(message) => {
-                            unschedulable_since.get_or_insert_with(tokio::time::Instant::now);
-                            if message != last_unschedulable {
-                                self.op.progress.push(ProgressEvent::step(45, format!("Cannot be scheduled yet: {message}")));
-                                last_unschedulable = message;
-                            }
-                        }
-                        PodVerdict::Starting => unschedulable_since = None,
-                        PodVerdict::Terminating => return Err(SpawnFailure::incomplete(FailureKind::Cancelled, "the server's pod is being deleted")),
-                    }
-                }
-                ev = self.event_watch.next() => {
-                    if let Some(Ok(watcher::Event::Apply(e) | watcher::Event::InitApply(e))) = ev {
-                        self.report(&e);
-                    }
-                }
-                () = tokio::time::sleep_until(wake) => {
-                    if grace_end.is_some_and(|g| g <= tokio::time::Instant::now()) {
-                        let cause = format!("the server could not be scheduled within {}s: {last_unschedulable}", profile.scheduling_grace.as_secs());
-                        return Err(SpawnFailure::server(Failure::new(FailureKind::Unschedulable, cause)));
-                    }
-                    let cause = format!("the server did not become ready within {}s", profile.start_timeout.as_secs());
-                    return Err(SpawnFailure::server(Failure::new(FailureKind::Timeout, cause)));
-                }
-            }
-        }
-    }
-
-    /// The spawn's Pod from a watch item; `None` for items to skip (another Pod's, list
-    /// markers, a watch error being retried).
-    async fn pod_of(&mut self, ev: Option<WatchItem<Pod>>) -> Result<Option<Pod>, SpawnFailure> {
-        match ev {
-            Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => {
-                Ok(Some(p).filter(|p| p.metadata.uid.as_deref() == Some(self.pod_uid.as_str())))
-            }
-            Some(Ok(watcher::Event::Delete(_))) => Err(SpawnFailure::incomplete(FailureKind::Cancelled, "the server's pod was deleted while starting")),
-            Some(Ok(_)) => Ok(None),
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "pod watch error; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                Ok(None)
-            }
-            None => Err(SpawnFailure::incomplete(FailureKind::ClusterUnreachable, "lost the watch on the server's pod")),
-        }
-    }
-
-    fn report(&mut self, e: &KubeEvent) {
-        self.started_seen |= report_event(&self.op.progress, e, &self.pod_uid, &mut self.seen_events);
-    }
-
-    /// The kubelet's last Events may trail the Pod's status: let them in, briefly, so the
-    /// progress tells the whole story in order.
-    async fn drain_events(&mut self) {
-        let drain_until = tokio::time::Instant::now() + Duration::from_millis(500);
-        while !self.started_seen {
-            match tokio::time::timeout_at(drain_until, self.event_watch.next()).await {
-                Ok(Some(Ok(watcher::Event::Apply(e) | watcher::Event::InitApply(e)))) => self.report(&e),
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
+impl Drop for Placing<'_> {
+    fn drop(&mut self) {
+        let mut placing = lock(&self.spawner.inner.placing);
+        if let Some(n) = placing.get_mut(self.context) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                placing.remove(self.context);
             }
         }
     }
 }
 
-/// Pushes a Kubernetes Event of the spawn's Pod to its progress, once per Event; fleetspawn's
-/// own audit Events are not progress. Returns whether it was the container's `Started`.
-fn report_event(progress: &Progress, e: &KubeEvent, pod_uid: &str, seen: &mut BTreeSet<String>) -> bool {
-    let ours = e.reporting_component.as_deref() == Some("fleetspawn");
-    let id = e.metadata.uid.clone().unwrap_or_default();
-    if e.involved_object.uid.as_deref() != Some(pod_uid) || ours || !seen.insert(id) {
-        return false;
-    }
-    let current = progress.last().map_or(0, |l| l.progress);
-    progress.push(progress_for_event(e, current));
-    e.reason.as_deref() == Some("Started")
-}
-
-/// What happens to a failed spawn's objects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Leftovers {
-    /// Removed whatever the profile says: the spawn is incomplete or was cancelled.
-    Remove,
-    /// Kept when the profile keeps failures (`keep_on_failure`), for debugging.
-    AsProfileSays,
-}
-
-/// Why a spawn failed, and what to do with what it created; `api_error` marks failures of
-/// the Kubernetes API itself (counted in metrics).
-struct SpawnFailure {
-    failure: Failure,
-    leftovers: Leftovers,
-    api_error: bool,
-}
-
-impl SpawnFailure {
-    /// A spawn that could not complete: its objects go.
-    fn incomplete(kind: FailureKind, cause: impl Into<String>) -> Self {
-        SpawnFailure { failure: Failure::new(kind, cause), leftovers: Leftovers::Remove, api_error: false }
-    }
-
-    /// A server that will not start by itself: its objects stay if the profile keeps failures.
-    fn server(failure: Failure) -> Self {
-        SpawnFailure { failure, leftovers: Leftovers::AsProfileSays, api_error: false }
-    }
-}
-
-impl From<ObjectError> for SpawnFailure {
-    fn from(e: ObjectError) -> Self {
-        let kind = decide::object_failure_kind(e.code, &e.message);
-        SpawnFailure { failure: Failure::new(kind, format!("applying {}: {}", e.object, e.message)), leftovers: Leftovers::Remove, api_error: true }
-    }
+/// A record's resourceVersion as a number, to tell the newer of two copies (0 if not numeric).
+fn resource_version(us: &UserServer) -> u64 {
+    us.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
 }

@@ -35,11 +35,14 @@ pub struct DaemonOptions<'a> {
     pub profiles: &'a Path,
     pub max_concurrent_spawns: usize,
     pub extra_auth: &'a str,
+    /// The home namespace (its records); `None`: one of its own. A daemon started again on
+    /// the same one finds the servers of the one before.
+    pub home_namespace: Option<&'a str>,
 }
 
 impl Default for DaemonOptions<'_> {
     fn default() -> Self {
-        DaemonOptions { profiles: Path::new("tests/fixtures/profiles.toml"), max_concurrent_spawns: 64, extra_auth: "" }
+        DaemonOptions { profiles: Path::new("tests/fixtures/profiles.toml"), max_concurrent_spawns: 64, extra_auth: "", home_namespace: None }
     }
 }
 
@@ -58,6 +61,7 @@ kubeconfig = "{kubeconfig}"
 profiles = "{profiles}"
 max_concurrent_spawns = {max}
 max_servers_per_user = 3
+home_namespace = "{home}"
 
 [auth]
 tokens = [
@@ -74,6 +78,7 @@ cookie_secret = "a-test-cookie-secret-of-at-least-32-bytes"
             kubeconfig = kubeconfig.display(),
             profiles = profiles.display(),
             max = options.max_concurrent_spawns,
+            home = options.home_namespace.map_or_else(super::home_namespace, str::to_string),
             admin = sha256_hex(ADMIN_TOKEN),
             hub = sha256_hex(HUB_TOKEN),
             alice = sha256_hex(ALICE_TOKEN),

@@ -70,6 +70,12 @@ impl Drop for ClusterOutage {
     }
 }
 
+/// A home namespace of its own for one daemon or spawner (its records, its Pods): tests
+/// running side by side never reconcile each other's servers.
+pub fn home_namespace() -> String {
+    unique("fs-home")
+}
+
 /// A name no earlier run used, so tests never trip over each other's leftovers.
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -89,6 +89,17 @@ pub struct SpawnInput<'a> {
     /// URL path prefix override (e.g. from the hub); default
     /// [`naming::url_prefix`].
     pub url_prefix: Option<&'a str>,
+    /// The `UserServer` the objects belong to (`None` only for previews, e.g. `fleetspawn render`).
+    pub owner: Option<&'a Owner>,
+}
+
+/// Who owns a spawn's objects: labelled on every one of them ([`labels::OWNER`], [`labels::HOME`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The `UserServer`'s UID.
+    pub uid: String,
+    /// The installation's home namespace.
+    pub home: String,
 }
 
 /// Order in which objects are applied.
@@ -323,7 +334,8 @@ impl Renderer {
     /// reported at load. Returns the key path to blame and the message.
     fn check(&self, profile: &Profile) -> Result<(), Blame> {
         let context = profile.contexts.first().map(String::as_str).unwrap_or_default();
-        let input = SpawnInput { user: "jovyan", server: "", profile, options: &BTreeMap::new(), context, secret_env: &BTreeMap::new(), url_prefix: None };
+        let input =
+            SpawnInput { user: "jovyan", server: "", profile, options: &BTreeMap::new(), context, secret_env: &BTreeMap::new(), url_prefix: None, owner: None };
         self.render(&input).map(drop).map_err(|err| {
             let at = err.profile_path().unwrap_or_default();
             let message = err.to_string();
@@ -512,13 +524,17 @@ impl<'a> Identity<'a> {
             None => naming::url_prefix(input.user, input.server),
         };
         let url = format!("{}{url_prefix}", ingress_url.trim_end_matches('/'));
-        let labels = json!({
+        let mut labels = json!({
             labels::MANAGED_BY: labels::MANAGED_BY_VALUE,
             labels::INSTANCE: key.key(),
             labels::USER: key.safe_user(),
             labels::SERVER: key.safe_server(),
             labels::PROFILE: profile.slug,
         });
+        if let (Some(owner), Value::Object(map)) = (input.owner, &mut labels) {
+            map.insert(labels::OWNER.to_owned(), json!(owner.uid));
+            map.insert(labels::HOME.to_owned(), json!(owner.home));
+        }
         let annotations = json!({
             labels::USERNAME: input.user,
             labels::SERVERNAME: input.server,

@@ -37,11 +37,15 @@ impl InstanceState {
     }
 }
 
-/// One live instance, as the registry's index keeps it: names, state, URL, times; never the
-/// whole object.
+/// One live Pod of a server, as the registry's index keeps it: names, state, URL, times; never
+/// the whole object. It is only a server's if the `UserServer` whose UID is `owner` points at
+/// it: the other fields are what the Pod claims.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Instance {
     pub key: String,
+    /// The UID of the `UserServer` the Pod is labelled with ([`labels::OWNER`]).
+    #[serde(skip)]
+    pub owner: String,
     pub user: String,
     pub server: String,
     pub profile: String,
@@ -69,12 +73,13 @@ pub struct Instance {
 
 impl Instance {
     /// The index entry for a managed Pod of `cluster`, seen at `now`; `None` for a Pod without
-    /// an instance label.
+    /// an instance or an owner label.
     pub fn from_pod(cluster: &str, pod: &Pod, now: Timestamp) -> Option<Instance> {
         let meta = &pod.metadata;
         let labels = meta.labels.as_ref()?;
         let annotations = meta.annotations.clone().unwrap_or_default();
         let key = labels.get(labels::INSTANCE)?.clone();
+        let owner = labels.get(labels::OWNER)?.clone();
         let (state, failure) = match judge_pod(pod) {
             PodVerdict::Starting | PodVerdict::Unschedulable(_) => (InstanceState::Pending, None),
             PodVerdict::Ready => (InstanceState::Running, None),
@@ -83,6 +88,7 @@ impl Instance {
         };
         Some(Instance {
             key,
+            owner,
             user: annotations.get(labels::USERNAME).cloned().unwrap_or_default(),
             server: annotations.get(labels::SERVERNAME).cloned().unwrap_or_default(),
             profile: labels.get(labels::PROFILE).cloned().unwrap_or_default(),
@@ -166,17 +172,6 @@ impl InstanceView {
             failure: None,
         }
     }
-
-    /// What a user sees of a live instance once its last spawn ended: a failed spawn being
-    /// rolled back reads as failed with its cause, not as "stopping".
-    pub fn after(self, end: Option<SpawnEnd<'_>>) -> InstanceView {
-        match end {
-            Some(SpawnEnd::Failed(failure)) if self.state == InstanceState::Stopping => {
-                InstanceView { state: InstanceState::Failed, cause: Some(failure.message), failure: Some(failure.kind), ..self }
-            }
-            _ => self,
-        }
-    }
 }
 
 /// How a spawn ended, read from the last event of its progress log.
@@ -223,7 +218,7 @@ mod tests {
     fn pod(status: serde_json::Value) -> Pod {
         serde_json::from_value(json!({
             "metadata": {"name": "fs-alice", "namespace": "jh", "uid": "u1", "creationTimestamp": "2026-01-01T00:00:00Z",
-                "labels": {"fleetspawn.io/instance": "alice", "fleetspawn.io/profile": "cpu"},
+                "labels": {"fleetspawn.io/instance": "alice", "fleetspawn.io/owner": "o1", "fleetspawn.io/profile": "cpu"},
                 "annotations": {"fleetspawn.io/username": "Alice", "fleetspawn.io/servername": "", "fleetspawn.io/url": "http://h/user/Alice/"}},
             "status": status,
         }))
@@ -238,21 +233,13 @@ mod tests {
         assert_eq!((i.key.as_str(), i.user.as_str(), i.profile.as_str(), i.cluster.as_str()), ("alice", "Alice", "cpu", "east"));
         assert_eq!((i.state, i.url.as_deref(), i.uid.as_str()), (InstanceState::Running, Some("http://h/user/Alice/"), "u1"));
         assert_eq!(i.last_seen.as_deref(), Some("2026-01-01T00:05:00Z"));
+        assert_eq!(i.owner, "o1");
+        let mut ownerless = ready.clone();
+        ownerless.metadata.labels.as_mut().expect("labels").remove("fleetspawn.io/owner");
+        assert_eq!(Instance::from_pod("east", &ownerless, now), None, "a Pod without an owner is nobody's server");
         let mut unlabelled = ready;
         unlabelled.metadata.labels = None;
         assert_eq!(Instance::from_pod("east", &unlabelled, now), None);
-    }
-
-    #[test]
-    fn a_failed_spawn_being_rolled_back_reads_as_failed() {
-        let stopping = InstanceView::named("k", "u", "", InstanceState::Stopping);
-        let failed = ProgressEvent::failed(Failure::new(FailureKind::ImagePull, "ErrImagePull"));
-        let seen = stopping.clone().after(SpawnEnd::of(Some(&failed)));
-        assert_eq!((seen.state, seen.cause.as_deref(), seen.failure), (InstanceState::Failed, Some("ErrImagePull"), Some(FailureKind::ImagePull)));
-        // A stop of a server that became ready stays "stopping".
-        let ready = ProgressEvent::ready("http://u");
-        assert_eq!(stopping.clone().after(SpawnEnd::of(Some(&ready))).state, InstanceState::Stopping);
-        assert_eq!(stopping.after(SpawnEnd::of(Some(&ProgressEvent::step(50, "x")))).state, InstanceState::Stopping);
     }
 
     #[test]

@@ -59,6 +59,8 @@ impl Profile {
         let start_timeout = positive("start_timeout", spec.start_timeout, DEFAULT_START_TIMEOUT, &mut issues);
         let scheduling_grace = positive("scheduling_grace", spec.scheduling_grace, DEFAULT_SCHEDULING_GRACE, &mut issues);
         let stop_timeout = positive("stop_timeout", spec.stop_timeout, DEFAULT_STOP_TIMEOUT, &mut issues);
+        let max_age = spec.max_age.map(|d| positive("max_age", Some(d), d, &mut issues));
+        let idle_timeout = spec.idle_timeout.map(|d| positive("idle_timeout", Some(d), d, &mut issues));
         check_volumes(&spec, &mut issues);
         let options = build_options(&spec.options, &mut issues);
 
@@ -80,6 +82,8 @@ impl Profile {
             start_timeout,
             scheduling_grace,
             stop_timeout,
+            max_age,
+            idle_timeout,
             options,
             ingress_urls,
             spec,

@@ -69,6 +69,12 @@ pub struct Profile {
     pub scheduling_grace: Duration,
     /// How long a stop may take (default 30 s).
     pub stop_timeout: Duration,
+    /// A server's lifespan from when it became ready (`None`: no limit). A `UserServer` may
+    /// ask for a shorter one, never a longer one.
+    pub max_age: Option<Duration>,
+    /// How long a server may go without activity (`None`: never idle-culled). A `UserServer`
+    /// may ask for a shorter one, never a longer one.
+    pub idle_timeout: Option<Duration>,
     /// Keep a failed spawn's objects (default false).
     pub keep_on_failure: bool,
     /// Probe the user URL through the ingress before reporting ready.

@@ -92,6 +92,13 @@ pub struct ProfileSpec {
     /// How long a stop may take (default 30 s).
     #[serde(with = "duration::option")]
     pub stop_timeout: Option<Duration>,
+    /// Stop a server this long after it became ready (its lifespan); unset: no limit.
+    #[serde(with = "duration::option")]
+    pub max_age: Option<Duration>,
+    /// Stop a server after this long without activity (needs an activity source); unset:
+    /// never idle-culled.
+    #[serde(with = "duration::option")]
+    pub idle_timeout: Option<Duration>,
     /// Keep the objects of a failed spawn for debugging.
     pub keep_on_failure: bool,
     /// Probe the user URL through the ingress before reporting ready.
