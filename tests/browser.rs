@@ -287,12 +287,15 @@ fn web_profiles(dir: &Path, landing_url: &str) -> PathBuf {
     path
 }
 
-/// A daemon where loopback browsers act as `local_user`.
-async fn daemon(profiles: PathBuf, local_user: &str) -> Daemon {
+/// A daemon where loopback browsers act as `local_user`, on the records of `home`.
+async fn daemon(profiles: PathBuf, local_user: &str, home: &str) -> Daemon {
     let extra = format!("local_user = {local_user:?}\n");
-    tokio::task::spawn_blocking(move || Daemon::start(DaemonOptions { profiles: &profiles, extra_auth: &extra, ..Default::default() }))
-        .await
-        .expect("daemon start")
+    let home = home.to_string();
+    tokio::task::spawn_blocking(move || {
+        Daemon::start(DaemonOptions { profiles: &profiles, extra_auth: &extra, home_namespace: Some(&home), ..Default::default() })
+    })
+    .await
+    .expect("daemon start")
 }
 
 /// The daemon's registry view of `user`'s servers (through the admin API).
@@ -344,7 +347,8 @@ async fn start_a_server_with_options_watch_it_start_land_on_it_and_stop_it() {
     let landing = landing(Duration::from_millis(2500)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let user = common::unique("web");
-    let d = daemon(web_profiles(dir.path(), &landing.url), &user).await;
+    let home = common::home_namespace();
+    let d = daemon(web_profiles(dir.path(), &landing.url), &user, &home).await;
     let b = Browser::start().await;
 
     // Home: the profiles as cards, the default first and preselected options.
@@ -433,7 +437,7 @@ async fn start_a_server_with_options_watch_it_start_land_on_it_and_stop_it() {
     assert_eq!(b.wait_for("h1").await.text().await.expect("h1"), "hello from the server");
 
     // Administrators see it among every instance, with the clusters' health.
-    let admin = daemon(web_profiles(dir.path(), &landing.url), "root").await;
+    let admin = daemon(web_profiles(dir.path(), &landing.url), "root", &home).await;
     b.goto(&format!("{}/admin", admin.url)).await;
     let started = Instant::now();
     while !b.text("main").await.contains(&user) {
@@ -466,7 +470,8 @@ async fn a_start_that_fails_says_why_in_words_with_a_way_back() {
     let landing = landing(Duration::ZERO).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let user = common::unique("webfail");
-    let d = daemon(web_profiles(dir.path(), &landing.url), &user).await;
+    let home = common::home_namespace();
+    let d = daemon(web_profiles(dir.path(), &landing.url), &user, &home).await;
     let b = Browser::start().await;
     b.goto(&format!("{}/", d.url)).await;
 
