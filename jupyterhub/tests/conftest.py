@@ -1,7 +1,8 @@
 """Real parts for the FleetSpawner tests: a `fleetspawn serve` process (the binary `cargo build`
-made) against the local clusters (`deploy/local/clusters`), kubectl, and a stand-in for the
-clusters' ingress controller (the local clusters have none; the hub must get an HTTP answer
-from the URL fleetspawn returns).
+made) against the local clusters (`deploy/local/clusters`), one the test may kill and start
+again, kubectl, and stand-ins where the real part cannot do what a test needs: the `hub-e2e`
+profiles' ingress (the hub must get an HTTP answer from the URL fleetspawn returns), and a
+daemon that answers 5xx or garbage, or never answers.
 
 Environment (all optional):
   FLEETSPAWN_BIN         the fleetspawn binary (default: target/debug/fleetspawn)
@@ -152,8 +153,34 @@ def ingress():
 
 
 class Daemon:
-    def __init__(self, url: str, hub_token: str, admin_token: str, log: Path):
-        self.url, self.hub_token, self.admin_token, self.log = url, hub_token, admin_token, log
+    """One `fleetspawn serve` process on a fixed port: `kill()` and `start()` again play a
+    daemon restart (the hub keeps the URL)."""
+
+    def __init__(self, binary: Path, config: Path, url: str, hub_token: str, admin_token: str, log: Path):
+        self.binary, self.config, self.url, self.log = binary, config, url, log
+        self.hub_token, self.admin_token = hub_token, admin_token
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "FLEETSPAWN_KUBECONFIG"}
+        env["FLEETSPAWN_LOG"] = "info,fleetspawn=debug"
+        with open(self.log, "ab") as logf:
+            self.proc = subprocess.Popen([str(self.binary), "--config", str(self.config), "--log-format", "json", "serve"],
+                                         stdout=subprocess.DEVNULL, stderr=logf, env=env)
+        if wait:
+            wait_http(self.url + "/readyz", 60, what="fleetspawn serve", log=self.log)
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, connections and streams break."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
 
     def admin(self, method: str, path: str) -> tuple[int, object]:
         req = urllib.request.Request(self.url + "/api/v1" + path, method=method,
@@ -166,15 +193,25 @@ class Daemon:
             body = e.read()
             return e.code, json.loads(body) if body else None
 
+    def cleanup(self) -> None:
+        """Stops every server of this run's users (the clusters also hold other tests' servers)."""
+        status, instances = self.admin("GET", "/instances")
+        for i in instances if status == 200 else []:
+            if str(i.get("user", "")).startswith(RUN + "-"):
+                user, server = quote(i["user"], safe=""), quote(i["server"], safe="")
+                try:
+                    self.admin("DELETE", f"/users/{user}/servers/{server}?remove=true" if server else f"/users/{user}/server?remove=true")
+                except OSError as e:
+                    warnings.warn(f"could not stop {i['key']}: {e!r}")
 
-@pytest.fixture(scope="session")
-def daemon(tmp_path_factory, kubeconfig, ingress):
-    """`fleetspawn serve` on a free port with the test profiles plus `hub-e2e` (cluster-b, its
-    ingress at the stand-in). Stops every server of this run's users at the end."""
+
+def make_daemon(d: Path, kubeconfig: str, ingress) -> Daemon:
+    """A daemon (not started) with the test profiles plus the hub tests' own: `hub-e2e`
+    (cluster-b, its ingress at the stand-in), `hub-e2e-home` (the same with a volume) and
+    `hub-slow` (a 15-minute start timeout, like a GPU profile's)."""
     binary = Path(os.environ.get("FLEETSPAWN_BIN") or REPO / "target/debug/fleetspawn")
     if not binary.is_file():
         pytest.fail(f"{binary} is missing: run `cargo build` first")
-    d = tmp_path_factory.mktemp("fleetspawn")
     profiles = d / "profiles.toml"
     profiles.write_text((REPO / "tests/fixtures/profiles.toml").read_text() + f"""
 # Added by the JupyterHub plugin's tests: a cluster whose "ingress" answers (a stand-in).
@@ -183,6 +220,20 @@ slug = "hub-e2e"
 display_name = "On cluster B, behind the test ingress"
 context = "cluster-b"
 ingress_public_url = "{ingress.url}"
+
+[[profiles]]
+slug = "hub-e2e-home"
+display_name = "On cluster B, behind the test ingress, with a home volume"
+context = "cluster-b"
+ingress_public_url = "{ingress.url}"
+storage = {{ capacity = "1Gi" }}
+
+[[profiles]]
+slug = "hub-slow"
+display_name = "Slow to start (a GPU node's image pull)"
+context = "cluster-a"
+ingress_public_url = "{ingress.url}"
+start_timeout = "15m"
 """)
     hub_token, admin_token = secrets.token_hex(16), secrets.token_hex(16)
     port = free_port()
@@ -202,28 +253,92 @@ trusted_proxies = ["127.0.0.1/32"]
 secure_cookies = false
 cookie_secret = "a-test-cookie-secret-of-at-least-32-bytes"
 """)
-    log = d / "daemon.log"
-    env = {k: v for k, v in os.environ.items() if k != "FLEETSPAWN_KUBECONFIG"}
-    env["FLEETSPAWN_LOG"] = "info,fleetspawn=debug"
-    with open(log, "wb") as logf:
-        proc = subprocess.Popen([str(binary), "--config", str(config), "--log-format", "json", "serve"],
-                                stdout=subprocess.DEVNULL, stderr=logf, env=env)
-    url = f"http://127.0.0.1:{port}"
+    return Daemon(binary, config, f"http://127.0.0.1:{port}", hub_token, admin_token, d / "daemon.log")
+
+
+@pytest.fixture(scope="session")
+def daemon(tmp_path_factory, kubeconfig, ingress):
+    """`fleetspawn serve` on a free port for the whole session. Stops every server of this
+    run's users at the end."""
+    dmn = make_daemon(tmp_path_factory.mktemp("fleetspawn"), kubeconfig, ingress)
     try:
-        wait_http(url + "/readyz", 60, what="fleetspawn serve", log=log)
-        dmn = Daemon(url, hub_token, admin_token, log)
+        dmn.start()
         yield dmn
-        # Leave nothing behind on the shared clusters (the clusters also hold other tests' servers).
-        status, instances = dmn.admin("GET", "/instances")
-        for i in instances if status == 200 else []:
-            if str(i.get("user", "")).startswith(RUN + "-"):
-                user, server = quote(i["user"], safe=""), quote(i["server"], safe="")
-                try:
-                    dmn.admin("DELETE", f"/users/{user}/servers/{server}" if server else f"/users/{user}/server")
-                except OSError as e:
-                    warnings.warn(f"could not stop {i['key']}: {e!r}")
+        dmn.cleanup()
     finally:
-        stop_process(proc)
+        dmn.stop()
+
+
+@pytest.fixture
+def own_daemon(tmp_path_factory, kubeconfig, ingress):
+    """A daemon of the test's own, which the test may kill and start again."""
+    dmn = make_daemon(tmp_path_factory.mktemp("fleetspawn-own"), kubeconfig, ingress)
+    try:
+        dmn.start()
+        yield dmn
+        if dmn.proc is None:
+            dmn.start()
+        dmn.cleanup()
+    finally:
+        dmn.stop()
+
+
+class StandIn:
+    """Plays a fleetspawn daemon that misbehaves, for what the real one cannot be made to do
+    on demand: `answers` maps (method, path) to (status, body), or to a list of them given in
+    turn, the last one for good (the path without the query; missing: 404 with fleetspawn's
+    error body); `hang` makes it accept connections and never answer. Records the requests as
+    (method, path with query)."""
+
+    def __init__(self):
+        self.answers: dict[tuple[str, str], tuple[int, str] | list[tuple[int, str]]] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.hang = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def handle_one(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.requests.append((self.command, self.path))
+                if outer.hang.is_set():
+                    outer.hang_released.wait(120)
+                    return
+                answer = outer.answers.get((self.command, self.path.split("?")[0]),
+                                           (404, '{"error": "not_found", "detail": "no such server"}'))
+                if isinstance(answer, list):
+                    answer = answer.pop(0) if len(answer) > 1 else answer[0]
+                status, body = answer
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json" if body.startswith(("{", "[")) else "text/html")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_DELETE = do_POST = handle_one  # noqa: N815
+
+            def log_message(self, *args):
+                pass
+
+        self.hang_released = threading.Event()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.hang_released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def stand_in():
+    s = StandIn()
+    yield s
+    s.close()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port, stop_process, wait_http
+from conftest import REPO, free_port, stop_process, wait_http
 
 
 class Hub:
@@ -54,6 +54,7 @@ c.ConfigurableHTTPProxy.auth_token = {proxy_token!r}
 c.ConfigurableHTTPProxy.pid_file = "{d}/proxy.pid"
 c.JupyterHub.authenticator_class = "dummy"
 c.Authenticator.allow_all = True
+c.JupyterHub.allow_named_servers = True
 c.JupyterHub.spawner_class = "fleetspawn"
 c.FleetSpawner.fleetspawn_url = {daemon.url!r}
 # fleetspawn_token comes from FLEETSPAWN_TOKEN
@@ -64,7 +65,10 @@ c.JupyterHub.services = [{{"name": "test-admin", "api_token": {admin_token!r}}}]
 c.JupyterHub.load_roles = [{{"name": "test-admin", "scopes": ["admin:users", "admin:servers", "read:servers"], "services": ["test-admin"]}}]
 """)
     log = d / "jupyterhub.log"
-    env = {**os.environ, "FLEETSPAWN_TOKEN": daemon.hub_token}
+    # This checkout's plugin, whatever the venv's editable install points at.
+    plugin = str(REPO / "jupyterhub")
+    env = {**os.environ, "FLEETSPAWN_TOKEN": daemon.hub_token,
+           "PYTHONPATH": os.pathsep.join(p for p in (plugin, os.environ.get("PYTHONPATH")) if p)}
     with open(log, "wb") as logf:
         proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(d / "jupyterhub_config.py"), "--debug"],
                                 cwd=d, env=env, stdout=logf, stderr=subprocess.STDOUT)
@@ -149,3 +153,34 @@ def test_a_failed_spawn_shows_the_cause_on_the_hubs_progress(hub, daemon, kubect
     hub.wait("failed server cleared", lambda: hub.api.get(f"/users/{username}").json()["servers"] == {})
     assert f"/user/{username}" not in hub.routes()
     assert kubectl.objects_of_user(username) == []
+
+
+def test_the_hub_deletes_a_named_server_with_its_storage(hub, daemon, kubectl, username):
+    """What the idle culler does with --remove-named-servers: DELETE the named server with
+    remove: JupyterHub stops it, then calls delete_forever, which deletes its volume too."""
+    r = hub.api.post(f"/users/{username}", json={})
+    assert r.status_code == 201, r.text
+    r = hub.api.post(f"/users/{username}/servers/home", json={"profile": "hub-e2e-home"})
+    assert r.status_code in (201, 202), r.text
+    hub.wait("named server ready", lambda: hub.api.get(f"/users/{username}").json()["servers"].get("home", {}).get("ready"))
+    claims = lambda: kubectl.objects_of_user(username, "persistentvolumeclaims")  # noqa: E731
+    assert len(claims()) == 1
+
+    # A plain stop keeps the volume.
+    r = hub.api.delete(f"/users/{username}/servers/home")
+    assert r.status_code in (202, 204), r.text
+    hub.wait("named server stopped", lambda: "home" not in hub.api.get(f"/users/{username}").json()["servers"], timeout=150)
+    assert len(claims()) == 1
+
+    # Removing the server deletes it forever.
+    r = hub.api.request("DELETE", f"/users/{username}/servers/home", json={"remove": True})
+    assert r.status_code in (202, 204), r.text
+    hub.wait("volume deleted", lambda: claims() == [], timeout=90)
+    assert kubectl.objects_of_user(username) == []
+    assert "Error cleaning up persistent resources" not in hub.log.read_text()
+
+
+def test_the_hub_log_warns_once_about_hub_connect_url(hub):
+    """Run after the spawns above: one warning naming the setting, not one per spawn."""
+    lines = [line for line in hub.log.read_text().splitlines() if "c.Spawner.hub_connect_url is not set" in line]
+    assert len(lines) == 1, lines
