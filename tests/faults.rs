@@ -116,7 +116,7 @@ async fn a_decoys_inventory_never_gets_an_unrelated_object_deleted() {
             "annotations": {"fleetspawn.io/inventory": inventory, "fleetspawn.io/username": zed}},
         "spec": {"containers": [{"name": "c", "image": "example.invalid/crashing:latest"}]},
     });
-    apply(&decoy.to_string());
+    common::kubectl_apply_to("cluster-a", &decoy.to_string());
     // The reaper removes the failed decoy (it is labelled), and only what is labelled.
     wait_for(Duration::from_secs(30), || {
         common::kubectl("cluster-a", &["get", "pod", "-n", &scratch, "decoy", "--ignore-not-found", "-o", "name"]).trim().is_empty()
@@ -151,19 +151,6 @@ async fn a_dropped_watch_connection_heals_within_seconds() {
     for u in [&user, &other] {
         s.stop(u, "", false).await.expect("stop");
     }
-}
-
-fn apply(manifest: &str) {
-    use std::io::Write as _;
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(common::kubeconfig())
-        .args(["--context", "cluster-a", "apply", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    child.stdin.take().expect("stdin").write_all(manifest.as_bytes()).expect("write");
-    assert!(child.wait().expect("kubectl apply").success());
 }
 
 fn cluster_a_port() -> String {

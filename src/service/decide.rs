@@ -286,6 +286,12 @@ pub fn failure_kind(reason: FailureReason) -> Option<FailureKind> {
     })
 }
 
+/// How many cluster Leases one of `members` replicas may hold: an even split, rounded up
+/// (one replica holds them all; two split three as two and one).
+pub fn fair_share(clusters: usize, members: usize) -> usize {
+    clusters.div_ceil(members.max(1))
+}
+
 /// Whether a remote object labelled as this installation's is garbage: it claims no owner, or
 /// an owner that no record has (or whose record is placed on another cluster), and it is
 /// older than the grace period (objects of a spawn being accepted are younger than that).
@@ -509,6 +515,15 @@ mod tests {
         failed.status.as_mut().expect("status").failure = Some(FailureStatus { reason: FailureReason::ImagePull, message: "no such image".into() });
         let v = view_of(&failed, None, None).expect("shown");
         assert_eq!((v.state, v.cause.as_deref(), v.failure), (InstanceState::Failed, Some("no such image"), Some(FailureKind::ImagePull)));
+    }
+
+    #[test]
+    fn replicas_split_the_clusters_evenly() {
+        assert_eq!(fair_share(3, 1), 3);
+        assert_eq!(fair_share(3, 2), 2);
+        assert_eq!(fair_share(3, 3), 1);
+        assert_eq!(fair_share(3, 5), 1, "more replicas than clusters: one each at most");
+        assert_eq!(fair_share(3, 0), 3, "no member seen yet (the list failed): itself");
     }
 
     #[test]

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 mod decide;
 pub mod progress;
 mod reconcile;
+mod shards;
 mod spawn;
 
 use crate::config::Config;
@@ -192,13 +193,16 @@ enum OpKind {
 struct Op {
     kind: OpKind,
     cancel: CancellationToken,
+    /// Cancelled because another replica took the cluster over: it carries on from the
+    /// status, so nothing is rolled back or recorded here.
+    handed_over: AtomicBool,
     progress: Progress,
     done: watch::Sender<bool>,
 }
 
 impl Op {
     fn new(kind: OpKind) -> Op {
-        Op { kind, cancel: CancellationToken::new(), progress: Progress::default(), done: watch::channel(false).0 }
+        Op { kind, cancel: CancellationToken::new(), handed_over: AtomicBool::new(false), progress: Progress::default(), done: watch::channel(false).0 }
     }
 
     async fn finished(&self) {
@@ -220,8 +224,9 @@ struct Inner {
     home_context: String,
     /// The records, as the home cluster's watch has them.
     store: Store<UserServer>,
-    /// Whether the records' first list is in (garbage collection waits for it).
-    store_ready: AtomicBool,
+    /// Whether the records' first list is in (garbage collection waits for it), set by the
+    /// records' watch itself.
+    store_ready: watch::Sender<bool>,
     home_recorder: Recorder,
     profiles: RwLock<Arc<ProfileSet>>,
     renderer: Renderer,
@@ -235,6 +240,8 @@ struct Inner {
     /// Spawns being accepted right now (placed, record not written yet), per cluster: counted
     /// in the load and the limit, so concurrent starts spread and never overshoot.
     placing: Mutex<BTreeMap<String, usize>>,
+    /// Records a start request of this process is writing (create, env Secret, placement).
+    accepting: Mutex<HashSet<String>>,
     /// One start at a time per user, so the per-user limit is checked and the record written
     /// in one step.
     user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -246,6 +253,8 @@ struct Inner {
     restart_watch: BTreeMap<String, watch::Sender<u64>>,
     /// Record names to reconcile now.
     trigger: mpsc::UnboundedSender<String>,
+    /// The cluster Leases this replica holds: only those clusters are written to from here.
+    shards: Arc<shards::Shards>,
     shutdown: CancellationToken,
     metrics: Metrics,
 }
@@ -299,14 +308,18 @@ impl Spawner {
         }
         let kinds = DEFAULT_KINDS.iter().map(|(a, k)| ((*a).to_string(), (*k).to_string())).collect();
         let (trigger, triggered) = mpsc::unbounded_channel();
-        let controller = reconcile::controller(&home);
+        let store_ready = watch::channel(false).0;
+        let controller = reconcile::controller(&home, store_ready.clone());
+        let shutdown = CancellationToken::new();
+        let (shard_changes, mut shard_changed) = mpsc::unbounded_channel();
+        let shards = shards::Shards::start(home_client.clone(), home.namespace(), contexts.clone(), shutdown.clone(), shard_changes);
         let spawner = Spawner {
             inner: Arc::new(Inner {
                 clusters,
                 fleet,
                 registry,
                 store: controller.store(),
-                store_ready: AtomicBool::new(false),
+                store_ready,
                 home_recorder: Recorder::new(home_client, reporter),
                 home,
                 home_context,
@@ -317,13 +330,15 @@ impl Spawner {
                 finished: Mutex::default(),
                 accepted: Mutex::default(),
                 placing: Mutex::default(),
+                accepting: Mutex::default(),
                 user_locks: Mutex::default(),
                 health: RwLock::default(),
                 kinds: Mutex::new(kinds),
                 namespaces: Mutex::default(),
                 restart_watch,
                 trigger,
-                shutdown: CancellationToken::new(),
+                shards,
+                shutdown,
                 metrics,
             }),
         };
@@ -335,9 +350,21 @@ impl Spawner {
         }
         spawner.probe_health().await;
         tokio::spawn(spawner.clone().health_loop());
+        let on_shard = spawner.clone();
+        tokio::spawn(async move {
+            while let Some(context) = shard_changed.recv().await {
+                on_shard.shard_changed(&context);
+            }
+        });
         tokio::spawn(reconcile::run(controller, spawner.clone(), touched, triggered));
-        let ready = tokio::time::timeout(HOME_SYNC_TIMEOUT, spawner.inner.store.wait_until_ready()).await;
-        if !matches!(ready, Ok(Ok(()))) {
+        // A single replica takes every cluster's Lease in a moment; with others, this one
+        // takes its share as they rebalance.
+        let leases_by = tokio::time::Instant::now() + Duration::from_secs(3);
+        while spawner.inner.shards.held().len() < spawner.inner.clusters.len() && tokio::time::Instant::now() < leases_by {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut ready = spawner.inner.store_ready.subscribe();
+        if tokio::time::timeout(HOME_SYNC_TIMEOUT, ready.wait_for(|r| *r)).await.is_err() {
             tracing::warn!(context = %spawner.inner.home_context, "the records (UserServers) are not listed yet; serving what comes");
         }
         tokio::spawn(spawner.clone().gc_loop());
@@ -422,6 +449,29 @@ impl Spawner {
                 tx.send_modify(|n| *n += 1);
             }
         }
+    }
+
+    /// This replica took or lost a cluster's Lease: a lost cluster's tasks here are handed
+    /// over (the new holder carries them on from the status); its records are looked at again.
+    fn shard_changed(&self, context: &str) {
+        let names = self.records_on(context);
+        if !self.inner.shards.holds(context) {
+            let ops = lock(&self.inner.ops);
+            for name in &names {
+                if let Some(op) = ops.get(name).filter(|op| op.kind == OpKind::Spawn) {
+                    op.handed_over.store(true, Ordering::Release);
+                    op.cancel.cancel();
+                }
+            }
+        }
+        for name in names {
+            let _ = self.inner.trigger.send(name);
+        }
+    }
+
+    /// The clusters whose Lease this replica holds.
+    pub fn held_clusters(&self) -> BTreeSet<String> {
+        self.inner.shards.held()
     }
 
     /// The names of the records placed on a cluster.
@@ -543,21 +593,26 @@ impl Spawner {
     /// Feeds a progress log from a record's status until the spawn ends (or the record goes).
     async fn follow_status(self, name: String, progress: Progress) {
         let deadline = Instant::now() + Duration::from_secs(3600);
-        // Events of a spawn that runs here, forwarded so far.
-        let mut forwarded = 0;
+        // Events of a spawn that runs here, forwarded so far (`attached`: one was seen).
+        let (mut forwarded, mut attached) = (0, false);
         while !progress.is_finished() && Instant::now() < deadline {
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(250)) => {}
                 () = self.inner.shutdown.cancelled() => return,
             }
+            // A spawn that runs (or just ran) here: forward its log, every event.
             let here = lock(&self.inner.ops).get(&name).filter(|op| op.kind == OpKind::Spawn).map(|op| op.progress.clone());
+            let here = here.or_else(|| attached.then(|| lock(&self.inner.finished).get(&name).map(|(_, p)| p.clone())).flatten());
             if let Some(p) = here {
-                // It runs here now: follow that, every event.
                 let history = p.history();
                 for e in history.iter().skip(forwarded) {
+                    // The step it starts from is the one this log started with.
+                    if !attached && progress.last().is_some_and(|l| l.message == e.message) {
+                        continue;
+                    }
                     progress.push(e.clone());
                 }
-                forwarded = history.len();
+                (forwarded, attached) = (history.len(), true);
                 continue;
             }
             let Some(us) = self.record(&name) else { return };
@@ -642,17 +697,8 @@ impl Spawner {
         let _placed = Placing { spawner: self, context: &choice.context };
         // Rendered now so bad input is refused before anything is written (the reconciler
         // renders again, with the record's UID, when it applies).
-        let input = SpawnInput {
-            user: &req.user,
-            server: &req.server,
-            profile: base,
-            options: &req.options,
-            context: &choice.context,
-            secret_env: &req.env,
-            url_prefix: req.url_prefix.as_deref(),
-            owner: None,
-        };
-        let bundle = self.inner.renderer.render(&input)?;
+        let status = self.pending_status(&req.user, &req.server, base, &req.options, req.url_prefix.as_deref(), &choice)?;
+        let _accepting = Accepting::new(self, &name);
 
         // The record, then its env Secret, then its placement: before any remote object.
         let env_secret = (!req.env.is_empty()).then(|| format!("{name}-env"));
@@ -682,16 +728,6 @@ impl Spawner {
         if let Some(secret) = &env_secret {
             self.inner.home.write_env_secret(&written, secret, &req.env).await?;
         }
-        let status = UserServerStatus {
-            phase: Some(Phase::Pending),
-            cluster: Some(choice.context.clone()),
-            namespace: Some(bundle.namespace.clone()),
-            url: Some(bundle.url.clone()),
-            placement: Some(choice.reason.clone()),
-            accepted_at: Some(Time(Timestamp::now())),
-            progress: Some(crate::kube::userserver::Progress { percent: 5, message: format!("Placing on {}: {}", choice.context, choice.reason) }),
-            ..Default::default()
-        };
         let placed = match self.inner.home.write_status(&name, &status, written.metadata.resource_version.as_deref()).await {
             Ok(placed) => placed,
             // The reconciler placed it first (a record applied with kubectl, or a race): that
@@ -703,9 +739,44 @@ impl Spawner {
         };
         tracing::info!(key = %name, user = %req.user, server = %req.server, profile = %profile.slug, cluster = %choice.context, reason = %choice.reason, "spawn accepted");
         self.remember(&placed);
-        // Started here at once (the reconciler would start it a moment later; only one runs).
-        self.start_spawn(&placed);
+        // Started here at once if this replica holds the cluster (the reconciler would start
+        // it a moment later; only one runs); else its holder starts it.
+        if self.inner.shards.holds(&choice.context) {
+            self.start_spawn(&placed);
+        }
         Ok(self.view(&placed).unwrap_or_else(|| InstanceView::named(&name, &req.user, &req.server, InstanceState::Pending)))
+    }
+
+    /// The status of a record just placed on `choice`: `Pending`, with its cluster, namespace,
+    /// URL, why that cluster, and when (its start timeout runs from then).
+    fn pending_status(
+        &self,
+        user: &str,
+        server: &str,
+        profile: &fleetspawn_core::profiles::Profile,
+        options: &BTreeMap<String, String>,
+        url_prefix: Option<&str>,
+        choice: &placement::Placed,
+    ) -> Result<UserServerStatus, BundleError> {
+        let no_env = BTreeMap::new();
+        let input = SpawnInput { user, server, profile, options, context: &choice.context, secret_env: &no_env, url_prefix, owner: None };
+        let bundle = self.inner.renderer.render(&input)?;
+        Ok(UserServerStatus {
+            phase: Some(Phase::Pending),
+            cluster: Some(choice.context.clone()),
+            namespace: Some(bundle.namespace.clone()),
+            url: Some(bundle.url.clone()),
+            placement: Some(choice.reason.clone()),
+            accepted_at: Some(Time(Timestamp::now())),
+            progress: Some(crate::kube::userserver::Progress { percent: 5, message: format!("Placing on {}: {}", choice.context, choice.reason) }),
+            ..Default::default()
+        })
+    }
+
+    /// Whether this process is writing the record right now (the reconciler leaves it alone
+    /// until then).
+    fn is_accepting(&self, name: &str) -> bool {
+        lock(&self.inner.accepting).contains(name)
     }
 
     /// Stops a server: its record says `started: false` (and, with `remove_storage`, that its
@@ -774,7 +845,8 @@ impl Spawner {
     /// Namespaces are never collected. Nothing is collected before the records are listed,
     /// nor on a cluster whose watch is not synced.
     pub async fn collect_garbage(&self) -> usize {
-        if !self.inner.store_ready.load(Ordering::Acquire) {
+        if !*self.inner.store_ready.borrow() {
+            tracing::debug!("garbage collection waits for the records to be listed");
             return 0;
         }
         let kinds: Vec<(String, String)> = lock(&self.inner.kinds).iter().cloned().collect();
@@ -785,7 +857,7 @@ impl Spawner {
         let selectors = [format!("{}={home}", labels::HOME), format!("{},!{}", labels::MANAGED_SELECTOR, labels::HOME)];
         let mut collected = 0;
         for (context, cluster) in &self.inner.clusters {
-            if !self.inner.registry.is_synced(context) {
+            if !self.inner.registry.is_synced(context) || !self.inner.shards.holds(context) {
                 continue;
             }
             let owners: HashSet<String> =
@@ -795,7 +867,13 @@ impl Spawner {
                     continue;
                 }
                 for selector in &selectors {
-                    let Ok(found) = cluster.api.list_refs(api_version, kind, selector).await else { continue };
+                    let found = match cluster.api.list_refs(api_version, kind, selector).await {
+                        Ok(found) => found,
+                        Err(e) => {
+                            tracing::debug!(cluster = %context, kind = %kind, error = %e, "garbage collection could not list");
+                            continue;
+                        }
+                    };
                     for listed in found {
                         if !decide::is_garbage(listed.owner.as_deref(), listed.created, &owners, self.inner.settings.gc_grace, Timestamp::now()) {
                             continue;
@@ -820,6 +898,27 @@ impl Spawner {
         self.inner.shutdown.cancel();
         let ops: Vec<Arc<Op>> = lock(&self.inner.ops).values().cloned().collect();
         let _ = tokio::time::timeout(timeout, futures::future::join_all(ops.iter().map(|op| op.finished()))).await;
+    }
+}
+
+/// A record being written by a start request: the reconciler leaves it alone until dropped,
+/// then looks at it.
+struct Accepting<'a> {
+    spawner: &'a Spawner,
+    name: String,
+}
+
+impl<'a> Accepting<'a> {
+    fn new(spawner: &'a Spawner, name: &str) -> Self {
+        lock(&spawner.inner.accepting).insert(name.to_string());
+        Accepting { spawner, name: name.to_string() }
+    }
+}
+
+impl Drop for Accepting<'_> {
+    fn drop(&mut self) {
+        lock(&self.spawner.inner.accepting).remove(&self.name);
+        let _ = self.spawner.inner.trigger.send(self.name.clone());
     }
 }
 

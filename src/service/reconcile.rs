@@ -4,7 +4,6 @@
 //! [`decide::next_step`] and carries it out; long steps start a task ([`super::spawn`]) and
 //! return, so the loop never waits on a spawn. A failed run is retried with a short backoff.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,10 +12,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::{Resource as _, ResourceExt as _};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::decide::{self, Busy, Facts, Seen, Step};
 use super::{lock, OpKind, SpawnError, Spawner};
@@ -37,9 +36,16 @@ pub enum ReconcileError {
     Spawn(#[from] SpawnError),
 }
 
-/// The controller over the home namespace's records (its store is the records' cache).
-pub fn controller(home: &Home) -> Controller<UserServer> {
-    Controller::new(home.servers().clone(), watcher::Config::default())
+/// The controller over the home namespace's records (its store is the records' cache), and
+/// the signal that the records' first list is in (`ready` is set then).
+pub fn controller(home: &Home, ready: watch::Sender<bool>) -> Controller<UserServer> {
+    let (reader, writer) = reflector::store();
+    let events = watcher::watcher(home.servers().clone(), watcher::Config::default()).default_backoff().inspect(move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) {
+            ready.send_replace(true);
+        }
+    });
+    Controller::for_stream(reflector::reflector(writer, events).applied_objects(), reader)
 }
 
 /// Runs the controller until shutdown. `touched` are instance keys whose Pods changed (from
@@ -48,13 +54,6 @@ pub async fn run(controller: Controller<UserServer>, spawner: Spawner, touched: 
     let namespace = spawner.inner.home.namespace().to_string();
     let names = futures::stream::select(receiver_stream(touched), receiver_stream(triggered));
     let refs = names.map(move |name| ObjectRef::new(&name).within(&namespace));
-    let ready = spawner.clone();
-    let store = controller.store();
-    tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            ready.inner.store_ready.store(true, Ordering::Release);
-        }
-    });
     let shutdown = spawner.inner.shutdown.clone();
     let context = Arc::new(spawner);
     controller
@@ -97,6 +96,15 @@ impl Spawner {
     fn next_step(&self, us: &UserServer) -> Step {
         let name = us.name_any();
         let status = us.status.as_ref();
+        if self.is_accepting(&name) {
+            return Step::Nothing;
+        }
+        // Only the holder of a cluster's Lease acts on the records placed there.
+        if let Some(cluster) = status.and_then(|s| s.cluster.as_deref()) {
+            if !self.inner.shards.holds(cluster) {
+                return Step::Nothing;
+            }
+        }
         let seen = status.and_then(|s| s.cluster.as_deref()).map(|c| match self.cluster_cause(c) {
             Some(cause) => Seen::Unknown(cause),
             None => match self.inner.registry.pods_of(c, &us.uid().unwrap_or_default()) {
@@ -248,13 +256,10 @@ impl Spawner {
             Ok(c) => c,
             Err(e) => return Err(SpawnError::from(e).into()),
         };
-        let status = UserServerStatus {
-            phase: Some(Phase::Pending),
-            cluster: Some(choice.context.clone()),
-            placement: Some(choice.reason.clone()),
-            accepted_at: Some(Time(Timestamp::now())),
-            progress: Some(crate::kube::userserver::Progress { percent: 5, message: format!("Placing on {}: {}", choice.context, choice.reason) }),
-            ..Default::default()
+        let spec = &us.spec;
+        let status = match self.pending_status(&spec.user, &spec.server, profile, &spec.options, spec.url_prefix.as_deref(), &choice) {
+            Ok(status) => status,
+            Err(e) => return self.fail(us, FailureStatus { reason: crate::kube::userserver::FailureReason::Other, message: e.to_string() }).await,
         };
         self.write_status(us, status, true).await
     }

@@ -169,6 +169,10 @@ impl Spawner {
             outcome = self.apply_and_wait(op, us, &profile, &mut bundle, &context, deadline) => outcome,
             () = op.cancel.cancelled() => Err(SpawnFailure::incomplete(FailureKind::Cancelled, "the spawn was cancelled")),
         };
+        if op.handed_over.load(std::sync::atomic::Ordering::Acquire) {
+            tracing::info!(key = %us.name_any(), cluster = %context, "spawn handed over to the cluster's new Lease holder");
+            return;
+        }
         let seconds = started.elapsed().as_secs_f64();
         self.inner.metrics.spawn_finished(&profile.slug, &context, seconds, outcome.is_ok());
         if let Err(SpawnFailure { api_error: true, .. }) = &outcome {

@@ -42,6 +42,21 @@ pub fn kubectl(context: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// `kubectl apply -f -` of `manifest` (YAML or JSON) on one local cluster.
+pub fn kubectl_apply_to(context: &str, manifest: &str) {
+    use std::io::Write as _;
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(["--context", context, "apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"));
+    child.stdin.take().expect("stdin").write_all(manifest.as_bytes()).expect("write the manifest");
+    assert!(child.wait().expect("kubectl apply").success(), "kubectl apply on {context} of:\n{manifest}");
+}
+
 /// Held for the whole of a test that stops clusters: such tests run one at a time. (Each test
 /// runs on its own thread and current-thread runtime, so holding it across awaits is fine.)
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
