@@ -186,7 +186,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Spawn { user, profile, server, options } => {
-            let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path, Metrics::new()).await?;
+            let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path, Metrics::new(), false).await?;
             let profile = match profile {
                 Some(p) => p,
                 None => spawner.profiles().default_profile().map(|p| p.slug.clone()).context("no --profile given and no default profile")?,
@@ -201,16 +201,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if e.ready == Some(true) {
                     println!("{}", e.url.unwrap_or_default());
                     code = ExitCode::SUCCESS;
+                    if spawner.held_clusters().contains(&started.cluster) {
+                        eprintln!(
+                            "warning: no fleetspawn daemon holds cluster {}'s Lease: this command carried the spawn, and nothing follows the server (lifespans, a lost Pod) until a daemon runs",
+                            started.cluster
+                        );
+                    }
                 } else if e.failed == Some(true) {
                     eprintln!("failed: {}", e.message);
                 } else {
                     eprintln!("[{:3}%] {}", e.progress, e.message);
                 }
             }
+            spawner.shutdown(CLI_DRAIN).await;
             Ok(code)
         }
         Command::List { json } => {
-            let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path, Metrics::new()).await?;
+            let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path, Metrics::new(), false).await?;
             let list = spawner.list();
             if json {
                 let wire: Vec<wire::InstanceView> = list.iter().cloned().map(wire::InstanceView::from).collect();
@@ -222,6 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !unsynced.is_empty() {
                 eprintln!("warning: not synced (instances there show as unknown): {}", unsynced.join(", "));
             }
+            spawner.shutdown(CLI_DRAIN).await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve => {
@@ -231,15 +239,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("refusing to start:\n{}", list.join("\n"));
             }
             let metrics = Metrics::new();
-            let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path, metrics.clone()).await?;
+            let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path, metrics.clone(), true).await?;
             let mut config = config.clone();
             config.profiles = profiles_path;
             http::serve(&config, config.auth.clone(), spawner, metrics, http::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Stop { user, server, remove_storage } => {
-            let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path, Metrics::new()).await?;
+            let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path, Metrics::new(), false).await?;
             spawner.stop(&user, &server, remove_storage).await?;
+            spawner.shutdown(CLI_DRAIN).await;
             eprintln!("stopped");
             Ok(ExitCode::SUCCESS)
         }
@@ -252,12 +261,17 @@ fn load_profiles(path: &Path, renderer: &Renderer) -> anyhow::Result<ProfileSet>
     sources::profiles(path, renderer).map_err(|errors| anyhow::anyhow!("invalid profiles:\n{errors}"))
 }
 
-async fn start_spawner(config: &Config, kubeconfig_path: Option<&Path>, profiles_path: &Path, metrics: Metrics) -> anyhow::Result<Spawner> {
+/// How long a command waits, when it ends, for what it started to reach a consistent point.
+const CLI_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The spawner of a command: a daemon (`member`) shares the clusters' Leases with the other
+/// replicas; the CLI's commands are guests, taking only Leases no daemon holds.
+async fn start_spawner(config: &Config, kubeconfig_path: Option<&Path>, profiles_path: &Path, metrics: Metrics, member: bool) -> anyhow::Result<Spawner> {
     let renderer = sources::renderer(config.templates_dir.as_deref())?;
     let set = load_profiles(profiles_path, &renderer)?;
     let loaded = fleet::load(kubeconfig_path)?;
     let fleet = Fleet::connect(&loaded).await;
-    Ok(Spawner::start(fleet, set, renderer, SpawnerSettings::from(config), metrics).await?)
+    Ok(Spawner::start(fleet, set, renderer, SpawnerSettings { member, ..SpawnerSettings::from(config) }, metrics).await?)
 }
 
 /// Checks the profiles against the operator's templates (`templates_dir`) as the daemon

@@ -4,8 +4,17 @@ mod common;
 
 use std::process::{Command, Output};
 
+/// The command, on the records of a home namespace of this test binary's own.
 fn fleetspawn(args: &[&str]) -> Output {
+    static HOME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    fleetspawn_in(HOME.get_or_init(common::home_namespace), args)
+}
+
+/// The command on the records of `home` (the commands of one test share theirs, so no other
+/// test's command carries their spawns).
+fn fleetspawn_in(home: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fleetspawn"))
+        .env("FLEETSPAWN_HOME_NAMESPACE", home)
         .current_dir(common::repo())
         .arg("--kubeconfig")
         .arg(common::kubeconfig())
@@ -22,6 +31,8 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn spawn_prints_progress_then_the_url_and_list_and_stop_follow() {
+    let home = common::home_namespace();
+    let fleetspawn = |args: &[&str]| fleetspawn_in(&home, args);
     let user = common::unique("cli");
     let out = fleetspawn(&["spawn", "--user", &user, "--profile", "spread", "--server", "lab"]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));

@@ -243,6 +243,7 @@ kubeconfig = "{kubeconfig}"
 profiles = "{profiles}"
 max_concurrent_spawns = 64
 max_servers_per_user = 3
+home_namespace = "fs-home-pytest-{secrets.token_hex(4)}"
 
 [auth]
 tokens = [

@@ -438,20 +438,7 @@ mod tests {
         assert_eq!(spec["properties"]["started"]["default"], true);
         assert_eq!(spec["properties"]["lifespan"]["pattern"], DURATION_PATTERN);
         let status = &schema["status"]["properties"];
-        for field in [
-            "phase",
-            "cluster",
-            "namespace",
-            "url",
-            "podUID",
-            "inventory",
-            "startedAt",
-            "lastActivity",
-            "progress",
-            "failure",
-            "observedGeneration",
-            "conditions",
-        ] {
+        for field in STATUS_FIELDS {
             assert!(status.get(field).is_some(), "status.{field} missing: {status}");
         }
         assert_eq!(status["phase"]["enum"], serde_json::json!(["Pending", "Starting", "Running", "Stopping", "Stopped", "Failed", "Unknown"]));

@@ -72,8 +72,9 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How long a record this process wrote is answered from its own copy while the watch does
-/// not show it yet (the watch is normally milliseconds behind).
-const ACCEPTED_BRIDGE: Duration = Duration::from_secs(5);
+/// not show that version yet (the watch is normally milliseconds behind; after a dropped
+/// connection, seconds).
+const ACCEPTED_BRIDGE: Duration = Duration::from_secs(60);
 
 /// How long [`Spawner::start`] waits for the first list of the records.
 const HOME_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -99,6 +100,9 @@ pub struct SpawnerSettings {
     pub install_crd: bool,
     /// How often every record is reconciled when nothing changed.
     pub resync: Duration,
+    /// Counted among the replicas that share the clusters' Leases (a daemon). A guest (the
+    /// CLI) takes only Leases nobody holds and never makes a replica give one up.
+    pub member: bool,
 }
 
 /// How often garbage collection runs.
@@ -116,6 +120,7 @@ impl From<&Config> for SpawnerSettings {
             home_namespace: config.home_namespace.clone(),
             install_crd: config.install_crd,
             resync: RESYNC_INTERVAL,
+            member: true,
         }
     }
 }
@@ -312,7 +317,7 @@ impl Spawner {
         let controller = reconcile::controller(&home, store_ready.clone());
         let shutdown = CancellationToken::new();
         let (shard_changes, mut shard_changed) = mpsc::unbounded_channel();
-        let shards = shards::Shards::start(home_client.clone(), home.namespace(), contexts.clone(), shutdown.clone(), shard_changes);
+        let shards = shards::Shards::start(home_client.clone(), home.namespace(), contexts.clone(), settings.member, shutdown.clone(), shard_changes);
         let spawner = Spawner {
             inner: Arc::new(Inner {
                 clusters,
@@ -510,13 +515,14 @@ impl Spawner {
 
     /// Every record: the watch's, plus those this process wrote that it does not show yet.
     fn records(&self) -> Vec<Arc<UserServer>> {
-        let mut records: Vec<Arc<UserServer>> = self.inner.store.state();
-        let known: HashSet<String> = records.iter().map(|us| us.name_any()).collect();
+        let mut records: HashMap<String, Arc<UserServer>> = self.inner.store.state().into_iter().map(|us| (us.name_any(), us)).collect();
         let mut accepted = lock(&self.inner.accepted);
-        // Once the watch has a record (or after a while), the watch's copy is the one.
-        accepted.retain(|name, (at, _)| !known.contains(name) && at.elapsed() < ACCEPTED_BRIDGE);
-        records.extend(accepted.values().map(|(_, us)| Arc::new(us.clone())));
-        records
+        // Kept until the watch shows the same version or a newer one (or for a while).
+        accepted.retain(|name, (at, us)| at.elapsed() < ACCEPTED_BRIDGE && records.get(name).is_none_or(|w| resource_version(w) < resource_version(us)));
+        for (name, (_, us)) in accepted.iter() {
+            records.insert(name.clone(), Arc::new(us.clone()));
+        }
+        records.into_values().collect()
     }
 
     /// One record: the newer of the watch's copy and the one this process last wrote.
@@ -842,15 +848,18 @@ impl Spawner {
 
     /// Deletes objects of this installation that no record owns (or that claim no owner),
     /// once older than the grace period, recording an Event for each. Claims (user data) and
-    /// Namespaces are never collected. Nothing is collected before the records are listed,
-    /// nor on a cluster whose watch is not synced.
+    /// Namespaces are never collected. The owners come from a fresh list of the records (never
+    /// the cache, which may lag behind a spawn); without one, nothing is collected, nor on a
+    /// cluster whose watch is not synced or whose Lease this replica does not hold.
     pub async fn collect_garbage(&self) -> usize {
-        if !*self.inner.store_ready.borrow() {
-            tracing::debug!("garbage collection waits for the records to be listed");
-            return 0;
-        }
+        let records = match self.inner.home.servers().list(&kube::api::ListParams::default()).await {
+            Ok(list) => list.items,
+            Err(e) => {
+                tracing::debug!(error = %e, "garbage collection needs the records; skipped");
+                return 0;
+            }
+        };
         let kinds: Vec<(String, String)> = lock(&self.inner.kinds).iter().cloned().collect();
-        let records = self.records();
         let home = self.inner.home.namespace().to_string();
         // This installation's objects, and objects that say fleetspawn manages them but
         // claim no installation (decoys, leftovers of old versions).
@@ -894,10 +903,16 @@ impl Spawner {
 
     /// Stops the background loops and waits for tasks in flight to reach a consistent point
     /// (the reconciler picks up the rest after a restart), at most `timeout`.
+    /// The cluster Leases are released (briefly waited for), so another replica takes over at
+    /// once rather than after they expire.
     pub async fn shutdown(&self, timeout: Duration) {
         self.inner.shutdown.cancel();
         let ops: Vec<Arc<Op>> = lock(&self.inner.ops).values().cloned().collect();
         let _ = tokio::time::timeout(timeout, futures::future::join_all(ops.iter().map(|op| op.finished()))).await;
+        let released_by = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !self.inner.shards.held().is_empty() && tokio::time::Instant::now() < released_by {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -146,28 +146,7 @@ impl Spawner {
                 }
             }
             Step::Stop => self.start_stop(us, None),
-            Step::Stopped => {
-                if us.metadata.deletion_timestamp.is_some() {
-                    let finalizers: Vec<String> = us.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
-                    let patch = serde_json::json!({ "metadata": { "finalizers": finalizers, "resourceVersion": us.resource_version() } });
-                    match home.patch(&name, &patch).await {
-                        Ok(_) => {}
-                        Err(e) if e.is_not_found() => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                    lock(&self.inner.accepted).remove(&name);
-                } else {
-                    let stopped = UserServerStatus {
-                        phase: Some(Phase::Stopped),
-                        failure: status.failure.clone(),
-                        cluster: status.cluster.clone(),
-                        namespace: status.namespace.clone(),
-                        ..Default::default()
-                    };
-                    self.write_status(us, stopped, true).await?;
-                    self.record_event(us, EventType::Normal, "Stopped", "Stop", "Nothing runs any more".into()).await;
-                }
-            }
+            Step::Stopped => self.stopped(us, None).await?,
             Step::Restart => {
                 // Back where it ran (its storage is there) while that cluster is healthy.
                 let cluster = status.cluster.clone().filter(|c| self.cluster_cause(c).is_none());

@@ -74,16 +74,25 @@ impl Shards {
         }
     }
 
-    /// Starts keeping this replica's member Lease and competing for the clusters' Leases in
-    /// `namespace` of the home cluster. `changed` gets a cluster's name whenever this replica
+    /// Starts keeping this replica's member Lease (a `member`; a guest has none) and competing
+    /// for the clusters' Leases in `namespace` of the home cluster. `changed` gets a cluster's name whenever this replica
     /// takes or loses it. Leases are released at `shutdown`.
-    pub fn start(client: Client, namespace: &str, contexts: Vec<String>, shutdown: CancellationToken, changed: mpsc::UnboundedSender<String>) -> Arc<Shards> {
+    pub fn start(
+        client: Client,
+        namespace: &str,
+        contexts: Vec<String>,
+        member: bool,
+        shutdown: CancellationToken,
+        changed: mpsc::UnboundedSender<String>,
+    ) -> Arc<Shards> {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "fleetspawn".into());
         let identity = format!("{}-{}", InstanceKey::new(&host, "").key(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        tracing::info!(replica = %identity, clusters = contexts.len(), "competing for the clusters' Leases");
+        tracing::info!(replica = %identity, clusters = contexts.len(), member, "competing for the clusters' Leases");
         let shards = Arc::new(Shards { identity: identity.clone(), held: RwLock::default() });
-        let member = format!("{MEMBER_PREFIX}{identity}");
-        tokio::spawn(keep_member(client.clone(), namespace.to_string(), member, identity.clone(), shutdown.clone()));
+        if member {
+            let name = format!("{MEMBER_PREFIX}{identity}");
+            tokio::spawn(keep_member(client.clone(), namespace.to_string(), name, identity.clone(), shutdown.clone()));
+        }
         for context in contexts.iter().cloned() {
             let run = ShardRun {
                 shards: shards.clone(),
@@ -135,9 +144,17 @@ async fn keep_member(client: Client, namespace: String, name: String, identity: 
     }
 }
 
-/// Replicas whose member Lease was renewed within its duration.
+/// How long one request about Leases may take: a connection that hangs (an API server coming
+/// back) never stalls the renewals.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn timed_out() -> kube_lease_manager::LeaseManagerError {
+    kube_lease_manager::LeaseManagerError::InconsistentState(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()))
+}
+
+/// Replicas whose member Lease was renewed within its duration (`None`: not known now).
 async fn live_members(leases: &Api<Lease>, now: Timestamp) -> Option<usize> {
-    let list = leases.list(&ListParams::default()).await.ok()?;
+    let list = tokio::time::timeout(REQUEST_TIMEOUT, leases.list(&ListParams::default())).await.ok()?.ok()?;
     let live = list
         .items
         .iter()
@@ -171,21 +188,28 @@ impl ShardRun {
         }
     }
 
-    async fn compete(self) {
-        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
-        let name = lease_name(&self.context);
-        let m: LeaseManager = loop {
-            match manager(self.client.clone(), &self.namespace, &name, &self.shards.identity).build().await {
-                Ok(m) => break m,
+    /// The manager of the cluster's Lease (creating the Lease if needed), retried until it
+    /// works; `None` at shutdown.
+    async fn manager(&self, name: &str) -> Option<LeaseManager> {
+        loop {
+            let built = tokio::time::timeout(REQUEST_TIMEOUT, manager(self.client.clone(), &self.namespace, name, &self.shards.identity).build()).await;
+            match built.unwrap_or_else(|_| Err(timed_out())) {
+                Ok(m) => return Some(m),
                 Err(e) => {
                     tracing::warn!(cluster = %self.context, error = %e, "creating the cluster's Lease; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_secs(2)) => {}
-                        () = self.shutdown.cancelled() => return,
+                        () = self.shutdown.cancelled() => return None,
                     }
                 }
             }
-        };
+        }
+    }
+
+    async fn compete(self) {
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
+        let name = lease_name(&self.context);
+        let Some(mut m) = self.manager(&name).await else { return };
         let mut tick = tokio::time::interval(REBALANCE_INTERVAL);
         loop {
             // How many this replica may hold now.
@@ -195,8 +219,8 @@ impl ShardRun {
                 // Beyond its share: let another replica have it.
                 tracing::info!(cluster = %self.context, replica = %self.shards.identity, fair, members, "cluster Lease given up to another replica");
                 let _ = self.changed.send(self.context.clone());
-                if let Err(e) = m.release().await {
-                    tracing::warn!(cluster = %self.context, error = %e, "releasing the cluster's Lease (it expires by itself)");
+                if !matches!(tokio::time::timeout(REQUEST_TIMEOUT, m.release()).await, Ok(Ok(()))) {
+                    tracing::warn!(cluster = %self.context, "could not release the cluster's Lease (it expires by itself)");
                 }
                 tokio::select! {
                     () = tokio::time::sleep(YIELD_FOR) => {}
@@ -217,15 +241,19 @@ impl ShardRun {
                 state = m.changed() => match state {
                     Ok(holding) => self.note(holding),
                     Err(e) => {
+                        // Not renewed: stop writing to the cluster. The manager is made anew, so
+                        // that it reports the Lease as taken again when it renews it.
                         tracing::warn!(cluster = %self.context, error = %e, "the cluster's Lease");
                         self.note(false);
                         tokio::time::sleep(Duration::from_secs(1)).await;
+                        let Some(fresh) = self.manager(&name).await else { return };
+                        m = fresh;
                     }
                 },
                 _ = tick.tick() => {}
                 () = self.shutdown.cancelled() => {
                     if self.shards.holds(&self.context) {
-                        let _ = m.release().await;
+                        let _ = tokio::time::timeout(REQUEST_TIMEOUT, m.release()).await;
                         self.note(false);
                     }
                     return;

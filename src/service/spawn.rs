@@ -25,6 +25,7 @@ use kube::{Api, ResourceExt as _};
 use serde_json::Value;
 
 use super::progress::Progress;
+use super::reconcile::ReconcileError;
 use super::{decide, lock, ClusterHandle, Op, OpKind, SpawnError, Spawner, MAX_REMEMBERED};
 use crate::kube::objects::{ObjectError, ObjectRef};
 use crate::kube::userserver::{
@@ -467,7 +468,7 @@ impl Spawner {
     async fn run_stop(&self, us: &UserServer, lost: Option<FailureStatus>) -> bool {
         let name = us.name_any();
         let status = us.status.clone().unwrap_or_default();
-        let Some(context) = status.cluster.clone() else { return self.stopped(us, lost).await };
+        let Some(context) = status.cluster.clone() else { return self.recorded_stop(us, lost).await };
         if lost.is_none() && status.phase != Some(Phase::Stopping) {
             self.milestone(us, UserServerStatus { phase: Some(Phase::Stopping), progress: None, ..status.clone() }).await;
         }
@@ -476,7 +477,7 @@ impl Spawner {
         let extra: Vec<(String, String)> = status.inventory.iter().map(|e| (e.api_version.clone(), e.kind.clone())).collect();
         let owner = us.uid().unwrap_or_default();
         match tokio::time::timeout(timeout, self.delete_owned(&context, &owner, remove_storage, &extra)).await {
-            Ok(Ok(())) => self.stopped(us, lost).await,
+            Ok(Ok(())) => self.recorded_stop(us, lost).await,
             Ok(Err(e)) => {
                 tracing::warn!(record = %name, cluster = %context, error = %e, "stop incomplete; retrying");
                 false
@@ -488,21 +489,29 @@ impl Spawner {
         }
     }
 
+    /// [`Self::stopped`], logging a failure to record it (the next reconcile records it); whether it did.
+    async fn recorded_stop(&self, us: &UserServer, lost: Option<FailureStatus>) -> bool {
+        match self.stopped(us, lost).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(record = %us.name_any(), error = %e, "could not record a stop");
+                false
+            }
+        }
+    }
+
     /// Records that nothing runs for a record any more: `Stopped` (or `Failed` with the cause
     /// when its Pod was lost); a deleted record loses its finalizer and goes.
-    async fn stopped(&self, us: &UserServer, lost: Option<FailureStatus>) -> bool {
+    pub(super) async fn stopped(&self, us: &UserServer, lost: Option<FailureStatus>) -> Result<(), ReconcileError> {
         let name = us.name_any();
         let latest = self.record(&name).map_or_else(|| us.clone(), |r| (*r).clone());
         if latest.metadata.deletion_timestamp.is_some() {
             let finalizers: Vec<String> = latest.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
             lock(&self.inner.accepted).remove(&name);
             return match self.inner.home.patch(&name, &serde_json::json!({ "metadata": { "finalizers": finalizers } })).await {
-                Ok(_) => true,
-                Err(e) if e.is_not_found() => true,
-                Err(e) => {
-                    tracing::warn!(record = %name, error = %e, "could not release a deleted record");
-                    false
-                }
+                Ok(_) => Ok(()),
+                Err(e) if e.is_not_found() => Ok(()),
+                Err(e) => Err(e.into()),
             };
         }
         let status = latest.status.clone().unwrap_or_default();
@@ -517,16 +526,9 @@ impl Spawner {
                 ..Default::default()
             },
         };
-        match self.write_status(&latest, next, false).await {
-            Ok(()) => {
-                self.record_event(&latest, EventType::Normal, "Stopped", "Stop", "Nothing runs any more".into()).await;
-                true
-            }
-            Err(e) => {
-                tracing::warn!(record = %name, error = %e, "could not record a stop");
-                false
-            }
-        }
+        self.write_status(&latest, next, false).await?;
+        self.record_event(&latest, EventType::Normal, "Stopped", "Stop", "Nothing runs any more".into()).await;
+        Ok(())
     }
 
     /// Deletes every object on `context` labelled with `owner` (of the kinds fleetspawn has
