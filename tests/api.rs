@@ -345,6 +345,7 @@ async fn profiles_are_limited_by_group_and_list_their_options() {
     // The options, as a form would show them.
     let with_options = seen.body.as_array().expect("list").iter().find(|p| p["slug"] == "with-options").expect("with-options").clone();
     assert_eq!(with_options["clusters"], json!(["cluster-c"]));
+    assert_eq!(with_options["start_timeout"], 60, "a hub waits as long as the profile's start timeout");
     let image = &with_options["options"][0];
     assert_eq!((image["name"].as_str(), image["default"].as_str()), (Some("image"), Some("base")), "{image}");
     let choices: Vec<&str> = image["choices"].as_array().expect("choices").iter().filter_map(|c| c["value"].as_str()).collect();
@@ -611,6 +612,42 @@ async fn only_the_hub_sets_url_prefix_and_env_and_only_to_the_users_own_path() {
     assert!(started.body["url"].as_str().is_some_and(|u| u.ends_with(&own)), "{}", started.body);
     let events = api.progress(&path, As::Token(HUB_TOKEN)).await;
     assert_eq!(events.last().map(|(name, _)| name.as_str()), Some("ready"), "{}", show(&events));
+    assert_eq!(api.delete(&path, As::Token(HUB_TOKEN)).await.status, StatusCode::NO_CONTENT);
+}
+
+/// A hub sends a new API token with every spawn of its own (after a hub restart, a failed
+/// stop). A server that still holds the old token would fail its OAuth exchange, so a start
+/// with a different env replaces it; the same env again answers the running server.
+#[tokio::test]
+async fn a_start_with_a_new_hub_token_replaces_the_server_holding_the_old_one() {
+    let api = Api::start();
+    let user = common::unique("token");
+    let path = server_path(&user, "");
+    let key = fleetspawn_core::naming::InstanceKey::new(&user, "");
+    let body = |token: &str| json!({ "profile": "a", "env": { "JUPYTERHUB_API_TOKEN": token } });
+    let pod_uid = || common::kubectl("cluster-a", &["get", "pod", "-n", "fleetspawn-test", &key.object_name(), "-o", "jsonpath={.metadata.uid}"]);
+    let token_given = || {
+        common::kubectl(
+            "cluster-a",
+            &["get", "secret", "-n", "fleetspawn-test", &key.object_name(), "-o", "go-template={{.data.JUPYTERHUB_API_TOKEN | base64decode}}"],
+        )
+    };
+    assert_eq!(api.put(&path, As::Token(HUB_TOKEN), body("first")).await.status, StatusCode::ACCEPTED);
+    let events = api.progress(&path, As::Token(HUB_TOKEN)).await;
+    assert_eq!(events.last().map(|(name, _)| name.as_str()), Some("ready"), "{}", show(&events));
+    let (first_pod, first_token) = (pod_uid(), token_given());
+    assert_eq!(first_token, "first");
+
+    let again = api.put(&path, As::Token(HUB_TOKEN), body("first")).await;
+    assert_eq!(again.status, StatusCode::OK, "the same env: the running server, as it is: {}", again.body);
+    assert_eq!(pod_uid(), first_pod);
+
+    let renewed = api.put(&path, As::Token(HUB_TOKEN), body("second")).await;
+    assert_eq!(renewed.status, StatusCode::ACCEPTED, "{}", renewed.body);
+    let events = api.progress(&path, As::Token(HUB_TOKEN)).await;
+    assert_eq!(events.last().map(|(name, _)| name.as_str()), Some("ready"), "{}", show(&events));
+    assert_ne!(pod_uid(), first_pod, "the server holding the old token was replaced");
+    assert_eq!(token_given(), "second");
     assert_eq!(api.delete(&path, As::Token(HUB_TOKEN)).await.status, StatusCode::NO_CONTENT);
 }
 

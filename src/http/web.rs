@@ -527,6 +527,7 @@ mod tests {
         let choice = |v: &str, d: &str| ChoiceInfo { value: v.into(), display_name: d.into(), description: String::new() };
         vec![
             ProfileInfo {
+                start_timeout: 300,
                 slug: "scipy".into(),
                 display_name: "Data science".into(),
                 description: "Python with NumPy, pandas, SciPy and Jupyter. 2 CPUs, 8 GiB memory.".into(),
@@ -545,6 +546,7 @@ mod tests {
                 }],
             },
             ProfileInfo {
+                start_timeout: 300,
                 slug: "gpu".into(),
                 display_name: "GPU <large>".into(),
                 description: "One NVIDIA A100, 16 CPUs, 64 GiB memory. For training models.".into(),
@@ -560,6 +562,7 @@ mod tests {
                 }],
             },
             ProfileInfo {
+                start_timeout: 300,
                 slug: "r".into(),
                 display_name: "R Studio".into(),
                 description: String::new(),

@@ -36,6 +36,9 @@ pub struct ProfileInfo {
     /// Whether it is the default profile.
     pub default: bool,
     pub options: Vec<OptionInfo>,
+    /// How long a spawn of it may take, in whole seconds (a hub waits at least this long).
+    #[schema(minimum = 1)]
+    pub start_timeout: u64,
 }
 
 /// One user-selectable option of a profile.
@@ -98,6 +101,7 @@ impl ProfileInfo {
             clusters: profile.contexts.clone(),
             default: is_default,
             options,
+            start_timeout: profile.start_timeout.as_secs().max(1),
         }
     }
 }

@@ -666,9 +666,17 @@ impl Spawner {
         }
         let user_lock = self.user_lock(&req.user);
         let _one_start_per_user = user_lock.lock().await;
-        let existing = self.record(&name);
+        let mut existing = self.record(&name);
         if let decide::Accept::AlreadyThere(view) = decide::accept(existing.as_deref(), existing.as_deref().and_then(|us| self.view(us)))? {
-            return Ok(*view);
+            if !self.env_changed(existing.as_deref(), &req.env).await? {
+                return Ok(*view);
+            }
+            // A hub sends a new API token with every spawn of its own (after a hub restart, a
+            // failed stop): the server holding the old one would fail its OAuth exchange, so
+            // it is replaced, as kubespawner does.
+            tracing::info!(key = %name, "the hub sent a new env for a server it already has: replacing it");
+            self.stop(&req.user, &req.server, false).await?;
+            existing = self.record(&name);
         }
         let records = self.records();
         let views: Vec<InstanceView> = records.iter().filter(|us| us.name_any() != name).filter_map(|us| self.view(us)).collect();
@@ -751,6 +759,20 @@ impl Spawner {
             self.start_spawn(&placed);
         }
         Ok(self.view(&placed).unwrap_or_else(|| InstanceView::named(&name, &req.user, &req.server, InstanceState::Pending)))
+    }
+
+    /// Whether a start request's env differs from what the record's server was given (an
+    /// empty env, as every caller but a hub sends, changes nothing).
+    async fn env_changed(&self, us: Option<&UserServer>, env: &BTreeMap<String, String>) -> Result<bool, SpawnError> {
+        if env.is_empty() {
+            return Ok(false);
+        }
+        let Some(secret) = us.and_then(|us| us.spec.env_secret_ref.as_ref()) else { return Ok(true) };
+        match self.inner.home.read_env_secret(&secret.name).await {
+            Ok(given) => Ok(&given != env),
+            Err(e) if e.is_not_found() => Ok(true),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The status of a record just placed on `choice`: `Pending`, with its cluster, namespace,
