@@ -58,8 +58,40 @@ pub struct Config {
     pub home_namespace: String,
     /// Install or upgrade the `UserServer` CRD at start (default true; needs the right to).
     pub install_crd: bool,
+    /// Where users' activity comes from, for idle culling (see `activity`).
+    pub activity: ActivityConfig,
     /// Who may call the daemon: API tokens, trusted proxies, admins (see `auth`).
     pub auth: AuthConfig,
+}
+
+/// The `[activity]` section: where users' last activity comes from (idle culling).
+///
+/// ```toml
+/// [activity]
+/// hub_api_url = "http://hub:8081/hub/api"
+/// hub_api_token_file = "/etc/fleetspawn/hub-api-token"
+/// interval = "1m"
+/// ```
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActivityConfig {
+    /// JupyterHub's REST API; unset: no activity source, so no idle culling (lifespans still
+    /// apply).
+    pub hub_api_url: Option<String>,
+    /// A token of a hub service whose role has the scopes `list:users`, `read:users:activity`
+    /// and `read:servers`. Prefer `FLEETSPAWN_ACTIVITY__HUB_API_TOKEN` or the file.
+    pub hub_api_token: Option<Secret>,
+    /// File holding that token (trailing whitespace ignored).
+    pub hub_api_token_file: Option<PathBuf>,
+    /// How often activity is read (default 60 s).
+    #[serde(with = "duration")]
+    pub interval: Duration,
+}
+
+impl Default for ActivityConfig {
+    fn default() -> Self {
+        ActivityConfig { hub_api_url: None, hub_api_token: None, hub_api_token_file: None, interval: Duration::from_secs(60) }
+    }
 }
 
 impl Default for Config {
@@ -76,6 +108,7 @@ impl Default for Config {
             home_context: None,
             home_namespace: "fleetspawn".into(),
             install_crd: true,
+            activity: ActivityConfig::default(),
             auth: AuthConfig::default(),
         }
     }
@@ -131,6 +164,7 @@ const FIELDS: &[&str] = &[
     "home_context",
     "home_namespace",
     "install_crd",
+    "activity",
     "auth",
 ];
 

@@ -271,7 +271,21 @@ async fn start_spawner(config: &Config, kubeconfig_path: Option<&Path>, profiles
     let set = load_profiles(profiles_path, &renderer)?;
     let loaded = fleet::load(kubeconfig_path)?;
     let fleet = Fleet::connect(&loaded).await;
-    Ok(Spawner::start(fleet, set, renderer, SpawnerSettings { member, ..SpawnerSettings::from(config) }, metrics).await?)
+    let activity = activity_source(config)?;
+    Ok(Spawner::start(fleet, set, renderer, SpawnerSettings { member, activity, ..SpawnerSettings::from(config) }, metrics).await?)
+}
+
+/// The `[activity]` settings as the spawner's activity source (the token read from its file).
+fn activity_source(config: &Config) -> anyhow::Result<Option<fleetspawn::service::ActivitySource>> {
+    let a = &config.activity;
+    let Some(url) = &a.hub_api_url else { return Ok(None) };
+    let token = match (&a.hub_api_token, &a.hub_api_token_file) {
+        (Some(t), _) => t.0.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path).with_context(|| format!("activity.hub_api_token_file {}", path.display()))?.trim_end().to_string(),
+        (None, None) => anyhow::bail!("activity.hub_api_url is set but neither activity.hub_api_token nor activity.hub_api_token_file"),
+    };
+    let hub = fleetspawn::hub::HubApi::new(url, &token).with_context(|| format!("activity.hub_api_url {url}"))?;
+    Ok(Some(fleetspawn::service::ActivitySource { hub, interval: a.interval }))
 }
 
 /// Checks the profiles against the operator's templates (`templates_dir`) as the daemon

@@ -149,6 +149,15 @@ impl Home {
             .map_err(|e| HomeError::from_kube(format!("writing the status of UserServer {name}"), e))
     }
 
+    /// Merge-patches part of a record's status (e.g. `{"lastActivity": ...}`), leaving the rest.
+    pub async fn patch_status(&self, name: &str, status: &Value) -> Result<UserServer, HomeError> {
+        let patch = json!({ "status": status });
+        self.servers
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| HomeError::from_kube(format!("writing the status of UserServer {name}"), e))
+    }
+
     /// Deletes a record (its finalizer then removes what runs).
     pub async fn delete(&self, name: &str) -> Result<(), HomeError> {
         match self.servers.delete(name, &DeleteParams::default()).await {

@@ -100,6 +100,8 @@ pub struct SpawnerSettings {
     pub install_crd: bool,
     /// How often every record is reconciled when nothing changed.
     pub resync: Duration,
+    /// Where users' activity comes from (`None`: no idle culling).
+    pub activity: Option<ActivitySource>,
     /// Counted among the replicas that share the clusters' Leases (a daemon). A guest (the
     /// CLI) takes only Leases nobody holds and never makes a replica give one up.
     pub member: bool,
@@ -120,8 +122,22 @@ impl From<&Config> for SpawnerSettings {
             home_namespace: config.home_namespace.clone(),
             install_crd: config.install_crd,
             resync: RESYNC_INTERVAL,
+            activity: None,
             member: true,
         }
+    }
+}
+
+/// The activity source of idle culling: JupyterHub's REST API, read every `interval`.
+#[derive(Clone)]
+pub struct ActivitySource {
+    pub hub: crate::hub::HubApi,
+    pub interval: Duration,
+}
+
+impl std::fmt::Debug for ActivitySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActivitySource").field("hub", &self.hub.url()).field("interval", &self.interval).finish()
     }
 }
 
@@ -258,6 +274,8 @@ struct Inner {
     restart_watch: BTreeMap<String, watch::Sender<u64>>,
     /// Record names to reconcile now.
     trigger: mpsc::UnboundedSender<String>,
+    /// Whether activity has been read since start: no idle culling before that.
+    activity_read: AtomicBool,
     /// The cluster Leases this replica holds: only those clusters are written to from here.
     shards: Arc<shards::Shards>,
     shutdown: CancellationToken,
@@ -342,6 +360,7 @@ impl Spawner {
                 namespaces: Mutex::default(),
                 restart_watch,
                 trigger,
+                activity_read: AtomicBool::new(false),
                 shards,
                 shutdown,
                 metrics,
@@ -373,6 +392,17 @@ impl Spawner {
             tracing::warn!(context = %spawner.inner.home_context, "the records (UserServers) are not listed yet; serving what comes");
         }
         tokio::spawn(spawner.clone().gc_loop());
+        match spawner.inner.settings.activity.clone() {
+            Some(source) => {
+                tokio::spawn(spawner.clone().activity_loop(source));
+            }
+            None => {
+                let idle: Vec<String> = spawner.profiles().iter().filter(|p| p.idle_timeout.is_some()).map(|p| p.slug.clone()).collect();
+                if !idle.is_empty() {
+                    tracing::warn!(profiles = %idle.join(", "), "no activity source ([activity] hub_api_url): idle_timeout is not applied (lifespans are)");
+                }
+            }
+        }
         spawner.inner.registry.wait_settled(Duration::from_secs(30)).await;
         Ok(spawner)
     }
@@ -853,6 +883,45 @@ impl Spawner {
             message: "no client for this context".into(),
             code: None,
         })
+    }
+
+    async fn activity_loop(self, source: ActivitySource) {
+        let mut tick = tokio::time::interval(source.interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.read_activity(&source.hub).await,
+                () = self.inner.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Reads users' activity from the hub into the records of running servers on the clusters
+    /// this replica holds (`status.lastActivity`, written only when it moved on).
+    async fn read_activity(&self, hub: &crate::hub::HubApi) {
+        let activity = match hub.last_activity().await {
+            Ok(a) => a,
+            Err(e) => {
+                let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+                tracing::warn!(error = %e, "reading activity from the hub failed{cause}; idle culling waits");
+                return;
+            }
+        };
+        for us in self.records() {
+            let Some(status) = &us.status else { continue };
+            let held = status.cluster.as_deref().is_some_and(|c| self.inner.shards.holds(c));
+            if !held || status.phase != Some(Phase::Running) {
+                continue;
+            }
+            let Some(at) = activity.get(&(us.spec.user.clone(), us.spec.server.clone())) else { continue };
+            if status.last_activity.as_ref().is_some_and(|known| known.0 >= *at) {
+                continue;
+            }
+            match self.inner.home.patch_status(&us.name_any(), &serde_json::json!({ "lastActivity": Time(*at) })).await {
+                Ok(written) => self.remember(&written),
+                Err(e) => tracing::debug!(record = %us.name_any(), error = %e, "writing activity"),
+            }
+        }
+        self.inner.activity_read.store(true, Ordering::Release);
     }
 
     async fn gc_loop(self) {

@@ -122,7 +122,9 @@ impl Spawner {
             (a, l) => a.or(l),
         };
         let lifespan = bound(us.spec.lifespan_duration(), profile.as_ref().and_then(|p| p.max_age));
-        let idle_timeout = bound(us.spec.idle_timeout_duration(), profile.as_ref().and_then(|p| p.idle_timeout));
+        // Idleness is known only from an activity source, and only once it has been read.
+        let activity_known = self.inner.activity_read.load(std::sync::atomic::Ordering::Acquire);
+        let idle_timeout = bound(us.spec.idle_timeout_duration(), profile.as_ref().and_then(|p| p.idle_timeout)).filter(|_| activity_known);
         decide::next_step(&Facts { us, seen, busy, lifespan, idle_timeout, now: Timestamp::now() })
     }
 
