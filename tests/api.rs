@@ -651,6 +651,35 @@ async fn a_start_with_a_new_hub_token_replaces_the_server_holding_the_old_one() 
     assert_eq!(api.delete(&path, As::Token(HUB_TOKEN)).await.status, StatusCode::NO_CONTENT);
 }
 
+/// One client cannot hold the daemon's streams: a user's servers may have at most 8 progress
+/// streams open at once; the 9th gets 429 and a closed one frees its place.
+#[tokio::test]
+async fn progress_streams_are_limited_per_user() {
+    let api = Api::start();
+    let user = common::unique("streams");
+    let path = server_path(&user, "");
+    // A spawn that stays pending for a while (it cannot be scheduled; it fails after its grace).
+    assert_eq!(api.put(&path, As::Token(HUB_TOKEN), json!({ "profile": "huge" })).await.status, StatusCode::ACCEPTED);
+    let open = |_| async { api.request(Method::GET, &format!("{path}/progress"), As::Token(HUB_TOKEN)).send().await.expect("progress answers") };
+    let streams = futures::future::join_all((0..8).map(open)).await;
+    assert!(streams.iter().all(|r| r.status() == StatusCode::OK), "{:?}", streams.iter().map(|r| r.status()).collect::<Vec<_>>());
+    let ninth = api.request(Method::GET, &format!("{path}/progress"), As::Token(HUB_TOKEN)).send().await.expect("answers");
+    assert_eq!(ninth.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = ninth.json().await.expect("JSON");
+    assert_eq!(body["error"], "too_many_streams", "{body}");
+    drop(streams);
+    let mut again = StatusCode::TOO_MANY_REQUESTS;
+    for _ in 0..20 {
+        again = api.request(Method::GET, &format!("{path}/progress"), As::Token(HUB_TOKEN)).send().await.expect("answers").status();
+        if again == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(again, StatusCode::OK, "closed streams free their places");
+    let _ = api.delete(&path, As::Token(HUB_TOKEN)).await;
+}
+
 /// Identity headers sent twice (a client adding its own next to the proxy's) are not believed.
 #[tokio::test]
 async fn identity_headers_sent_twice_are_refused() {

@@ -278,7 +278,8 @@ async fn stop(
 /// Server-Sent Events with the spawn's progress: the history first, then live events; the last
 /// one is named `ready` (with `url`) or `failed` (the cause in `message`).
 #[utoipa::path(get, path = "/api/v1/users/{user}/servers/{server}/progress", tag = "servers", params(ServerPath),
-    responses((status = 200, content_type = "text/event-stream", body = wire::ProgressEvent), (status = 404, body = ErrorBody)))]
+    responses((status = 200, content_type = "text/event-stream", body = wire::ProgressEvent), (status = 404, body = ErrorBody),
+        (status = 429, description = "Too many progress streams open for this user's servers", body = ErrorBody)))]
 async fn progress(
     State(state): State<AppState>,
     caller: Caller,
@@ -296,7 +297,16 @@ async fn progress(
     if ready_then_stopped {
         return Err(no_server(&path));
     }
-    let events = log.subscribe().map(|e| Ok(sse_event(e))).take_until(state.shutdown.clone().wait());
+    let guard =
+        state.streams.open(&path.user).ok_or_else(|| ApiError::TooManyStreams { user: path.user.clone(), limit: crate::http::state::MAX_STREAMS_PER_USER })?;
+    // The guard lives as long as the stream: the count goes down when it ends or the client goes.
+    let events = log
+        .subscribe()
+        .map(move |e| {
+            let _open = &guard;
+            Ok(sse_event(e))
+        })
+        .take_until(state.shutdown.clone().wait());
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 

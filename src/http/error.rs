@@ -26,6 +26,8 @@ pub enum ApiError {
     BadBody { status: StatusCode, message: String },
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+    #[error("too many progress streams open for {user:?}'s servers (at most {limit}); close one first")]
+    TooManyStreams { user: String, limit: usize },
 }
 
 impl ApiError {
@@ -38,6 +40,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::BadBody { status, .. } => *status,
+            ApiError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Spawn(e) => match e {
                 SpawnError::UnknownProfile(_) | SpawnError::NotFound => StatusCode::NOT_FOUND,
                 SpawnError::BadOption(_) => StatusCode::BAD_REQUEST,
@@ -65,6 +68,7 @@ impl ApiError {
             ApiError::Invalid { .. } => "invalid_input",
             ApiError::BadBody { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
             ApiError::BadBody { .. } => "invalid_body",
+            ApiError::TooManyStreams { .. } => "too_many_streams",
             ApiError::Spawn(e) => match e {
                 SpawnError::UnknownProfile(_) => "unknown_profile",
                 SpawnError::NotFound => "not_found",
@@ -129,6 +133,7 @@ impl ApiError {
             }
             ApiError::NotFound(_) | ApiError::Spawn(SpawnError::NotFound) => "There is no such server.".into(),
             ApiError::BadBody { .. } => "The request could not be read.".into(),
+            ApiError::TooManyStreams { .. } => "Too many windows are following your servers. Close one and reload.".into(),
         }
     }
 
