@@ -50,7 +50,6 @@ impl ApiError {
                 SpawnError::Kubernetes(_) => StatusCode::BAD_GATEWAY,
                 SpawnError::Bundle(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 SpawnError::StopTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                SpawnError::Interrupted(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 SpawnError::ForeignUrlPrefix { .. } => StatusCode::FORBIDDEN,
                 SpawnError::Home(e) if e.is_conflict() => StatusCode::CONFLICT,
                 SpawnError::Home(_) | SpawnError::NoHome(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -81,7 +80,6 @@ impl ApiError {
                 SpawnError::Kubernetes(_) => "kubernetes_error",
                 SpawnError::Bundle(_) => "profile_error",
                 SpawnError::StopTimeout(_) => "stop_timeout",
-                SpawnError::Interrupted(_) => "interrupted",
                 SpawnError::ForeignUrlPrefix { .. } => "forbidden",
                 SpawnError::Home(e) if e.is_conflict() => "conflict",
                 SpawnError::Home(_) | SpawnError::NoHome(_) => "home_unavailable",
@@ -127,9 +125,6 @@ impl ApiError {
             ApiError::Spawn(SpawnError::ForeignUrlPrefix { .. }) => "You are not allowed to do that.".into(),
             ApiError::Spawn(SpawnError::Home(_) | SpawnError::NoHome(_)) => {
                 "The service cannot record your request right now, so nothing was changed. Please try again in a moment.".into()
-            }
-            ApiError::Spawn(SpawnError::Interrupted(_)) => {
-                "Something went wrong on our side. Please try again; if it keeps failing, tell your administrators.".into()
             }
             ApiError::NotFound(_) | ApiError::Spawn(SpawnError::NotFound) => "There is no such server.".into(),
             ApiError::BadBody { .. } => "The request could not be read.".into(),

@@ -187,8 +187,6 @@ pub enum SpawnError {
     Kubernetes(#[from] ObjectError),
     #[error("stopping did not finish within {0:?}")]
     StopTimeout(Duration),
-    #[error("the operation was interrupted: {0}")]
-    Interrupted(String),
     #[error("url_prefix {prefix:?} is not {user:?}'s own path (expected {expected:?})")]
     ForeignUrlPrefix { prefix: String, user: String, expected: String },
     /// The home cluster (the records) cannot be written: nothing was changed.
