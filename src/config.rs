@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -41,6 +42,9 @@ pub struct Config {
     pub templates_dir: Option<PathBuf>,
     /// Spawns in flight at once, over all users and clusters (default 64).
     pub max_concurrent_spawns: usize,
+    /// Of those, spawns one user may have in flight at once (default 8), so one user's
+    /// spawns that never become ready cannot take every slot.
+    pub max_spawns_per_user: usize,
     /// Servers one user may run at once (default 3).
     pub max_servers_per_user: usize,
     /// The hub's `base_url` (default `/`): a hub's `url_prefix` must be the user's own path
@@ -60,8 +64,55 @@ pub struct Config {
     pub install_crd: bool,
     /// Where users' activity comes from, for idle culling (see `activity`).
     pub activity: ActivityConfig,
+    /// Limits on HTTP clients: timeouts and connection caps (see `http`).
+    pub http: HttpConfig,
     /// Who may call the daemon: API tokens, trusted proxies, admins (see `auth`).
     pub auth: AuthConfig,
+}
+
+/// The `[http]` section: how long a client may take and how many connections it may hold, so
+/// that slow or idle clients cannot exhaust the daemon's file descriptors or tasks.
+///
+/// ```toml
+/// [http]
+/// header_read_timeout = "15s"
+/// body_timeout = "15s"
+/// request_timeout = "2m"
+/// max_connections = 10000
+/// max_connections_per_client = 1000
+/// ```
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Longest wait for a request's line and headers, counted from when the connection is
+    /// ready for one (so it also closes idle keep-alive connections); default 15 s.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Longest pause while a request body is being sent; default 15 s.
+    #[serde(with = "duration")]
+    pub body_timeout: Duration,
+    /// Longest time until the answer starts (progress streams then run on); default 2 min.
+    /// A stop still waiting then answers 504 `request_timeout` and goes on.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// Open connections in all; further ones wait in the listen backlog (default 10,000; keep
+    /// it below the open-file limit).
+    pub max_connections: NonZeroUsize,
+    /// Open connections from one IP address; further ones are closed at once (default 1,000;
+    /// a proxy or hub in front of every user counts as one client).
+    pub max_connections_per_client: NonZeroUsize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout: Duration::from_secs(15),
+            body_timeout: Duration::from_secs(15),
+            request_timeout: Duration::from_secs(120),
+            max_connections: const { NonZeroUsize::new(10_000).unwrap() },
+            max_connections_per_client: const { NonZeroUsize::new(1_000).unwrap() },
+        }
+    }
 }
 
 /// The `[activity]` section: where users' last activity comes from (idle culling).
@@ -102,6 +153,7 @@ impl Default for Config {
             profiles: PathBuf::from("profiles/example.toml"),
             templates_dir: None,
             max_concurrent_spawns: 64,
+            max_spawns_per_user: 8,
             max_servers_per_user: 3,
             hub_base_url: "/".into(),
             gc_grace: Duration::from_secs(60),
@@ -109,6 +161,7 @@ impl Default for Config {
             home_namespace: "fleetspawn".into(),
             install_crd: true,
             activity: ActivityConfig::default(),
+            http: HttpConfig::default(),
             auth: AuthConfig::default(),
         }
     }
@@ -158,6 +211,7 @@ const FIELDS: &[&str] = &[
     "profiles",
     "templates_dir",
     "max_concurrent_spawns",
+    "max_spawns_per_user",
     "max_servers_per_user",
     "hub_base_url",
     "gc_grace",
@@ -165,6 +219,7 @@ const FIELDS: &[&str] = &[
     "home_namespace",
     "install_crd",
     "activity",
+    "http",
     "auth",
 ];
 
@@ -247,6 +302,21 @@ fn invalid(err: figment::Error, env_prefix: &str, file: Option<(&Path, &Document
         })
         .collect();
     ConfigError::Invalid(issues)
+}
+
+/// Pod networks Kubernetes distributions use by default (kubeadm with Flannel, Calico, k3s,
+/// GKE, EKS's VPC ranges, AKS kubenet): a trusted proxy range that covers one believes pods.
+const COMMON_POD_NETWORKS: &[&str] = &["10.244.0.0/16", "192.168.0.0/16", "10.42.0.0/16", "10.4.0.0/14", "10.0.0.0/16", "10.1.0.0/16", "172.16.0.0/12"];
+
+impl AuthConfig {
+    /// Trusted proxy ranges wide enough to hold a common default pod network: any pod there
+    /// could send identity headers and be believed. `serve` warns of each at start.
+    pub fn trusted_ranges_over_pod_networks(&self) -> Vec<(IpNet, IpNet)> {
+        let pods = COMMON_POD_NETWORKS.iter().filter_map(|n| n.parse::<IpNet>().ok());
+        pods.flat_map(|pod| self.trusted_proxies.iter().filter(move |t| t.contains(&pod) || pod.contains(*t)).map(move |t| (*t, pod)))
+            .filter(|(trusted, _)| trusted.prefix_len() < trusted.max_prefix_len())
+            .collect()
+    }
 }
 
 /// The `[auth]` section of the daemon's configuration.
@@ -361,6 +431,14 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn wide_trusted_proxy_ranges_are_flagged_when_they_hold_a_pod_network() {
+        let auth = |nets: &[&str]| super::AuthConfig { trusted_proxies: nets.iter().map(|n| n.parse().unwrap()).collect(), ..Default::default() };
+        let wide = auth(&["10.0.0.0/8"]).trusted_ranges_over_pod_networks();
+        assert!(wide.iter().any(|(t, p)| t.to_string() == "10.0.0.0/8" && p.to_string() == "10.244.0.0/16"), "{wide:?}");
+        assert!(auth(&["127.0.0.1/32", "10.96.0.10/32", "203.0.113.0/24"]).trusted_ranges_over_pod_networks().is_empty());
+    }
+
     use super::*;
 
     /// A prefix no variable uses.

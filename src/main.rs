@@ -19,6 +19,7 @@ use fleetspawn::metrics::Metrics;
 use fleetspawn::service::{SpawnRequest, Spawner, SpawnerSettings};
 use fleetspawn::sources;
 use fleetspawn_core::bundle::{self, Renderer, SpawnInput};
+use fleetspawn_core::import;
 use fleetspawn_core::instance::InstanceView;
 use fleetspawn_core::profiles::ProfileSet;
 
@@ -111,6 +112,29 @@ enum Command {
     /// Print the UserServer CustomResourceDefinition (userservers.fleetspawn.io) as YAML, for
     /// GitOps: `fleetspawn crd | kubectl apply -f -`. Reads no settings and no cluster.
     Crd,
+    /// Convert another spawner's configuration to a profiles file. Reads no settings and no
+    /// cluster.
+    #[command(subcommand)]
+    Import(Import),
+}
+
+#[derive(Subcommand)]
+enum Import {
+    /// A Zero to JupyterHub values.yaml (or a jupyterhub_config.py, by its `.py` name) as a
+    /// profiles.toml on stdout; what could not be converted goes to stderr, each at its line.
+    Kubespawner {
+        /// The values file or jupyterhub_config.py.
+        file: PathBuf,
+        /// The kubeconfig context the profiles run on.
+        #[arg(long)]
+        context: String,
+        /// The public URL of that cluster's ingress controller.
+        #[arg(long)]
+        ingress_url: String,
+        /// Write the profiles here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -158,6 +182,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if matches!(cli.command, Command::Crd) {
         print!("{}", userserver::crd_yaml().context("encoding the CRD as YAML")?);
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Import(Import::Kubespawner { file, context, ingress_url, output }) = &cli.command {
+        return import_kubespawner(file, context, ingress_url, output.as_deref());
     }
     let config = Config::load(cli.config.as_deref())?;
     let kubeconfig_path = cli.kubeconfig.clone().or_else(|| config.kubeconfig.clone());
@@ -238,6 +265,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let list: Vec<String> = exposed.iter().map(ToString::to_string).collect();
                 anyhow::bail!("refusing to start:\n{}", list.join("\n"));
             }
+            for (trusted, pods) in config.auth.trusted_ranges_over_pod_networks() {
+                tracing::warn!(%trusted, %pods, "auth.trusted_proxies holds a common pod network: pods there could send identity headers and be believed; trust only your proxy's addresses");
+            }
             let metrics = Metrics::new();
             let spawner = start_spawner(&config, kubeconfig_path.as_deref(), &profiles_path, metrics.clone(), true).await?;
             let mut config = config.clone();
@@ -252,8 +282,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("stopped");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Crd => unreachable!("handled before the settings are read"),
+        Command::Crd | Command::Import(_) => unreachable!("handled before the settings are read"),
     }
+}
+
+/// `fleetspawn import kubespawner`: the profiles on stdout (or `output`), what was left out on
+/// stderr as `FILE:LINE: key: reason`.
+fn import_kubespawner(file: &Path, context: &str, ingress_url: &str, output: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let source = if file.extension().is_some_and(|e| e == "py") { import::Source::Config } else { import::Source::Values };
+    let target = import::Target { context: context.to_owned(), ingress_url: ingress_url.to_owned() };
+    let imported = import::kubespawner(&text, source, &target).with_context(|| format!("{}", file.display()))?;
+    let profiles = format!("# Converted from {} by `fleetspawn import kubespawner`; see docs/migrating.md.\n\n{}", file.display(), imported.profiles_toml);
+    match output {
+        Some(path) => std::fs::write(path, profiles).with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{profiles}"),
+    }
+    for item in &imported.unconverted {
+        eprintln!("{}:{item}", file.display());
+    }
+    if !imported.unconverted.is_empty() {
+        eprintln!("{} settings not converted (listed above); see docs/migrating.md", imported.unconverted.len());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_profiles(path: &Path, renderer: &Renderer) -> anyhow::Result<ProfileSet> {

@@ -69,6 +69,17 @@ pub struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     profile_reloads: Family<ReloadLabels, Counter>,
     culled: Family<CullLabels, Counter>,
+    http_connections: Gauge,
+    http_connections_refused: Counter,
+}
+
+/// An open HTTP connection, counted in `fleetspawn_http_connections` until dropped.
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Default for Metrics {
@@ -89,6 +100,8 @@ impl Metrics {
         let http_requests = Family::<HttpLabels, Counter>::default();
         let profile_reloads = Family::<ReloadLabels, Counter>::default();
         let culled = Family::<CullLabels, Counter>::default();
+        let http_connections = Gauge::default();
+        let http_connections_refused = Counter::default();
         registry.register(
             "spawn_duration_seconds",
             "Time from a spawn request to its server being ready (outcome=ok) or failed (outcome=error)",
@@ -101,6 +114,12 @@ impl Metrics {
         registry.register("http_requests", "HTTP requests served by route template and status", http_requests.clone());
         registry.register("profile_reloads", "Reloads of profiles.toml by outcome", profile_reloads.clone());
         registry.register("culled", "Servers stopped by the reconciler by reason (MaxAge, Idle)", culled.clone());
+        registry.register("http_connections", "Open HTTP connections", http_connections.clone());
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed at once because their client held max_connections_per_client",
+            http_connections_refused.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             spawn_duration,
@@ -111,7 +130,20 @@ impl Metrics {
             http_requests,
             profile_reloads,
             culled,
+            http_connections,
+            http_connections_refused,
         }
+    }
+
+    /// A connection was accepted; it counts as open until the guard is dropped.
+    pub fn connection_opened(&self) -> OpenConnection {
+        self.http_connections.inc();
+        OpenConnection(self.http_connections.clone())
+    }
+
+    /// A connection was closed at once: its client holds too many.
+    pub fn connection_refused(&self) {
+        self.http_connections_refused.inc();
     }
 
     /// Records a finished spawn: how long it took and whether the server became ready.

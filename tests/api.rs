@@ -680,6 +680,31 @@ async fn progress_streams_are_limited_per_user() {
     let _ = api.delete(&path, As::Token(HUB_TOKEN)).await;
 }
 
+/// One user's spawns that never become ready hold at most `max_spawns_per_user` of the slots:
+/// other users still get theirs.
+#[tokio::test]
+async fn one_user_cannot_take_every_spawn_slot() {
+    let api = Api::with(DaemonOptions { max_concurrent_spawns: 4, settings: "max_spawns_per_user = 2", ..Default::default() });
+    let hog = common::unique("hog");
+    let api = &api;
+    let start = |user: &str, server: &str| {
+        let path = server_path(user, server);
+        async move { api.put(&path, As::Token(HUB_TOKEN), json!({ "profile": "huge" })).await }
+    };
+    assert_eq!(start(&hog, "").await.status, StatusCode::ACCEPTED);
+    assert_eq!(start(&hog, "two").await.status, StatusCode::ACCEPTED);
+    let third = start(&hog, "three").await;
+    third.expect_error(429, "too_many_spawns_for_user");
+    assert!(third.headers.contains_key("retry-after"), "{:?}", third.headers);
+    let others = [common::unique("fair"), common::unique("fair")];
+    for user in &others {
+        assert_eq!(start(user, "").await.status, StatusCode::ACCEPTED, "{user} gets a slot while {hog} holds its share");
+    }
+    for (user, server) in [(hog.as_str(), ""), (hog.as_str(), "two"), (others[0].as_str(), ""), (others[1].as_str(), "")] {
+        let _ = api.delete(&server_path(user, server), As::Token(HUB_TOKEN)).await;
+    }
+}
+
 /// Identity headers sent twice (a client adding its own next to the proxy's) are not believed.
 #[tokio::test]
 async fn identity_headers_sent_twice_are_refused() {
@@ -754,7 +779,7 @@ async fn the_app_routes_requests() {
         fleetspawn::http::state::ShutdownSignal::new(rx),
     )
     .unwrap();
-    let app = fleetspawn::http::app(state);
+    let app = fleetspawn::http::app(state, &fleetspawn::config::HttpConfig::default());
     let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
     let cases = [
         ("/healthz", StatusCode::OK),

@@ -103,7 +103,7 @@ fn kinds(bundle: &Bundle) -> Vec<&str> {
 #[test]
 fn the_bundle_has_every_object_in_apply_order() {
     let bundle = render("full", "alice", "");
-    assert_eq!(kinds(&bundle), ["Namespace", "ConfigMap", "PersistentVolumeClaim", "Secret", "ServiceAccount", "Pod", "Ingress", "Service"]);
+    assert_eq!(kinds(&bundle), ["Namespace", "ConfigMap", "NetworkPolicy", "PersistentVolumeClaim", "Secret", "ServiceAccount", "Pod", "Ingress", "Service"]);
     let tiers: Vec<Tier> = bundle.objects.iter().map(|o| o.tier).collect();
     assert!(tiers.windows(2).all(|w| w[0] <= w[1]));
     assert_eq!(bundle.namespace, "ns-full");
@@ -111,7 +111,7 @@ fn the_bundle_has_every_object_in_apply_order() {
     assert_eq!(bundle.key.key(), "alice");
 
     let plain = render("plain", "alice", "");
-    assert_eq!(kinds(&plain), ["Secret", "ServiceAccount", "Pod", "Ingress", "Service"], "no PVC, no Namespace");
+    assert_eq!(kinds(&plain), ["NetworkPolicy", "Secret", "ServiceAccount", "Pod", "Ingress", "Service"], "no PVC, no Namespace");
     assert_eq!(plain.namespace, "default");
 }
 
@@ -192,13 +192,54 @@ fn every_object_carries_the_fleetspawn_labels_even_against_patches() {
     assert_eq!(bundle.url, "http://a.example:8080/user/Alice@Example.org/my%20server/");
 }
 
+/// Every server's NetworkPolicy: in only from the ingress controller's namespaces and the
+/// configured ranges, to the server's port; out anywhere but the cloud metadata address. No
+/// ServiceAccount token unless the profile asks.
+#[test]
+fn a_server_is_reachable_only_from_the_ingress_and_cannot_reach_the_metadata_service() {
+    let bundle = render("full", "alice", "");
+    let policy = find(&bundle, "NetworkPolicy");
+    assert_eq!(policy["spec"]["podSelector"]["matchLabels"], find(&bundle, "Service")["spec"]["selector"], "{policy}");
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    let ingress = &policy["spec"]["ingress"];
+    assert_eq!(ingress.as_array().map(Vec::len), Some(1), "{policy}");
+    assert_eq!(ingress[0]["ports"], json!([{ "port": 8888 }]));
+    let from = &ingress[0]["from"];
+    assert_eq!(from[0]["namespaceSelector"]["matchExpressions"][0]["values"], json!(["ingress-nginx"]), "{policy}");
+    assert_eq!(from.as_array().map(Vec::len), Some(1), "nothing else may come in: {policy}");
+    let to = &policy["spec"]["egress"][0]["to"];
+    assert_eq!(to[1], json!({ "ipBlock": { "cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"] } }), "{policy}");
+    assert_eq!(to[2], json!({ "ipBlock": { "cidr": "::/0" } }), "{policy}");
+    assert_eq!(find(&bundle, "Pod")["spec"]["automountServiceAccountToken"], json!(false));
+}
+
+#[test]
+fn network_policy_settings_are_checked_and_can_open_ranges_or_turn_it_off() {
+    let renderer = Renderer::builtin().expect("templates");
+    let base = "[defaults]\nimage = \"i\"\ningress_public_url = \"http://x\"\ncontext = \"c\"\n";
+    let with = |extra: &str| renderer.parse_profiles("profiles.toml", &format!("{base}[[profiles]]\nslug = \"p\"\n{extra}"));
+    let closed = with("[profiles.network_policy]\ningress_from_namespaces = []\n").expect_err("nobody could reach it");
+    assert!(closed.to_string().contains("network_policy") && closed.to_string().contains("nobody could reach"), "{closed}");
+    let bad = with("[profiles.network_policy]\ningress_from_cidrs = [\"10.0.0.0/33\"]\ningress_from_namespaces = [\"Not A Namespace\"]\n").expect_err("bad");
+    assert!(bad.to_string().contains("10.0.0.0/33") && bad.to_string().contains("Not A Namespace"), "{bad}");
+    let set = with("mount_service_account_token = true\n[profiles.network_policy]\ningress_from_cidrs = [\"10.1.0.0/16\"]\negress_deny_cidrs = [\"169.254.169.254/32\", \"fd00:ec2::254/128\"]\n").expect("valid");
+    let bundle = render_with(set.get("p").expect("p"), "alice", "", &BTreeMap::new()).expect("renders");
+    let policy = find(&bundle, "NetworkPolicy");
+    assert_eq!(policy["spec"]["ingress"][0]["from"][1], json!({ "ipBlock": { "cidr": "10.1.0.0/16" } }), "{policy}");
+    assert_eq!(policy["spec"]["egress"][0]["to"][2], json!({ "ipBlock": { "cidr": "::/0", "except": ["fd00:ec2::254/128"] } }), "{policy}");
+    assert_eq!(find(&bundle, "Pod")["spec"]["automountServiceAccountToken"], json!(true));
+    let off = with("[profiles.network_policy]\nenabled = false\ningress_from_namespaces = []\n").expect("off needs no sources");
+    let bundle = render_with(off.get("p").expect("p"), "alice", "", &BTreeMap::new()).expect("renders");
+    assert!(!kinds(&bundle).contains(&"NetworkPolicy"));
+}
+
 #[test]
 fn user_values_are_data_not_template_code_or_yaml() {
     let attempts =
         [("{{ 7*7 }}", "{% raw %}x"), ("a\nkind: ClusterRole", "b\n---\nkind: ClusterRoleBinding"), ("\"quoted\": {x: 1}", "' ]} #"), ("}}{{", "{#")];
     for (user, server) in attempts {
         let bundle = render("full", user, server);
-        assert_eq!(bundle.objects.len(), 8, "{user:?}");
+        assert_eq!(bundle.objects.len(), 9, "{user:?}");
         assert!(!kinds(&bundle).iter().any(|k| k.starts_with("Cluster")), "{user:?}");
         for o in bundle.objects.iter().filter(|o| o.kind() != "Namespace") {
             assert_eq!(o.object["metadata"]["annotations"]["fleetspawn.io/username"], user);
@@ -221,7 +262,7 @@ fn free_text_options_are_data_too() {
         let bundle = render_with(profile, "alice", "", &options).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(find(&bundle, "ConfigMap")["data"]["tag"], text);
         assert_eq!(find(&bundle, "Pod")["spec"]["nodeSelector"]["tag"], text);
-        assert_eq!(bundle.objects.len(), 6);
+        assert_eq!(bundle.objects.len(), 7);
     }
     let bundle = render_with(profile, "alice", "", &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(find(&bundle, "ConfigMap")["data"]["tag"], "none");
@@ -377,8 +418,5 @@ fn every_example_profile_renders_for_every_context_and_choice() {
     }
     let data = set.get("data").expect("data");
     let bundle = render_with(data, "alice", "", &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        kinds(&bundle),
-        ["Namespace", "ConfigMap", "NetworkPolicy", "PersistentVolumeClaim", "Role", "RoleBinding", "Secret", "ServiceAccount", "Pod", "Ingress", "Service"]
-    );
+    assert_eq!(kinds(&bundle), ["Namespace", "ConfigMap", "NetworkPolicy", "PersistentVolumeClaim", "Secret", "ServiceAccount", "Pod", "Ingress", "Service"]);
 }

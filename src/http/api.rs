@@ -506,6 +506,7 @@ mod tests {
             (SpawnError::NoHealthyCluster(fleetspawn_core::placement::NoHealthyCluster { unhealthy: vec![] }), 503, "no_healthy_cluster"),
             (SpawnError::StopTimeout(std::time::Duration::from_secs(30)), 504, "stop_timeout"),
             (SpawnError::TooManySpawns { limit: 3 }, 429, "too_many_spawns"),
+            (SpawnError::TooManySpawnsForUser { user: "a".into(), limit: 2 }, 429, "too_many_spawns_for_user"),
             (SpawnError::TooManyServers { user: "a".into(), limit: 2 }, 409, "too_many_servers"),
             (SpawnError::ClusterUnavailable { context: "east".into() }, 503, "cluster_unavailable"),
             (SpawnError::Busy, 409, "busy"),

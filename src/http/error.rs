@@ -1,8 +1,13 @@
 //! The one error type of the HTTP layer: a status, a stable code, a sentence, and the input at
 //! fault. Only `http/` knows status codes.
 
+use std::sync::{Arc, OnceLock};
+
+use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fleetspawn_core::profiles::OptionError;
@@ -28,6 +33,8 @@ pub enum ApiError {
     Spawn(#[from] SpawnError),
     #[error("too many progress streams open for {user:?}'s servers (at most {limit}); close one first")]
     TooManyStreams { user: String, limit: usize },
+    #[error("no answer within http.request_timeout; what the request started goes on (poll the server's status)")]
+    RequestTimeout,
 }
 
 impl ApiError {
@@ -41,10 +48,11 @@ impl ApiError {
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::BadBody { status, .. } => *status,
             ApiError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Spawn(e) => match e {
                 SpawnError::UnknownProfile(_) | SpawnError::NotFound => StatusCode::NOT_FOUND,
                 SpawnError::BadOption(_) => StatusCode::BAD_REQUEST,
-                SpawnError::TooManySpawns { .. } => StatusCode::TOO_MANY_REQUESTS,
+                SpawnError::TooManySpawns { .. } | SpawnError::TooManySpawnsForUser { .. } => StatusCode::TOO_MANY_REQUESTS,
                 SpawnError::TooManyServers { .. } | SpawnError::Busy => StatusCode::CONFLICT,
                 SpawnError::ClusterUnavailable { .. } | SpawnError::NoHealthyCluster(_) => StatusCode::SERVICE_UNAVAILABLE,
                 SpawnError::Kubernetes(_) => StatusCode::BAD_GATEWAY,
@@ -68,11 +76,13 @@ impl ApiError {
             ApiError::BadBody { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
             ApiError::BadBody { .. } => "invalid_body",
             ApiError::TooManyStreams { .. } => "too_many_streams",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::Spawn(e) => match e {
                 SpawnError::UnknownProfile(_) => "unknown_profile",
                 SpawnError::NotFound => "not_found",
                 SpawnError::BadOption(_) => "bad_option",
                 SpawnError::TooManySpawns { .. } => "too_many_spawns",
+                SpawnError::TooManySpawnsForUser { .. } => "too_many_spawns_for_user",
                 SpawnError::TooManyServers { .. } => "too_many_servers",
                 SpawnError::Busy => "busy",
                 SpawnError::ClusterUnavailable { .. } => "cluster_unavailable",
@@ -107,6 +117,9 @@ impl ApiError {
             ApiError::Spawn(SpawnError::BadOption(e)) => bad_option_message(e),
             ApiError::Spawn(SpawnError::UnknownProfile(_)) => "That environment is no longer offered. Please pick another one.".into(),
             ApiError::Spawn(SpawnError::TooManySpawns { .. }) => "Many servers are starting right now. Please try again in a minute.".into(),
+            ApiError::Spawn(SpawnError::TooManySpawnsForUser { limit, .. }) => {
+                format!("You already have {limit} servers starting, the most allowed at once. Wait for one to be ready.")
+            }
             ApiError::Spawn(SpawnError::TooManyServers { limit, .. }) => {
                 format!("You already have {limit} servers, the most allowed. Stop one to start another.")
             }
@@ -129,7 +142,17 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::Spawn(SpawnError::NotFound) => "There is no such server.".into(),
             ApiError::BadBody { .. } => "The request could not be read.".into(),
             ApiError::TooManyStreams { .. } => "Too many windows are following your servers. Close one and reload.".into(),
+            ApiError::RequestTimeout => "This is taking longer than expected. It goes on; reload the page in a minute.".into(),
         }
+    }
+
+    /// Whether the error's own text is for operators only: an API server's message, cluster
+    /// addresses and causes, template errors. Other callers get [`ApiError::user_message`].
+    fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Spawn(SpawnError::Kubernetes(_) | SpawnError::Bundle(_) | SpawnError::Home(_) | SpawnError::NoHome(_) | SpawnError::NoHealthyCluster(_))
+        )
     }
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
@@ -164,11 +187,18 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(error = %self, "request failed");
         }
-        let body = ErrorBody { error: self.code().into(), detail: self.to_string(), field: self.field() };
-        let mut response = (status, Json(body)).into_response();
+        let full = ErrorBody { error: self.code().into(), detail: self.to_string(), field: self.field() };
+        let mut response = if self.is_internal() {
+            let public = ErrorBody { detail: self.user_message(), ..full.clone() };
+            let mut response = (status, Json(public)).into_response();
+            response.extensions_mut().insert(AdminDetail(full));
+            response
+        } else {
+            (status, Json(full)).into_response()
+        };
         let headers = response.headers_mut();
         match &self {
-            ApiError::Spawn(SpawnError::TooManySpawns { .. }) => {
+            ApiError::Spawn(SpawnError::TooManySpawns { .. } | SpawnError::TooManySpawnsForUser { .. }) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
             }
             ApiError::Auth(AuthError::Missing | AuthError::BadToken) => {
@@ -177,6 +207,47 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+/// The whole error of a response whose `detail` was put in users' words; [`admin_details`]
+/// answers it to administrators.
+#[derive(Clone)]
+struct AdminDetail(ErrorBody);
+
+/// Whether a request's caller turned out to be an administrator; set by the [`Caller`]
+/// extractor, read by [`admin_details`] once the handler has answered.
+///
+/// [`Caller`]: crate::http::auth::Caller
+#[derive(Clone, Default)]
+pub struct Audience(Arc<OnceLock<bool>>);
+
+impl Audience {
+    /// Records whether the caller is an administrator (the first answer counts).
+    pub fn set_admin(&self, admin: bool) {
+        let _ = self.0.set(admin);
+    }
+}
+
+/// Errors carrying what only operators should read (API servers' messages, cluster causes) go
+/// to everyone else in users' words, and whole to administrators.
+pub async fn admin_details(mut req: Request, next: Next) -> Response {
+    let audience = Audience::default();
+    req.extensions_mut().insert(audience.clone());
+    let mut response = next.run(req).await;
+    match response.extensions_mut().remove::<AdminDetail>() {
+        Some(AdminDetail(full)) if audience.0.get() == Some(&true) => {
+            let (mut parts, _) = response.into_parts();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            match serde_json::to_vec(&full) {
+                Ok(bytes) => Response::from_parts(parts, Body::from(bytes)),
+                Err(e) => {
+                    tracing::error!(error = %e, "encoding an error body");
+                    StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                }
+            }
+        }
+        _ => response,
     }
 }
 
@@ -201,5 +272,37 @@ impl From<PathRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         ApiError::BadBody { status: StatusCode::BAD_REQUEST, message: r.body_text() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use axum::{Extension, Router};
+    use tower::ServiceExt;
+
+    /// What a cluster said reaches administrators; everyone else gets the web page's words.
+    #[tokio::test]
+    async fn cluster_messages_reach_administrators_only() {
+        let message = "admission webhook \"policy.internal.example\" denied the request: 10.3.4.5:6443";
+        let failing = move |admin: bool| async move {
+            let handler = move |Extension(audience): Extension<Audience>| async move {
+                audience.set_admin(admin);
+                let cause = crate::kube::objects::ObjectError { object: "Pod jupyter/fs-alice".into(), message: message.into(), code: Some(403) };
+                Err::<(), _>(ApiError::Spawn(SpawnError::Kubernetes(cause)))
+            };
+            let app = Router::new().route("/", get(handler)).layer(axum::middleware::from_fn(admin_details));
+            let response = app.oneshot(Request::get("/").body(Body::empty()).expect("request")).await.expect("answer");
+            assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
+            serde_json::from_slice::<serde_json::Value>(&body).expect("JSON")
+        };
+        let user = failing(false).await;
+        assert_eq!(user["error"], "kubernetes_error");
+        assert!(!user["detail"].as_str().unwrap_or_default().contains("10.3.4.5"), "{user}");
+        assert!(user["detail"].as_str().unwrap_or_default().contains("refused to start your server"), "{user}");
+        let admin = failing(true).await;
+        assert!(admin["detail"].as_str().unwrap_or_default().contains(message), "{admin}");
     }
 }

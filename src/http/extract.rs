@@ -7,7 +7,7 @@ use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::request::Parts;
 
 use crate::http::auth::{Auth, Caller};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, Audience};
 
 impl<S> FromRequestParts<S> for Caller
 where
@@ -21,6 +21,9 @@ where
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         let caller = auth.authenticate(&parts.headers, peer)?;
         tracing::Span::current().record("caller", caller.label());
+        if let Some(audience) = parts.extensions.get::<Audience>() {
+            audience.set_admin(caller.is_admin());
+        }
         Ok(caller)
     }
 }

@@ -5,13 +5,13 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod listen;
 pub mod pages;
 pub mod state;
 pub mod web;
 pub mod wire;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,10 +24,11 @@ use tokio::sync::watch;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::config::Config;
+use crate::config::{Config, HttpConfig};
 use crate::http::auth::{Auth, AuthConfigError};
 use crate::http::state::{AppState, ShutdownSignal};
 use crate::metrics::Metrics;
@@ -54,15 +55,13 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Watch(#[from] WatchError),
-    #[error("the HTTP server failed: {0}")]
-    Io(#[from] std::io::Error),
     #[error("the web templates do not compile: {0}")]
     Templates(#[from] minijinja::Error),
 }
 
 /// The whole HTTP application: API, web pages, operations endpoints, with request ids, request
 /// logging, metrics and the body size limit.
-pub fn app(state: AppState) -> Router {
+pub fn app(state: AppState, limits: &HttpConfig) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let trace = TraceLayer::new_for_http()
         .make_span_with(|req: &Request| {
@@ -80,8 +79,11 @@ pub fn app(state: AppState) -> Router {
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(trace)
                 .layer(PropagateRequestIdLayer::new(request_id))
-                .layer(middleware::from_fn(json_body_limit_errors))
-                .layer(RequestBodyLimitLayer::new(api::BODY_LIMIT)),
+                .layer(middleware::from_fn(json_errors))
+                .layer(middleware::from_fn(error::admin_details))
+                .layer(RequestBodyLimitLayer::new(api::BODY_LIMIT))
+                .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, limits.request_timeout))
+                .layer(RequestBodyTimeoutLayer::new(limits.body_timeout)),
         )
         .with_state(state)
 }
@@ -89,12 +91,13 @@ pub fn app(state: AppState) -> Router {
 /// Most bytes of an oversized request body read (and dropped) before the 413 is sent.
 const OVERSIZED_DRAIN_LIMIT: usize = 1024 * 1024;
 
-/// Oversized bodies under `/api/`: a JSON 413 like every other API error, sent after reading
-/// what the client is still sending (up to [`OVERSIZED_DRAIN_LIMIT`], briefly). Answering
-/// with the body unread would close the connection on data the client is writing, and the
-/// kernel's reset then often destroys the answer before the client reads it. Bodies with no
+/// The limit layers' answers under `/api/` as JSON like every other API error: 413 for an
+/// oversized body, sent after reading what the client is still sending (up to
+/// [`OVERSIZED_DRAIN_LIMIT`], briefly; answering with the body unread would close the
+/// connection on data the client is writing, and the kernel's reset then often destroys the
+/// answer before the client reads it), and 504 for `http.request_timeout`. Bodies with no
 /// `Content-Length` reach the limit layer and the JSON extractor, which answer 413 as JSON too.
-async fn json_body_limit_errors(req: Request, next: Next) -> Response {
+async fn json_errors(req: Request, next: Next) -> Response {
     use futures::StreamExt;
 
     let is_api = req.uri().path().starts_with("/api/");
@@ -118,10 +121,11 @@ async fn json_body_limit_errors(req: Request, next: Next) -> Response {
         _ => {
             let response = next.run(req).await;
             let is_json = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
-            if is_api && response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
-                return too_large();
+            match response.status() {
+                StatusCode::PAYLOAD_TOO_LARGE if is_api && !is_json => too_large(),
+                StatusCode::GATEWAY_TIMEOUT if is_api && !is_json => crate::http::error::ApiError::RequestTimeout.into_response(),
+                _ => response,
             }
-            response
         }
     }
 }
@@ -146,7 +150,7 @@ pub async fn serve(
     let auth = Arc::new(Auth::new(&auth)?);
     let watcher = watch_profiles(&config.profiles, spawner.clone(), metrics.clone())?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let state = AppState::new(spawner.clone(), auth, metrics, watcher.status(), ShutdownSignal::new(stop_rx.clone()))?;
+    let state = AppState::new(spawner.clone(), auth, metrics.clone(), watcher.status(), ShutdownSignal::new(stop_rx.clone()))?;
     let addr = config.listen.to_string();
     let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|source| ServeError::Bind { addr: addr.clone(), source })?;
     tracing::info!(addr = %addr, "listening");
@@ -157,13 +161,13 @@ pub async fn serve(
         // Nobody listening only means no stream is open.
         let _ = stop_tx.send(true);
     };
-    let server = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(signal);
+    let server = listen::serve(listener, app(state, &config.http), &config.http, metrics, signal);
     let drain_deadline = async move {
         ShutdownSignal::new(stop_rx).wait().await;
         tokio::time::sleep(DRAIN_TIMEOUT).await;
     };
     tokio::select! {
-        result = server => result?,
+        () = server => {}
         () = drain_deadline => tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; closing them"),
     }
     tracing::info!("waiting for in-flight spawns to reach a consistent point");

@@ -14,7 +14,7 @@ use crate::http::auth::Caller;
 use crate::kube::fleet;
 
 /// The JSON body of every error response.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// A stable, machine-readable code such as `bad_option` or `too_many_spawns`.
     pub error: String,

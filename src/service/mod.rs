@@ -51,6 +51,7 @@ const DEFAULT_KINDS: &[(&str, &str)] = &[
     ("v1", "Pod"),
     ("v1", "Service"),
     ("networking.k8s.io/v1", "Ingress"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
     ("v1", "Secret"),
     ("v1", "ServiceAccount"),
     ("v1", "ConfigMap"),
@@ -84,6 +85,9 @@ const HOME_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct SpawnerSettings {
     /// Spawns in flight at once, across all users; more are refused.
     pub max_concurrent_spawns: usize,
+    /// Of those, the most one user may hold, so one user's spawns that never become ready
+    /// cannot take everyone's slots.
+    pub max_spawns_per_user: usize,
     /// Servers one user may have (named servers included).
     pub max_servers_per_user: usize,
     /// Age after which objects no record owns are collected.
@@ -114,6 +118,7 @@ impl From<&Config> for SpawnerSettings {
     fn from(config: &Config) -> Self {
         SpawnerSettings {
             max_concurrent_spawns: config.max_concurrent_spawns,
+            max_spawns_per_user: config.max_spawns_per_user,
             max_servers_per_user: config.max_servers_per_user,
             gc_grace: config.gc_grace,
             gc_interval: GC_INTERVAL,
@@ -171,6 +176,8 @@ pub enum SpawnError {
     BadOption(#[from] OptionError),
     #[error("too many spawns in flight (limit {limit}); try again shortly")]
     TooManySpawns { limit: usize },
+    #[error("{user} already has {limit} spawns in flight (the limit per user); wait for one to finish")]
+    TooManySpawnsForUser { user: String, limit: usize },
     #[error("{user} already has {limit} servers (the limit); stop one first")]
     TooManyServers { user: String, limit: usize },
     #[error(transparent)]
@@ -719,6 +726,11 @@ impl Spawner {
             let pending = views.iter().filter(|v| v.state == InstanceState::Pending).count() + placing.values().sum::<usize>();
             if pending >= max {
                 return Err(SpawnError::TooManySpawns { limit: max });
+            }
+            // The user's own spawns being placed are none: starts of one user take turns.
+            let per_user = self.inner.settings.max_spawns_per_user;
+            if views.iter().filter(|v| v.user == req.user && v.state == InstanceState::Pending).count() >= per_user {
+                return Err(SpawnError::TooManySpawnsForUser { user: req.user.clone(), limit: per_user });
             }
             let mut load = self.inner.registry.pods_per_cluster();
             for v in views.iter().filter(|v| v.state == InstanceState::Pending) {

@@ -38,11 +38,13 @@ pub struct DaemonOptions<'a> {
     /// The home namespace (its records); `None`: one of its own. A daemon started again on
     /// the same one finds the servers of the one before.
     pub home_namespace: Option<&'a str>,
+    /// Top-level settings added to the test's own (keys it does not set already).
+    pub settings: &'a str,
 }
 
 impl Default for DaemonOptions<'_> {
     fn default() -> Self {
-        DaemonOptions { profiles: Path::new("tests/fixtures/profiles.toml"), max_concurrent_spawns: 64, extra_auth: "", home_namespace: None }
+        DaemonOptions { profiles: Path::new("tests/fixtures/profiles.toml"), max_concurrent_spawns: 64, extra_auth: "", home_namespace: None, settings: "" }
     }
 }
 
@@ -62,6 +64,7 @@ profiles = "{profiles}"
 max_concurrent_spawns = {max}
 max_servers_per_user = 3
 home_namespace = "{home}"
+{settings}
 
 [auth]
 tokens = [
@@ -83,6 +86,7 @@ cookie_secret = "a-test-cookie-secret-of-at-least-32-bytes"
             hub = sha256_hex(HUB_TOKEN),
             alice = sha256_hex(ALICE_TOKEN),
             extra = options.extra_auth,
+            settings = options.settings,
         );
         let config_path = dir.path().join("fleetspawn.toml");
         std::fs::File::create(&config_path).and_then(|mut f| f.write_all(config.as_bytes())).expect("write config");

@@ -27,7 +27,7 @@ use crate::diagnostic::Diagnostics;
 use crate::labels;
 use crate::merge_patch::strategic_merge;
 use crate::naming::{self, is_dns1123_label, InstanceKey};
-use crate::profiles::spec::{PatchSpec, SecuritySpec};
+use crate::profiles::spec::{NetworkPolicySpec, PatchSpec, SecuritySpec};
 use crate::profiles::{self, Blame, OptionError, Profile, ProfileSet, ProfileSpec, ResolvedOptions};
 use crate::spans::{KeyPath, Seg};
 
@@ -53,6 +53,7 @@ const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
     ("pod.yaml.j2", include_str!("templates/pod.yaml.j2")),
     ("service.yaml.j2", include_str!("templates/service.yaml.j2")),
     ("ingress.yaml.j2", include_str!("templates/ingress.yaml.j2")),
+    ("networkpolicy.yaml.j2", include_str!("templates/networkpolicy.yaml.j2")),
 ];
 
 /// Kinds that live outside namespaces (no `metadata.namespace` is added).
@@ -381,6 +382,7 @@ impl Renderer {
             let wanted = match *file {
                 "namespace.yaml.j2" => spec.create_namespace,
                 "pvc.yaml.j2" => spec.storage.is_some(),
+                "networkpolicy.yaml.j2" => spec.network_policy.enabled,
                 _ => true,
             };
             if !wanted {
@@ -460,6 +462,8 @@ impl Renderer {
             ("volume_mounts", json!(mounts)),
             ("storage", json!(spec.storage)),
             ("ingress", json!(spec.ingress)),
+            ("network_policy", network_policy(&spec.network_policy)),
+            ("mount_service_account_token", json!(spec.mount_service_account_token)),
         ];
         for (key, value) in fields {
             ctx[key] = value;
@@ -629,6 +633,18 @@ fn resources(spec: &ProfileSpec) -> Map<String, Value> {
 }
 
 /// The pod's and the container's security contexts.
+/// The NetworkPolicy's settings for its template: egress open to every address but the denied
+/// ones, as one IPv4 and one IPv6 block (an `except` must lie inside its block's range).
+fn network_policy(policy: &NetworkPolicySpec) -> Value {
+    let (v4, v6): (Vec<&String>, Vec<&String>) = policy.egress_deny_cidrs.iter().partition(|c| !c.contains(':'));
+    let block = |cidr: &str, except: Vec<&String>| if except.is_empty() { json!({ "cidr": cidr }) } else { json!({ "cidr": cidr, "except": except }) };
+    json!({
+        "ingress_from_namespaces": policy.ingress_from_namespaces,
+        "ingress_from_cidrs": policy.ingress_from_cidrs,
+        "egress": [block("0.0.0.0/0", v4), block("::/0", v6)],
+    })
+}
+
 fn security_contexts(sc: &SecuritySpec) -> (Map<String, Value>, Map<String, Value>) {
     let mut pod_sc = Map::new();
     put(&mut pod_sc, "runAsUser", sc.uid);

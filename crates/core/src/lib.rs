@@ -7,6 +7,7 @@
 pub mod bundle;
 pub mod diagnostic;
 pub mod duration;
+pub mod import;
 pub mod instance;
 pub mod labels;
 pub mod lifecycle;

@@ -37,8 +37,9 @@ delete; a watch on the Pod being started and on its Events; Events it records.
 - apiGroups: [""]
   resources: [services, secrets, serviceaccounts, configmaps, persistentvolumeclaims]
   verbs: [get, list, create, patch, delete]
+# The Ingress routing to the server, and its NetworkPolicy.
 - apiGroups: [networking.k8s.io]
-  resources: [ingresses]
+  resources: [ingresses, networkpolicies]
   verbs: [get, list, create, patch, delete]
 # The Pod's Events (progress: Scheduled, Pulling, Started...) and those fleetspawn records.
 - apiGroups: [""]

@@ -62,6 +62,7 @@ impl Profile {
         let max_age = spec.max_age.map(|d| positive("max_age", Some(d), d, &mut issues));
         let idle_timeout = spec.idle_timeout.map(|d| positive("idle_timeout", Some(d), d, &mut issues));
         check_volumes(&spec, &mut issues);
+        check_network_policy(&spec.network_policy, &mut issues);
         let options = build_options(&spec.options, &mut issues);
 
         if !issues.is_empty() {
@@ -215,6 +216,30 @@ fn positive(key: &str, value: Option<Duration>, default: Duration, issues: &mut 
         issues.push(Issue::at(&[key], "must be above 0".to_owned()));
     }
     value
+}
+
+/// A NetworkPolicy that lets somebody in, from namespaces and address ranges that exist.
+fn check_network_policy(policy: &spec::NetworkPolicySpec, issues: &mut Vec<Issue>) {
+    if !policy.enabled {
+        return;
+    }
+    if policy.ingress_from_namespaces.is_empty() && policy.ingress_from_cidrs.is_empty() {
+        let message = "nobody could reach the server: set ingress_from_namespaces or ingress_from_cidrs (or enabled = false)".to_owned();
+        issues.push(Issue::at(&["network_policy"], message));
+    }
+    for (i, ns) in policy.ingress_from_namespaces.iter().enumerate() {
+        if !is_dns1123_label(ns) {
+            issues.push(Issue::at(&["network_policy", &format!("ingress_from_namespaces[{i}]")], format!("{ns:?} is not a namespace name")));
+        }
+    }
+    let cidrs = [("ingress_from_cidrs", &policy.ingress_from_cidrs), ("egress_deny_cidrs", &policy.egress_deny_cidrs)];
+    for (key, list) in cidrs {
+        for (i, cidr) in list.iter().enumerate() {
+            if cidr.parse::<ipnet::IpNet>().is_err() {
+                issues.push(Issue::at(&["network_policy", &format!("{key}[{i}]")], format!("{cidr:?} is not an address range like 10.0.0.0/8")));
+            }
+        }
+    }
 }
 
 /// Every volume needs a name; every mount a name and a mountPath.

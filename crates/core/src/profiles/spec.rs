@@ -79,6 +79,11 @@ pub struct ProfileSpec {
     pub storage: Option<StorageSpec>,
     /// User and group ids, privilege settings.
     pub security_context: SecuritySpec,
+    /// Mount the server's ServiceAccount token into the pod (default false: a user's code
+    /// gets no Kubernetes credentials unless a profile grants it rights and asks).
+    pub mount_service_account_token: bool,
+    /// The server's NetworkPolicy (on by default).
+    pub network_policy: NetworkPolicySpec,
     /// Images users may pick through options (exact names, or prefixes
     /// ending with `*`); empty = no restriction.
     pub allowed_images: Vec<String>,
@@ -256,6 +261,35 @@ pub struct SecuritySpec {
 impl Default for SecuritySpec {
     fn default() -> Self {
         Self { uid: None, gid: None, fs_gid: None, run_as_non_root: true, allow_privilege_escalation: false }
+    }
+}
+
+/// The per-server NetworkPolicy: who may reach the server's port, and the addresses it may
+/// not reach (the cloud metadata service, which hands out the node's credentials).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkPolicySpec {
+    /// Render it (default true).
+    pub enabled: bool,
+    /// Namespaces whose pods may reach the server's port: the ingress controller's
+    /// (default `["ingress-nginx"]`).
+    pub ingress_from_namespaces: Vec<String>,
+    /// Address ranges that may reach it too: the hub's connect range, or the nodes' for an
+    /// ingress controller on the host network.
+    pub ingress_from_cidrs: Vec<String>,
+    /// Addresses the server may not reach; everything else is open (default the metadata
+    /// service, `169.254.169.254/32`).
+    pub egress_deny_cidrs: Vec<String>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ingress_from_namespaces: vec!["ingress-nginx".to_owned()],
+            ingress_from_cidrs: Vec::new(),
+            egress_deny_cidrs: vec!["169.254.169.254/32".to_owned()],
+        }
     }
 }
 
