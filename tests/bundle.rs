@@ -162,7 +162,7 @@ fn objects_have_the_expected_shape() {
     assert_eq!(ingress["spec"]["tls"][0], json!({"secretName": "tls", "hosts": ["a.example"]}));
     let path = &ingress["spec"]["rules"][0]["http"]["paths"][0];
     assert_eq!(path["path"], "/user/alice/gpu/");
-    assert_eq!(path["pathType"], "Prefix");
+    assert_eq!(path["pathType"], "ImplementationSpecific", "passes ingress-nginx's strict validation for every username");
     assert_eq!(path["backend"]["service"]["name"], name);
     assert_eq!(ingress["metadata"]["annotations"]["x/y"], "z");
     assert_eq!(find(&bundle, "PersistentVolumeClaim")["spec"]["resources"]["requests"]["storage"], "1Gi");
@@ -291,6 +291,67 @@ fn options_reach_the_bundle() {
     let options = BTreeMap::from([("size".to_owned(), "xl".to_owned())]);
     let err = render_with(profile, "alice", "", &options).unwrap_err();
     assert_eq!(err.to_string(), "options.size: \"xl\" is not one of l, s");
+}
+
+/// Per context, a server is routed by an Ingress or by an HTTPRoute attached to that
+/// context's Gateway, matching the same path prefix and host.
+#[test]
+fn a_context_routes_by_ingress_or_by_an_httproute_on_its_gateway() {
+    let text = r#"
+[[profiles]]
+slug = "mixed"
+context = ["cluster-a", "cluster-b", "cluster-c"]
+ingress_public_url = "http://gw.example"
+image = "img:1"
+routing = { cluster-b = "httproute", cluster-c = "httproute" }
+gateway = { cluster-b = "gateways/shared", cluster-c = "infra/edge.v2" }
+ingress = { host = "hub.example", path_type = "Prefix" }
+"#;
+    let set = Renderer::builtin().expect("templates").parse_profiles("p.toml", text).unwrap_or_else(|e| panic!("{e}"));
+    let profile = set.get("mixed").expect("mixed");
+    let renderer = Renderer::builtin().unwrap_or_else(|e| panic!("{e}"));
+    let empty = BTreeMap::new();
+    let on = |context| {
+        let input = SpawnInput { user: "jürgen", server: "lab", profile, options: &empty, context, secret_env: &empty, url_prefix: None, owner: None };
+        renderer.render(&input).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let a = on("cluster-a");
+    assert!(!kinds(&a).contains(&"HTTPRoute"), "{:?}", kinds(&a));
+    let path = &find(&a, "Ingress")["spec"]["rules"][0]["http"]["paths"][0];
+    assert_eq!(path["pathType"], "Prefix");
+    assert_eq!(path["path"], "/user/jürgen/lab/", "controllers match the decoded path");
+    for (context, namespace, gateway) in [("cluster-b", "gateways", "shared"), ("cluster-c", "infra", "edge.v2")] {
+        let b = on(context);
+        assert_eq!(kinds(&b), ["NetworkPolicy", "Secret", "ServiceAccount", "Pod", "HTTPRoute", "Service"], "no Ingress on {context}");
+        let route = find(&b, "HTTPRoute");
+        assert_eq!(route["apiVersion"], "gateway.networking.k8s.io/v1");
+        assert_eq!(route["spec"]["parentRefs"], json!([{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": namespace, "name": gateway}]));
+        assert_eq!(route["spec"]["hostnames"], json!(["hub.example"]));
+        assert_eq!(route["spec"]["rules"][0]["matches"], json!([{"path": {"type": "PathPrefix", "value": "/user/j%C3%BCrgen/lab/"}}]));
+        assert_eq!(route["spec"]["rules"][0]["backendRefs"], json!([{"name": find(&b, "Service")["metadata"]["name"], "port": 8888}]));
+        assert_eq!(b.objects.iter().find(|o| o.kind() == "HTTPRoute").map(|o| o.tier), Some(Tier::Exposure));
+        assert_eq!(route["metadata"]["labels"]["app.kubernetes.io/managed-by"], "fleetspawn");
+    }
+}
+
+/// Routing settings are checked at load, each problem at its key.
+#[test]
+fn routing_settings_are_checked_at_their_keys() {
+    let profile = |extra: &str| {
+        format!("[[profiles]]\nslug = \"r\"\ncontext = [\"cluster-a\", \"cluster-b\"]\ningress_public_url = \"http://x\"\nimage = \"i\"\n{extra}\n")
+    };
+    for (extra, expected) in [
+        ("routing = \"httproute\"", "gateway: required: the Gateway (namespace/name) HTTPRoutes attach to on context \"cluster-a\""),
+        ("routing = \"httproute\"\ngateway = \"shared\"", "gateway: \"shared\" is not a Gateway as namespace/name"),
+        ("routing = \"httproute\"\ngateway = { cluster-a = \"a/gw\", cluster-b = \"B/gw\" }", "gateway.cluster-b: \"B/gw\" is not a Gateway as namespace/name"),
+        ("routing = { cluster-z = \"httproute\" }", "routing.cluster-z: \"cluster-z\" is not one of the profile's contexts"),
+        ("routing = \"gateway\"", "routing"),
+        ("ingress = { path_type = \"Exact\" }", "ingress.path_type"),
+    ] {
+        let err = Renderer::builtin().expect("templates").parse_profiles("p.toml", &profile(extra)).map(drop).unwrap_err().to_string();
+        assert!(err.contains(expected), "{extra}: {err}");
+        assert!(err.contains("p.toml:"), "{extra}: a line: {err}");
+    }
 }
 
 #[test]

@@ -21,15 +21,14 @@ const NS: &str = "fleetspawn-faults";
 /// Every test here holds [`common::serial`]: the dropped-watch test resets every connection to
 /// cluster-a, which would fail the others' kubectl calls.
 async fn spawner() -> Spawner {
+    spawner_with_grace(Duration::from_secs(1)).await
+}
+
+async fn spawner_with_grace(gc_grace: Duration) -> Spawner {
     let loaded = fleet::load(Some(&common::kubeconfig())).expect("kubeconfig");
     let fleet = Fleet::connect(&loaded).await;
     let profiles = fleetspawn::sources::profiles_builtin(&common::repo().join("tests/fixtures/faults-profiles.toml")).expect("profiles");
-    let settings = SpawnerSettings {
-        gc_interval: Duration::from_secs(1),
-        gc_grace: Duration::from_secs(1),
-        home_namespace: common::home_namespace(),
-        ..Default::default()
-    };
+    let settings = SpawnerSettings { gc_interval: Duration::from_secs(1), gc_grace, home_namespace: common::home_namespace(), ..Default::default() };
     Spawner::start(fleet, profiles, Renderer::builtin().expect("templates"), settings, fleetspawn::metrics::Metrics::new()).await.expect("spawner")
 }
 
@@ -75,6 +74,33 @@ async fn a_readiness_blip_does_not_delete_a_running_server() {
     let seen = s.status(&user, "").expect("status");
     assert_eq!(seen.state, InstanceState::Running, "{seen:?}");
     s.stop(&user, "", false).await.expect("stop");
+}
+
+/// Garbage collection never takes a spawning server's objects, however long its pass takes:
+/// even with no grace at all, passes running while servers spawn leave every one running (it
+/// once listed the records before the objects, so a Pod created in between looked ownerless).
+#[tokio::test]
+async fn garbage_collection_with_no_grace_leaves_spawning_servers_alone() {
+    let _one = common::serial();
+    let s = spawner_with_grace(Duration::ZERO).await;
+    let users: Vec<String> = (0..3).map(|_| common::unique("gcrace")).collect();
+    let collector = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            loop {
+                s.collect_garbage().await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let pods = futures::future::join_all(users.iter().map(|u| running(&s, u))).await;
+    // A few more passes over the running servers.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    collector.abort();
+    for (user, pod) in users.iter().zip(&pods) {
+        assert!(pod_exists(pod), "{user}'s server was garbage-collected");
+        s.stop(user, "", false).await.expect("stop");
+    }
 }
 
 /// A stop whose caller goes away (a client timeout, `curl -m2`) while the Pod is held by a

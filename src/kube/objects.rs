@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::core::{GroupVersionKind, TypeMeta};
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use kube::Client;
@@ -73,6 +73,7 @@ impl ObjectRef {
 #[derive(Clone, Debug)]
 pub struct Listed {
     pub r: ObjectRef,
+    pub uid: Option<String>,
     pub created: Option<k8s_openapi::jiff::Timestamp>,
     /// Its `fleetspawn.io/instance` label.
     pub instance: Option<String>,
@@ -142,9 +143,12 @@ impl ClusterApi {
     }
 
     /// Deletes the object; one already gone counts as deleted. Returns whether it existed.
-    pub async fn delete(&self, r: &ObjectRef) -> Result<bool, ObjectError> {
+    /// With `uid`, only that very object: one deleted and created again under the same name
+    /// (a new spawn of the same server) stays, and the API server answers 409.
+    pub async fn delete(&self, r: &ObjectRef, uid: Option<&str>) -> Result<bool, ObjectError> {
         let api = self.api(r).await?;
-        let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+        let preconditions = uid.map(|uid| Preconditions { uid: Some(uid.to_string()), resource_version: None });
+        let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), preconditions, ..Default::default() };
         match api.delete(&r.name, &params).await {
             Ok(_) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
@@ -168,7 +172,7 @@ impl ClusterApi {
                 let (instance, owner, home) =
                     (label(fleetspawn_core::labels::INSTANCE), label(fleetspawn_core::labels::OWNER), label(fleetspawn_core::labels::HOME));
                 let r = ObjectRef { api_version: api_version.into(), kind: kind.into(), namespace: meta.namespace, name: meta.name? };
-                Some(Listed { r, created, instance, owner, home })
+                Some(Listed { r, uid: meta.uid, created, instance, owner, home })
             })
             .collect())
     }

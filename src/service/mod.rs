@@ -793,6 +793,9 @@ impl Spawner {
         };
         tracing::info!(key = %name, user = %req.user, server = %req.server, profile = %profile.slug, cluster = %choice.context, reason = %choice.reason, "spawn accepted");
         self.remember(&placed);
+        // The last spawn's progress is history now: a stream opened from here on follows this
+        // one (from the record until its spawn runs), never the old one's "ready".
+        lock(&self.inner.finished).remove(&name);
         // Started here at once if this replica holds the cluster (the reconciler would start
         // it a moment later; only one runs); else its holder starts it.
         if self.inner.shards.holds(&choice.context) {
@@ -949,10 +952,38 @@ impl Spawner {
 
     /// Deletes objects of this installation that no record owns (or that claim no owner),
     /// once older than the grace period, recording an Event for each. Claims (user data) and
-    /// Namespaces are never collected. The owners come from a fresh list of the records (never
-    /// the cache, which may lag behind a spawn); without one, nothing is collected, nor on a
-    /// cluster whose watch is not synced or whose Lease this replica does not hold.
+    /// Namespaces are never collected, nor anything on a cluster whose watch is not synced or
+    /// whose Lease this replica does not hold. The owners come from a fresh list of the records
+    /// (never the cache, which may lag behind a spawn), taken after the objects were listed: a
+    /// spawn writes its record (with its cluster) before it creates objects, so every object
+    /// seen has its owner in that list, however long the pass took. Without that list, nothing
+    /// is collected.
     pub async fn collect_garbage(&self) -> usize {
+        let kinds: Vec<(String, String)> = lock(&self.inner.kinds).iter().cloned().collect();
+        let home = self.inner.home.namespace().to_string();
+        // This installation's objects, and objects that say fleetspawn manages them but
+        // claim no installation (decoys, leftovers of old versions).
+        let selectors = [format!("{}={home}", labels::HOME), format!("{},!{}", labels::MANAGED_SELECTOR, labels::HOME)];
+        let mut candidates = Vec::new();
+        for (context, cluster) in &self.inner.clusters {
+            if !self.inner.registry.is_synced(context) || !self.inner.shards.holds(context) {
+                continue;
+            }
+            for (api_version, kind) in &kinds {
+                if matches!(kind.as_str(), "PersistentVolumeClaim" | "Namespace") {
+                    continue;
+                }
+                for selector in &selectors {
+                    match cluster.api.list_refs(api_version, kind, selector).await {
+                        Ok(found) => candidates.extend(found.into_iter().map(|listed| (context, cluster, listed))),
+                        Err(e) => tracing::debug!(cluster = %context, kind = %kind, error = %e, "garbage collection could not list"),
+                    }
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return 0;
+        }
         let records = match self.inner.home.servers().list(&kube::api::ListParams::default()).await {
             Ok(list) => list.items,
             Err(e) => {
@@ -960,43 +991,25 @@ impl Spawner {
                 return 0;
             }
         };
-        let kinds: Vec<(String, String)> = lock(&self.inner.kinds).iter().cloned().collect();
-        let home = self.inner.home.namespace().to_string();
-        // This installation's objects, and objects that say fleetspawn manages them but
-        // claim no installation (decoys, leftovers of old versions).
-        let selectors = [format!("{}={home}", labels::HOME), format!("{},!{}", labels::MANAGED_SELECTOR, labels::HOME)];
+        let mut owners: HashMap<&str, HashSet<String>> = HashMap::new();
+        for us in &records {
+            if let (Some(context), Some(uid)) = (us.status.as_ref().and_then(|s| s.cluster.as_deref()), us.uid()) {
+                owners.entry(context).or_default().insert(uid);
+            }
+        }
+        let none = HashSet::new();
         let mut collected = 0;
-        for (context, cluster) in &self.inner.clusters {
-            if !self.inner.registry.is_synced(context) || !self.inner.shards.holds(context) {
+        for (context, cluster, listed) in candidates {
+            let owners_here = owners.get(context.as_str()).unwrap_or(&none);
+            if !decide::is_garbage(listed.owner.as_deref(), listed.created, owners_here, self.inner.settings.gc_grace, Timestamp::now()) {
                 continue;
             }
-            let owners: HashSet<String> =
-                records.iter().filter(|us| us.status.as_ref().and_then(|s| s.cluster.as_deref()) == Some(context.as_str())).filter_map(|us| us.uid()).collect();
-            for (api_version, kind) in &kinds {
-                if matches!(kind.as_str(), "PersistentVolumeClaim" | "Namespace") {
-                    continue;
-                }
-                for selector in &selectors {
-                    let found = match cluster.api.list_refs(api_version, kind, selector).await {
-                        Ok(found) => found,
-                        Err(e) => {
-                            tracing::debug!(cluster = %context, kind = %kind, error = %e, "garbage collection could not list");
-                            continue;
-                        }
-                    };
-                    for listed in found {
-                        if !decide::is_garbage(listed.owner.as_deref(), listed.created, &owners, self.inner.settings.gc_grace, Timestamp::now()) {
-                            continue;
-                        }
-                        if matches!(cluster.api.delete(&listed.r).await, Ok(true)) {
-                            collected += 1;
-                            let r = &listed.r;
-                            tracing::info!(cluster = %context, object = %r, owner = ?listed.owner, "garbage-collected");
-                            let note = format!("Deleted {r}: no UserServer of {home} owns it");
-                            self.audit(context, &spawn::reference_of(r), kube::runtime::events::EventType::Normal, "GarbageCollected", "Delete", note).await;
-                        }
-                    }
-                }
+            if matches!(cluster.api.delete(&listed.r, listed.uid.as_deref()).await, Ok(true)) {
+                collected += 1;
+                let r = &listed.r;
+                tracing::info!(cluster = %context, object = %r, owner = ?listed.owner, "garbage-collected");
+                let note = format!("Deleted {r}: no UserServer of {home} owns it");
+                self.audit(context, &spawn::reference_of(r), kube::runtime::events::EventType::Normal, "GarbageCollected", "Delete", note).await;
             }
         }
         collected

@@ -400,9 +400,12 @@ impl Spawner {
 
     /// Waits until the user's URL answers through the ingress with the server's own answer
     /// (see [`decide::is_server_answer`]: a 404 is the ingress saying it has no route).
+    /// Redirects are that answer, never followed: a single-user server sends an anonymous
+    /// caller to its hub's login, which need not be reachable from here.
     async fn wait_url(&self, op: &Op, url: &str, deadline: tokio::time::Instant) -> Result<(), SpawnFailure> {
         op.progress.push(ProgressEvent::step(92, format!("Waiting for {url} to answer")));
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| SpawnFailure::server(Failure::new(FailureKind::Other, e.to_string())))?;
@@ -441,7 +444,7 @@ impl Spawner {
                 .filter_map(|o| ObjectRef::of(&o.object).ok())
                 .filter(|r| r.kind != "Namespace" && !kept_claims.contains(r))
                 .collect();
-            for result in join_all(refs.iter().map(|r| cluster.api.delete(r))).await {
+            for result in join_all(refs.iter().map(|r| cluster.api.delete(r, None))).await {
                 result?;
             }
         }
@@ -551,7 +554,7 @@ impl Spawner {
             }
         }
         let (pods, others): (Vec<ObjectRef>, Vec<ObjectRef>) = refs.into_iter().partition(|r| r.kind == "Pod");
-        for result in join_all(pods.iter().chain(others.iter()).map(|r| cluster.api.delete(r))).await {
+        for result in join_all(pods.iter().chain(others.iter()).map(|r| cluster.api.delete(r, None))).await {
             result?;
         }
         for pod in &pods {

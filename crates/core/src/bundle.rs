@@ -28,7 +28,7 @@ use crate::labels;
 use crate::merge_patch::strategic_merge;
 use crate::naming::{self, is_dns1123_label, InstanceKey};
 use crate::profiles::spec::{NetworkPolicySpec, PatchSpec, SecuritySpec};
-use crate::profiles::{self, Blame, OptionError, Profile, ProfileSet, ProfileSpec, ResolvedOptions};
+use crate::profiles::{self, Blame, OptionError, Profile, ProfileSet, ProfileSpec, ResolvedOptions, Route};
 use crate::spans::{KeyPath, Seg};
 
 /// Whether `name` is one of the built-in templates (the names `templates_dir` may override).
@@ -53,6 +53,7 @@ const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
     ("pod.yaml.j2", include_str!("templates/pod.yaml.j2")),
     ("service.yaml.j2", include_str!("templates/service.yaml.j2")),
     ("ingress.yaml.j2", include_str!("templates/ingress.yaml.j2")),
+    ("httproute.yaml.j2", include_str!("templates/httproute.yaml.j2")),
     ("networkpolicy.yaml.j2", include_str!("templates/networkpolicy.yaml.j2")),
 ];
 
@@ -112,7 +113,7 @@ pub enum Tier {
     Prerequisites,
     /// The Pod.
     Workload,
-    /// Service and Ingress.
+    /// Service and Ingress (or HTTPRoute).
     Exposure,
 }
 
@@ -121,7 +122,7 @@ impl Tier {
         match kind {
             "Namespace" => Tier::Namespace,
             "Pod" => Tier::Workload,
-            "Service" | "Ingress" => Tier::Exposure,
+            "Service" | "Ingress" | "HTTPRoute" => Tier::Exposure,
             _ => Tier::Prerequisites,
         }
     }
@@ -365,7 +366,7 @@ impl Renderer {
         ctx["namespace"] = json!(namespace);
         self.add_pod_settings(&mut ctx, profile, &identity.url_prefix)?;
 
-        let mut rendered = self.render_builtins(&profile.spec, input.secret_env, &ctx)?;
+        let mut rendered = self.render_builtins(&profile.spec, identity.route, input.secret_env, &ctx)?;
         self.render_objects(&profile.spec, &ctx, &mut rendered)?;
         for (id, patch) in &profile.spec.patches {
             self.apply_patch(id, patch, &ctx, &mut rendered)?;
@@ -375,14 +376,23 @@ impl Renderer {
     }
 
     /// Renders the built-in templates the profile wants (the Namespace only with
-    /// `create_namespace`, the PVC only with `storage`); only the Secret sees `secret_env`.
-    fn render_builtins(&self, spec: &ProfileSpec, secret_env: &BTreeMap<String, String>, ctx: &Value) -> Result<Vec<(TemplateRef, Value)>, BundleError> {
+    /// `create_namespace`, the PVC only with `storage`, the Ingress or the HTTPRoute as the
+    /// context routes); only the Secret sees `secret_env`.
+    fn render_builtins(
+        &self,
+        spec: &ProfileSpec,
+        route: &Route,
+        secret_env: &BTreeMap<String, String>,
+        ctx: &Value,
+    ) -> Result<Vec<(TemplateRef, Value)>, BundleError> {
         let mut rendered = Vec::new();
         for (file, _) in BUILTIN_TEMPLATES {
             let wanted = match *file {
                 "namespace.yaml.j2" => spec.create_namespace,
                 "pvc.yaml.j2" => spec.storage.is_some(),
                 "networkpolicy.yaml.j2" => spec.network_policy.enabled,
+                "ingress.yaml.j2" => *route == Route::Ingress,
+                "httproute.yaml.j2" => matches!(route, Route::HttpRoute { .. }),
                 _ => true,
             };
             if !wanted {
@@ -508,6 +518,7 @@ impl Renderer {
 struct Identity<'a> {
     key: InstanceKey,
     ingress_url: &'a str,
+    route: &'a Route,
     url_prefix: String,
     url: String,
     labels: Value,
@@ -517,9 +528,10 @@ struct Identity<'a> {
 impl<'a> Identity<'a> {
     /// The identity of `input`'s server on `input.context`, which must be one of the profile's.
     fn new(input: &SpawnInput<'_>, profile: &'a Profile) -> Result<Self, BundleError> {
-        let ingress_url = profile.ingress_public_url(input.context).filter(|_| profile.contexts.iter().any(|c| c == input.context)).ok_or_else(|| {
-            BundleError::UnknownContext { context: input.context.to_owned(), profile: profile.slug.clone(), contexts: profile.contexts.join(", ") }
-        })?;
+        let unknown =
+            || BundleError::UnknownContext { context: input.context.to_owned(), profile: profile.slug.clone(), contexts: profile.contexts.join(", ") };
+        let ingress_url = profile.ingress_public_url(input.context).filter(|_| profile.contexts.iter().any(|c| c == input.context)).ok_or_else(unknown)?;
+        let route = profile.route(input.context).ok_or_else(unknown)?;
         let key = InstanceKey::new(input.user, input.server);
         let url_prefix = match input.url_prefix {
             Some(prefix) if !prefix.starts_with('/') => return Err(BundleError::UrlPrefix(prefix.to_owned())),
@@ -545,7 +557,7 @@ impl<'a> Identity<'a> {
             labels::CONTEXT: input.context,
             labels::URL: url,
         });
-        Ok(Self { key, ingress_url, url_prefix, url, labels, annotations })
+        Ok(Self { key, ingress_url, route, url_prefix, url, labels, annotations })
     }
 }
 
@@ -570,6 +582,11 @@ fn template_context(input: &SpawnInput<'_>, identity: &Identity<'_>, resolved: &
         "profile": profile_value,
         "options": resolved.chosen,
         "url_prefix": identity.url_prefix,
+        "route_path": naming::route_path(&identity.url_prefix),
+        "gateway": match identity.route {
+            Route::Ingress => Value::Null,
+            Route::HttpRoute { namespace, name } => json!({ "namespace": namespace, "name": name }),
+        },
         "url": identity.url,
         "context": input.context,
         "ingress_public_url": identity.ingress_url,

@@ -203,6 +203,41 @@ pub fn is_dns1123_label(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// Whether `s` is a DNS-1123 subdomain (most object names): dot-separated labels, at most
+/// 253 characters.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+/// The path an Ingress rule must carry for a URL prefix: its non-ASCII characters decoded
+/// (ingress controllers compare the request's decoded path: Traefik and ingress-nginx do),
+/// every ASCII escape kept (decoding `` ` `` or `"` could reach into a controller's own rule
+/// syntax; such names are not routed rather than routed wrongly).
+pub fn route_path(prefix: &str) -> String {
+    let bytes = prefix.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|b| !b.is_ascii());
+        match decoded {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| prefix.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +310,29 @@ mod tests {
         assert_eq!(url_prefix("alice", ""), "/user/alice/");
         assert_eq!(url_prefix("alice", "gpu"), "/user/alice/gpu/");
         assert_eq!(url_prefix("a@b.c d/é", "x y"), "/user/a@b.c%20d%2F%C3%A9/x%20y/");
+    }
+
+    #[test]
+    fn route_paths_decode_only_non_ascii() {
+        assert_eq!(route_path("/user/j%C3%BCrgen/"), "/user/jürgen/");
+        assert_eq!(route_path("/user/first.last/"), "/user/first.last/");
+        // ASCII escapes stay: a decoded quote or slash would change what a rule says.
+        assert_eq!(route_path("/user/a%60)%20%7C%7C%20PathPrefix(%60/"), "/user/a%60)%20%7C%7C%20PathPrefix(%60/");
+        assert_eq!(route_path("/user/a%2Fb/"), "/user/a%2Fb/");
+        assert_eq!(route_path("/user/a@b.c%20d%2F%C3%A9/x%20y/"), "/user/a@b.c%20d%2Fé/x%20y/");
+        // Not UTF-8 once decoded, or a broken escape: as given.
+        assert_eq!(route_path("/user/%C3/"), "/user/%C3/");
+        assert_eq!(route_path("/user/%E2%82/%"), "/user/%E2%82/%");
+        assert_eq!(route_path("/user/%zz/"), "/user/%zz/");
+    }
+
+    #[test]
+    fn subdomains_are_dotted_labels() {
+        assert!(is_dns1123_subdomain("traefik"));
+        assert!(is_dns1123_subdomain("gw.example-1"));
+        for bad in ["", "Gw", "a..b", ".a", "a.", "a_b", &"a".repeat(254)] {
+            assert!(!is_dns1123_subdomain(bad), "{bad}");
+        }
     }
 
     #[test]

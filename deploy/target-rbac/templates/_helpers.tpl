@@ -41,6 +41,10 @@ delete; a watch on the Pod being started and on its Events; Events it records.
 - apiGroups: [networking.k8s.io]
   resources: [ingresses, networkpolicies]
   verbs: [get, list, create, patch, delete]
+# Or the HTTPRoute, on clusters routing through a Gateway (routing = "httproute").
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [get, list, create, patch, delete]
 # The Pod's Events (progress: Scheduled, Pulling, Started...) and those fleetspawn records.
 - apiGroups: [""]
   resources: [events]

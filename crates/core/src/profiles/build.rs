@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::naming::is_dns1123_label;
+use crate::naming::{self, is_dns1123_label};
 use crate::placement::Placement;
 use crate::profiles::options::build_options;
-use crate::profiles::spec::{self, without_unset};
+use crate::profiles::spec::{self, without_unset, PerContext, Routing};
 use crate::profiles::{
-    derive_slug, ContextSpec, IngressUrlSpec, Issue, PlacementKind, Profile, ProfileSpec, DEFAULT_SCHEDULING_GRACE, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT,
+    derive_slug, ContextSpec, Issue, PlacementKind, Profile, ProfileSpec, Route, DEFAULT_SCHEDULING_GRACE, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT,
 };
 use crate::spans::{KeyPath, Seg};
 
@@ -55,6 +55,7 @@ impl Profile {
         let contexts = contexts(&spec, &mut issues);
         let placement = placement(&spec, &contexts, &mut issues);
         let ingress_urls = ingress_urls(&spec, &contexts, &mut issues);
+        let routes = routes(&spec, &contexts, &mut issues);
         let image = image(&spec, &mut issues);
         let start_timeout = positive("start_timeout", spec.start_timeout, DEFAULT_START_TIMEOUT, &mut issues);
         let scheduling_grace = positive("scheduling_grace", spec.scheduling_grace, DEFAULT_SCHEDULING_GRACE, &mut issues);
@@ -87,6 +88,7 @@ impl Profile {
             idle_timeout,
             options,
             ingress_urls,
+            routes,
             spec,
             settings,
         })
@@ -161,37 +163,90 @@ fn placement(spec: &ProfileSpec, contexts: &[String], issues: &mut Vec<Issue>) -
     }
 }
 
-/// The ingress URL of each context: one for all, or one per context (exactly
-/// the profile's contexts), each an http:// or https:// URL.
-fn ingress_urls(spec: &ProfileSpec, contexts: &[String], issues: &mut Vec<Issue>) -> BTreeMap<String, String> {
-    let mut ingress_urls = BTreeMap::new();
-    match &spec.ingress_public_url {
-        None => issues.push(Issue::at(&["ingress_public_url"], "required: the public URL of the clusters' ingress controller".to_owned())),
-        Some(IngressUrlSpec::One(url)) => {
+/// The value of a per-context setting for each of `contexts`: one for all, or one per
+/// context (exactly the profile's contexts; `default` where unset, else a missing context is
+/// an issue). Each value is checked with `check`, its issue told at the key it was written at.
+fn per_context<T: Clone>(
+    key: &str,
+    setting: Option<&PerContext<T>>,
+    contexts: &[String],
+    default: Option<T>,
+    check: impl Fn(&T) -> Option<String>,
+    issues: &mut Vec<Issue>,
+) -> BTreeMap<String, T> {
+    let mut values = BTreeMap::new();
+    match setting {
+        None => {
             for c in contexts {
-                ingress_urls.insert(c.clone(), url.clone());
+                values.extend(default.clone().map(|v| (c.clone(), v)));
             }
         }
-        Some(IngressUrlSpec::PerContext(map)) => {
+        Some(PerContext::One(value)) => {
+            for c in contexts {
+                values.insert(c.clone(), value.clone());
+            }
+        }
+        Some(PerContext::PerContext(map)) => {
             for c in contexts.iter().filter(|c| !map.contains_key(*c)) {
-                issues.push(Issue::at(&["ingress_public_url"], format!("no URL for context {c:?}")));
+                match &default {
+                    Some(v) => drop(values.insert(c.clone(), v.clone())),
+                    None => issues.push(Issue::at(&[key], format!("no value for context {c:?}"))),
+                }
             }
             for c in map.keys().filter(|c| !contexts.contains(c)) {
-                issues.push(Issue::at(&["ingress_public_url", c], format!("{c:?} is not one of the profile's contexts")));
+                issues.push(Issue::at(&[key, c], format!("{c:?} is not one of the profile's contexts")));
             }
-            ingress_urls.clone_from(map);
+            values.extend(map.iter().filter(|(c, _)| contexts.contains(c)).map(|(c, v)| (c.clone(), v.clone())));
         }
     }
-    for (c, url) in &ingress_urls {
-        if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(char::is_whitespace) {
-            let keys: &[&str] = match &spec.ingress_public_url {
-                Some(IngressUrlSpec::PerContext(_)) => &["ingress_public_url", c],
-                _ => &["ingress_public_url"],
+    for (c, value) in &values {
+        if let Some(message) = check(value) {
+            let keys: &[&str] = match setting {
+                Some(PerContext::PerContext(map)) if map.contains_key(c) => &[key, c],
+                _ => &[key],
             };
-            issues.push(Issue::at(keys, format!("{url:?} is not an http:// or https:// URL")));
+            issues.push(Issue::at(keys, message));
         }
     }
-    ingress_urls
+    values
+}
+
+/// The ingress URL of each context, each an http:// or https:// URL (required).
+fn ingress_urls(spec: &ProfileSpec, contexts: &[String], issues: &mut Vec<Issue>) -> BTreeMap<String, String> {
+    if spec.ingress_public_url.is_none() {
+        issues.push(Issue::at(&["ingress_public_url"], "required: the public URL of the clusters' ingress controller".to_owned()));
+    }
+    let is_url = |url: &String| {
+        let ok = (url.starts_with("http://") || url.starts_with("https://")) && !url.contains(char::is_whitespace);
+        (!ok).then(|| format!("{url:?} is not an http:// or https:// URL"))
+    };
+    per_context("ingress_public_url", spec.ingress_public_url.as_ref(), contexts, None, is_url, issues)
+}
+
+/// How each context routes: an Ingress, or an HTTPRoute on that context's Gateway
+/// (`gateway`, `namespace/name`, required there).
+fn routes(spec: &ProfileSpec, contexts: &[String], issues: &mut Vec<Issue>) -> BTreeMap<String, Route> {
+    let routing = per_context("routing", spec.routing.as_ref(), contexts, Some(Routing::Ingress), |_| None, issues);
+    let is_gateway = |g: &String| {
+        let ok = g.split_once('/').is_some_and(|(ns, name)| naming::is_dns1123_label(ns) && naming::is_dns1123_subdomain(name));
+        (!ok).then(|| format!("{g:?} is not a Gateway as namespace/name"))
+    };
+    let gateways = per_context("gateway", spec.gateway.as_ref(), contexts, Some(String::new()), |g| (!g.is_empty()).then(|| is_gateway(g)).flatten(), issues);
+    let mut routes = BTreeMap::new();
+    for (context, routing) in routing {
+        let route = match routing {
+            Routing::Ingress => Route::Ingress,
+            Routing::Httproute => match gateways.get(&context).and_then(|g| g.split_once('/')) {
+                Some((namespace, name)) => Route::HttpRoute { namespace: namespace.to_owned(), name: name.to_owned() },
+                None => {
+                    issues.push(Issue::at(&["gateway"], format!("required: the Gateway (namespace/name) HTTPRoutes attach to on context {context:?}")));
+                    continue;
+                }
+            },
+        };
+        routes.insert(context, route);
+    }
+    routes
 }
 
 /// The container image (required), and the entries of `allowed_images`.

@@ -35,7 +35,7 @@ use crate::placement::Placement;
 use crate::spans::{KeyPath, Seg};
 pub use options::{Choice, FreeText, OptionError, ProfileOption, ResolvedOptions};
 pub use set::{parse, Blame, ProfileSet};
-pub use spec::{ContextSpec, IngressUrlSpec, PlacementKind, ProfileSpec};
+pub use spec::{ContextSpec, PathType, PerContext, PlacementKind, ProfileSpec, Routing};
 
 /// How long a spawn may take unless the profile says otherwise.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(300);
@@ -86,7 +86,22 @@ pub struct Profile {
     /// Every setting as written (after merging).
     pub spec: ProfileSpec,
     ingress_urls: BTreeMap<String, String>,
+    routes: BTreeMap<String, Route>,
     settings: Value,
+}
+
+/// How a server's URL path reaches it on one context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// An Ingress.
+    Ingress,
+    /// An HTTPRoute attached to this Gateway.
+    HttpRoute {
+        /// The Gateway's namespace.
+        namespace: String,
+        /// The Gateway's name.
+        name: String,
+    },
 }
 
 /// A problem with a profile's merged settings, relative to the profile.
@@ -127,6 +142,11 @@ impl Profile {
     /// of the profile's.
     pub fn ingress_public_url(&self, context: &str) -> Option<&str> {
         self.ingress_urls.get(context).map(String::as_str)
+    }
+
+    /// How `context` routes, if it is one of the profile's.
+    pub fn route(&self, context: &str) -> Option<&Route> {
+        self.routes.get(context)
     }
 
     /// The merged settings as JSON, as templates see them (`profile`).

@@ -37,9 +37,15 @@ pub struct ProfileSpec {
     pub placement: Option<PlacementKind>,
     /// Weights per context for `placement = "weighted"`.
     pub weights: BTreeMap<String, u32>,
-    /// Public URL of the cluster's ingress controller, or one per context.
-    pub ingress_public_url: Option<IngressUrlSpec>,
-    /// Ingress class, annotations, host and TLS.
+    /// Public URL of the cluster's ingress controller (or Gateway), or one per context.
+    pub ingress_public_url: Option<PerContext<String>>,
+    /// `ingress` (default) or `httproute`, or one per context.
+    pub routing: Option<PerContext<Routing>>,
+    /// The Gateway HTTPRoutes attach to, `namespace/name`, or one per context: required
+    /// where `routing = "httproute"`.
+    pub gateway: Option<PerContext<String>>,
+    /// Ingress class, annotations, path type, host and TLS (the host and TLS name also
+    /// for HTTPRoutes).
     pub ingress: IngressSpec,
     /// Namespace template (default `default`).
     pub namespace: Option<String>,
@@ -129,14 +135,38 @@ pub enum ContextSpec {
     Many(Vec<String>),
 }
 
-/// `ingress_public_url = "http://..."` or a table context → URL.
+/// A setting that is one value for every context, or a table context → value
+/// (`ingress_public_url`, `routing`, `gateway`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(untagged, expecting = "a URL or a table of context = URL")]
-pub enum IngressUrlSpec {
-    /// One URL for every context.
-    One(String),
-    /// One URL per context.
-    PerContext(BTreeMap<String, String>),
+#[serde(untagged, expecting = "one value, or a table of context = value")]
+pub enum PerContext<T> {
+    /// One value for every context.
+    One(T),
+    /// One value per context.
+    PerContext(BTreeMap<String, T>),
+}
+
+/// How a server's URL path is routed to it on a cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    /// An Ingress (`ingress` settings), for the cluster's ingress controller.
+    #[default]
+    Ingress,
+    /// A Gateway API HTTPRoute attached to the cluster's Gateway (`gateway`).
+    Httproute,
+}
+
+/// The `pathType` of the Ingress rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum PathType {
+    /// Matched as the controller does (a prefix, for every common controller); passes
+    /// ingress-nginx's strict path validation for any username.
+    #[default]
+    ImplementationSpecific,
+    /// Element-wise prefix matching; ingress-nginx's strict validation refuses paths with
+    /// characters other than letters, digits, `/`, `_` and `-` (`first.last`, `a@b.org`).
+    Prefix,
 }
 
 /// The placement strategies.
@@ -170,6 +200,8 @@ pub struct IngressSpec {
     pub class_name: Option<String>,
     /// Annotations of the Ingress.
     pub annotations: BTreeMap<String, String>,
+    /// The rule's `pathType` (default `ImplementationSpecific`).
+    pub path_type: PathType,
     /// Host the rule matches; any host when unset.
     pub host: Option<String>,
     /// Secret holding the TLS certificate for `host`; no TLS when unset.
