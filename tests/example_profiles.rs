@@ -25,7 +25,7 @@ fn check_passes_on_the_embedded_default() {
     let out = fleetspawn(&["--config", "config/fleetspawn.toml", "check"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("profiles/example.toml: 5 profiles OK"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("profiles/example.toml: 6 profiles OK"));
     assert!(!stderr.contains("warning"), "every context exists on the local clusters: {stderr}");
 }
 

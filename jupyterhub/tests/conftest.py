@@ -20,6 +20,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -27,6 +28,7 @@ import warnings
 from urllib.parse import quote
 from pathlib import Path
 
+import httpx
 import jupyterhub
 import pytest
 
@@ -193,11 +195,12 @@ class Daemon:
             body = e.read()
             return e.code, json.loads(body) if body else None
 
-    def cleanup(self) -> None:
-        """Stops every server of this run's users (the clusters also hold other tests' servers)."""
+    def cleanup(self, everyone: bool = False) -> None:
+        """Stops every server of this run's users (the clusters also hold other tests' servers),
+        or with `everyone`, every server of this daemon (its home namespace is its own)."""
         status, instances = self.admin("GET", "/instances")
         for i in instances if status == 200 else []:
-            if str(i.get("user", "")).startswith(RUN + "-"):
+            if everyone or str(i.get("user", "")).startswith(RUN + "-"):
                 user, server = quote(i["user"], safe=""), quote(i["server"], safe="")
                 try:
                     self.admin("DELETE", f"/users/{user}/servers/{server}?remove=true" if server else f"/users/{user}/server?remove=true")
@@ -205,15 +208,11 @@ class Daemon:
                     warnings.warn(f"could not stop {i['key']}: {e!r}")
 
 
-def make_daemon(d: Path, kubeconfig: str, ingress) -> Daemon:
-    """A daemon (not started) with the test profiles plus the hub tests' own: `hub-e2e`
-    (cluster-b, its ingress at the stand-in), `hub-e2e-home` (the same with a volume) and
-    `hub-slow` (a 15-minute start timeout, like a GPU profile's)."""
-    binary = Path(os.environ.get("FLEETSPAWN_BIN") or REPO / "target/debug/fleetspawn")
-    if not binary.is_file():
-        pytest.fail(f"{binary} is missing: run `cargo build` first")
-    profiles = d / "profiles.toml"
-    profiles.write_text((REPO / "tests/fixtures/profiles.toml").read_text() + f"""
+def hub_e2e_profiles(ingress) -> str:
+    """The test profiles plus the hub tests' own: `hub-e2e` (cluster-b, its ingress at the
+    stand-in), `hub-e2e-home` (the same with a volume) and `hub-slow` (a 15-minute start
+    timeout, like a GPU profile's)."""
+    return (REPO / "tests/fixtures/profiles.toml").read_text() + f"""
 # Added by the JupyterHub plugin's tests: a cluster whose "ingress" answers (a stand-in).
 [[profiles]]
 slug = "hub-e2e"
@@ -234,7 +233,16 @@ display_name = "Slow to start (a GPU node's image pull)"
 context = "cluster-a"
 ingress_public_url = "{ingress.url}"
 start_timeout = "15m"
-""")
+"""
+
+
+def make_daemon(d: Path, kubeconfig: str, profiles_text: str) -> Daemon:
+    """A daemon (not started) serving `profiles_text`."""
+    binary = Path(os.environ.get("FLEETSPAWN_BIN") or REPO / "target/debug/fleetspawn")
+    if not binary.is_file():
+        pytest.fail(f"{binary} is missing: run `cargo build` first")
+    profiles = d / "profiles.toml"
+    profiles.write_text(profiles_text)
     hub_token, admin_token = secrets.token_hex(16), secrets.token_hex(16)
     port = free_port()
     config = d / "fleetspawn.toml"
@@ -261,7 +269,7 @@ cookie_secret = "a-test-cookie-secret-of-at-least-32-bytes"
 def daemon(tmp_path_factory, kubeconfig, ingress):
     """`fleetspawn serve` on a free port for the whole session. Stops every server of this
     run's users at the end."""
-    dmn = make_daemon(tmp_path_factory.mktemp("fleetspawn"), kubeconfig, ingress)
+    dmn = make_daemon(tmp_path_factory.mktemp("fleetspawn"), kubeconfig, hub_e2e_profiles(ingress))
     try:
         dmn.start()
         yield dmn
@@ -273,7 +281,7 @@ def daemon(tmp_path_factory, kubeconfig, ingress):
 @pytest.fixture
 def own_daemon(tmp_path_factory, kubeconfig, ingress):
     """A daemon of the test's own, which the test may kill and start again."""
-    dmn = make_daemon(tmp_path_factory.mktemp("fleetspawn-own"), kubeconfig, ingress)
+    dmn = make_daemon(tmp_path_factory.mktemp("fleetspawn-own"), kubeconfig, hub_e2e_profiles(ingress))
     try:
         dmn.start()
         yield dmn
@@ -354,3 +362,94 @@ def chp() -> str:
     if not (Path(path).is_file() or shutil.which(path)):
         pytest.fail(f"configurable-http-proxy missing at {path}: npm install --prefix {CACHE / 'node'} configurable-http-proxy")
     return path
+
+
+class Hub:
+    """A real JupyterHub (DummyAuthenticator, FleetSpawner against `daemon`) with a real
+    configurable-http-proxy, in `d`. `extra` is appended to its config; `python` is the
+    interpreter whose JupyterHub runs (this venv's by default). `kill()` then `start()` plays
+    a hub crash (the database and the cookie secret stay)."""
+
+    def __init__(self, d: Path, daemon: Daemon, chp: str, extra: str = "", python: str = sys.executable,
+                 hub_bind: str = "127.0.0.1"):
+        self.d, self.python, self.log = d, python, d / "jupyterhub.log"
+        port, self.hub_port, proxy_port = free_port(), free_port(), free_port()
+        self.proxy_token, admin_token = secrets.token_hex(16), secrets.token_hex(16)
+        self.public, self.proxy_api = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{proxy_port}"
+        self.daemon_token = daemon.hub_token
+        (d / "jupyterhub_config.py").write_text(f"""
+c = get_config()  # noqa
+c.JupyterHub.bind_url = "http://127.0.0.1:{port}"
+c.JupyterHub.hub_bind_url = "http://{hub_bind}:{self.hub_port}"
+c.JupyterHub.hub_connect_url = "http://127.0.0.1:{self.hub_port}"
+c.JupyterHub.db_url = "sqlite:///{d}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "{d}/cookie_secret"
+c.JupyterHub.cleanup_servers = False
+c.ConfigurableHTTPProxy.command = [{chp!r}]
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_port}"
+c.ConfigurableHTTPProxy.auth_token = {self.proxy_token!r}
+c.ConfigurableHTTPProxy.pid_file = "{d}/proxy.pid"
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allow_all = True
+c.JupyterHub.allow_named_servers = True
+c.JupyterHub.spawner_class = "fleetspawn"
+c.FleetSpawner.fleetspawn_url = {daemon.url!r}
+# fleetspawn_token comes from FLEETSPAWN_TOKEN
+c.Spawner.http_timeout = 30
+# The spawn API answers at once (202) rather than after the spawn, so its progress can be followed.
+c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
+c.JupyterHub.services = [{{"name": "test-admin", "api_token": {admin_token!r}}}]
+c.JupyterHub.load_roles = [{{"name": "test-admin", "scopes": ["admin:users", "admin:servers", "read:servers", "users:activity"], "services": ["test-admin"]}}]
+""" + extra)
+        self.api = httpx.Client(base_url=self.public + "/hub/api", headers={"Authorization": f"token {admin_token}"}, timeout=30)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        # A proxy left by a killed hub would hold the ports: the hub would not start its own.
+        pid_file = self.d / "proxy.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text().strip()), 9)
+            except (ValueError, ProcessLookupError):
+                pass
+            pid_file.unlink()
+        # This checkout's plugin, whatever the venv's editable install points at.
+        plugin = str(REPO / "jupyterhub")
+        env = {**os.environ, "FLEETSPAWN_TOKEN": self.daemon_token,
+               "PYTHONPATH": os.pathsep.join(p for p in (plugin, os.environ.get("PYTHONPATH")) if p)}
+        with open(self.log, "ab") as logf:
+            self.proc = subprocess.Popen([self.python, "-m", "jupyterhub", "-f", str(self.d / "jupyterhub_config.py"), "--debug"],
+                                         cwd=self.d, env=env, stdout=logf, stderr=subprocess.STDOUT)
+        wait_http(self.public + "/hub/api", 60, what="jupyterhub (through the proxy)", log=self.log)
+
+    def kill(self) -> None:
+        """SIGKILL: the hub dies mid-whatever; its proxy lives on, as it would."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+        pid_file = self.d / "proxy.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text().strip()), 15)
+            except (ValueError, ProcessLookupError):
+                pass
+
+    def routes(self) -> dict:
+        r = httpx.get(self.proxy_api + "/api/routes", headers={"Authorization": f"token {self.proxy_token}"}, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def wait(self, what: str, check, timeout: float = 90):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            time.sleep(0.3)
+        pytest.fail(f"hub: {what} not after {timeout}s\n{self.log.read_text()[-6000:]}")

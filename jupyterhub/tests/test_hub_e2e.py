@@ -4,81 +4,19 @@ FleetSpawner into the real local clusters via a real fleetspawn daemon."""
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import REPO, free_port, stop_process, wait_http
-
-
-class Hub:
-    def __init__(self, public: str, proxy_api: str, proxy_token: str, admin_token: str, log: Path):
-        self.public, self.proxy_api, self.proxy_token, self.log = public, proxy_api, proxy_token, log
-        self.api = httpx.Client(base_url=public + "/hub/api", headers={"Authorization": f"token {admin_token}"}, timeout=30)
-
-    def routes(self) -> dict:
-        r = httpx.get(self.proxy_api + "/api/routes", headers={"Authorization": f"token {self.proxy_token}"}, timeout=10)
-        r.raise_for_status()
-        return r.json()
-
-    def wait(self, what: str, check, timeout: float = 90):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = check()
-            if value:
-                return value
-            time.sleep(0.3)
-        pytest.fail(f"hub: {what} not after {timeout}s\n{self.log.read_text()[-6000:]}")
+from conftest import Hub
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory, daemon, chp):
-    d = tmp_path_factory.mktemp("hub")
-    port, hub_port, proxy_port = free_port(), free_port(), free_port()
-    proxy_token, admin_token = secrets.token_hex(16), secrets.token_hex(16)
-    (d / "jupyterhub_config.py").write_text(f"""
-c = get_config()  # noqa
-c.JupyterHub.bind_url = "http://127.0.0.1:{port}"
-c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"
-c.JupyterHub.db_url = "sqlite:///{d}/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "{d}/cookie_secret"
-c.ConfigurableHTTPProxy.command = [{chp!r}]
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_port}"
-c.ConfigurableHTTPProxy.auth_token = {proxy_token!r}
-c.ConfigurableHTTPProxy.pid_file = "{d}/proxy.pid"
-c.JupyterHub.authenticator_class = "dummy"
-c.Authenticator.allow_all = True
-c.JupyterHub.allow_named_servers = True
-c.JupyterHub.spawner_class = "fleetspawn"
-c.FleetSpawner.fleetspawn_url = {daemon.url!r}
-# fleetspawn_token comes from FLEETSPAWN_TOKEN
-c.Spawner.http_timeout = 30
-# The spawn API answers at once (202) rather than after the spawn, so its progress can be followed.
-c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
-c.JupyterHub.services = [{{"name": "test-admin", "api_token": {admin_token!r}}}]
-c.JupyterHub.load_roles = [{{"name": "test-admin", "scopes": ["admin:users", "admin:servers", "read:servers"], "services": ["test-admin"]}}]
-""")
-    log = d / "jupyterhub.log"
-    # This checkout's plugin, whatever the venv's editable install points at.
-    plugin = str(REPO / "jupyterhub")
-    env = {**os.environ, "FLEETSPAWN_TOKEN": daemon.hub_token,
-           "PYTHONPATH": os.pathsep.join(p for p in (plugin, os.environ.get("PYTHONPATH")) if p)}
-    with open(log, "wb") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(d / "jupyterhub_config.py"), "--debug"],
-                                cwd=d, env=env, stdout=logf, stderr=subprocess.STDOUT)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/hub/api", 60, what="jupyterhub (through the proxy)", log=log)
-        h = Hub(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{proxy_port}", proxy_token, admin_token, log)
-        yield h
-        h.api.close()
-    finally:
-        stop_process(proc)
+    h = Hub(tmp_path_factory.mktemp("hub"), daemon, chp)
+    h.start()
+    yield h
+    h.stop()
 
 
 def hub_progress(hub, username: str) -> list[dict]:
