@@ -11,6 +11,7 @@ state files it writes say where they are)."""
 from __future__ import annotations
 
 import base64
+from contextlib import closing
 import json
 import os
 import subprocess
@@ -136,12 +137,26 @@ def logged_in(hub: Hub, name: str) -> httpx.Client:
     return client
 
 
-def reachable(hub: Hub, name: str, server: str = "") -> dict:
-    """The single-user server's own API status, asked through the hub's proxy as the user."""
+def server_log(kubectl, name: str, server: str) -> str:
+    """The single-user server's log, wherever its pod runs."""
+    for context in ("cluster-b", "cluster-c"):
+        for pod in annotated(kubectl, name, context, "pods"):
+            if (pod["metadata"].get("annotations") or {}).get("fleetspawn.io/servername", "") == server:
+                out = subprocess.run(["kubectl", "--context", context, "logs", "-n", "fs-lasthop", pod["metadata"]["name"]],
+                                     env=kubectl.env, capture_output=True, text=True, timeout=30)
+                return out.stdout[-4000:] + out.stderr[-1000:]
+    return "(no pod)"
+
+
+def reachable(hub: Hub, kubectl, name: str, server: str = "") -> dict:
+    """The single-user server's own API status, asked through the hub's proxy as the user
+    (after the OAuth dance a browser does on the server's first page)."""
     prefix = f"/user/{quote(name, safe='@')}/" + (f"{quote(server)}/" if server else "")
-    with logged_in(hub, name) as client:
+    with closing(logged_in(hub, name)) as client:
+        page = client.get(prefix)
+        assert page.status_code == 200, (page.status_code, page.url, page.text[-1500:], server_log(kubectl, name, server))
         r = client.get(prefix + "api/status")
-        assert r.status_code == 200 and r.headers.get("content-type", "").startswith("application/json"), (r.status_code, r.url, r.text[-1500:])
+        assert r.status_code == 200 and r.headers.get("content-type", "").startswith("application/json"), (r.status_code, r.url, r.text[-1500:], server_log(kubectl, name, server))
         assert str(r.url).startswith(hub.public + prefix), r.url
         return r.json()
 
@@ -156,7 +171,8 @@ def stop_and_check_nothing_left(hub: Hub, kubectl, name: str, server: str = "") 
     r = hub.api.delete(path)
     assert r.status_code in (202, 204), r.text
     hub.wait("stopped", lambda: server not in hub.api.get(f"/users/{quote(name)}").json()["servers"], timeout=150)
-    assert not [k for k in hub.routes() if k.startswith(f"/user/{quote(name, safe='@')}")], hub.routes()
+    route = f"/user/{quote(name, safe='@')}" + (f"/{quote(server)}" if server else "")
+    assert route not in hub.routes(), hub.routes()
 
 
 def annotated(kubectl, name: str, context: str, kinds: str = "pods,services,ingresses,httproutes,secrets,serviceaccounts") -> list[dict]:
@@ -228,7 +244,9 @@ def test_a_user_logs_in_picks_a_profile_and_runs_a_cell_in_jupyterlab(hub, lasth
         assert d.current_url.startswith(f"{hub.public}/user/{user}/lab"), d.current_url
         b.shot("lab")
         b.wait("a notebook", lambda: d.find_element(By.CSS_SELECTOR, '.jp-LauncherCard[data-category="Notebook"]').click() or True)
-        b.wait("the kernel", lambda: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .cm-content"), 60)
+        b.wait("a cell", lambda: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .cm-content"), 60)
+        # The kernel, connected over its WebSocket through both proxies, says it is idle.
+        b.wait("the kernel", lambda: "(ipykernel) | Idle" in d.find_element(By.ID, "jp-main-statusbar").text, 90)
         cell = d.find_element(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .cm-content")
         cell.click()
         cell.send_keys("1+1")
@@ -256,7 +274,7 @@ def test_the_server_gets_the_env_contract_and_a_working_token_in_no_pod_spec(hub
     r = hub.api.post(f"/users/{user}/server", json={"profile": "lab-b"})
     assert r.status_code in (201, 202), r.text
     ready(hub, user)
-    status = reachable(hub, user)
+    status = reachable(hub, kubectl, user)
     assert "started" in status, status
 
     pod = annotated(kubectl, user, "cluster-b", "pods")[0]
@@ -294,13 +312,13 @@ def test_a_named_server_on_cluster_c_through_its_gateway_runs_beside_the_default
         assert r.status_code in (201, 202), r.text
     ready(hub, user)
     ready(hub, user, "gw")
-    assert reachable(hub, user)
-    assert reachable(hub, user, "gw")
+    assert reachable(hub, kubectl, user)
+    assert reachable(hub, kubectl, user, "gw")
     route = annotated(kubectl, user, "cluster-c", "httproutes")
     assert len(route) == 1 and route[0]["spec"]["parentRefs"][0]["name"] == "web", route
     assert annotated(kubectl, user, "cluster-c", "ingresses") == []
     # Both stopped from the hub's home page, as the user would.
-    with logged_in(hub, user) as client:
+    with closing(logged_in(hub, user)) as client:
         home = client.get("/hub/home")
         assert home.status_code == 200 and "gw" in home.text
     stop_and_check_nothing_left(hub, kubectl, user, "gw")
@@ -310,14 +328,14 @@ def test_a_named_server_on_cluster_c_through_its_gateway_runs_beside_the_default
 
 @pytest.mark.parametrize("awkward", ["first.last", "a@b.org", "jürgen", "Alice", "1alice"])
 def test_awkward_usernames_spawn_are_routed_and_log_in(hub, kubectl, awkward):
-    name = f"{awkward}.{RUN}{hub.version}"
+    # As the authenticator normalizes a login name: "Alice" logs in as "alice".
+    name = f"{awkward}.{RUN}{hub.version}".lower()
     r = hub.api.post(f"/users/{quote(name)}", json={})
     assert r.status_code == 201, r.text
-    name = r.json()["name"]  # as the hub normalized it (Alice → alice)
     r = hub.api.post(f"/users/{quote(name)}/server", json={"profile": "lab-b"})
     assert r.status_code in (201, 202), r.text
     ready(hub, name)
-    assert reachable(hub, name)
+    assert reachable(hub, kubectl, name)
     stop_and_check_nothing_left(hub, kubectl, name)
     assert annotated(kubectl, name, "cluster-b") == []
 
@@ -354,7 +372,7 @@ def test_a_hub_killed_mid_spawn_spawns_again_with_its_new_token(hub, kubectl, us
         r = hub.api.post(f"/users/{user}/server", json={"profile": "lab-b"})
         assert r.status_code in (201, 202), r.text
     ready(hub, user)
-    assert reachable(hub, user), "login works with the hub's new token"
+    assert reachable(hub, kubectl, user), "login works with the hub's new token"
     stop_and_check_nothing_left(hub, kubectl, user)
 
 
@@ -369,7 +387,7 @@ def test_a_hub_restart_keeps_the_server_and_its_route_and_sends_no_stop(hub, las
     hub.start()
     hub.wait("the route back", lambda: f"/user/{user}" in hub.routes(), 60)
     assert ready(hub, user, timeout=30)
-    assert reachable(hub, user)
+    assert reachable(hub, kubectl, user)
     # No stop was sent: the very same pod serves, and fleetspawn still has it running.
     assert annotated(kubectl, user, "cluster-b", "pods")[0]["metadata"]["uid"] == pod_uid
     status, instance = lasthop_daemon.admin("GET", f"/users/{quote(user)}/server")
