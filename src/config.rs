@@ -64,6 +64,8 @@ pub struct Config {
     pub install_crd: bool,
     /// Where users' activity comes from, for idle culling (see `activity`).
     pub activity: ActivityConfig,
+    /// A configurable-http-proxy fleetspawn routes users through, without a hub (see `proxy`).
+    pub proxy: ProxyConfig,
     /// Limits on HTTP clients: timeouts and connection caps (see `http`).
     pub http: HttpConfig,
     /// Who may call the daemon: API tokens, trusted proxies, admins (see `auth`).
@@ -139,6 +141,42 @@ pub struct ActivityConfig {
     pub interval: Duration,
 }
 
+/// The `[proxy]` section: a configurable-http-proxy that fleetspawn drives itself, for use
+/// without JupyterHub (with a hub, the hub's proxy routes users; leave this unset). As a
+/// server becomes ready its route (`/user/<name>/[<server>/]` → its cluster's ingress) is
+/// added; routes are reconciled every `interval` (a restarted proxy gets them back, stale
+/// ones of this installation go, others' are left alone); users are given URLs under
+/// `public_url`; the routes' `last_activity` is an activity source for idle culling.
+///
+/// ```toml
+/// [proxy]
+/// api_url = "http://127.0.0.1:8001"
+/// auth_token_file = "/etc/fleetspawn/proxy-token"
+/// public_url = "https://jupyter.example.org"
+/// interval = "2s"
+/// ```
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// The proxy's REST API (`--api-ip`/`--api-port`); unset: no proxy.
+    pub api_url: Option<String>,
+    /// Its `CONFIGPROXY_AUTH_TOKEN`. Prefer `FLEETSPAWN_PROXY__AUTH_TOKEN` or the file.
+    pub auth_token: Option<Secret>,
+    /// File holding that token (trailing whitespace ignored).
+    pub auth_token_file: Option<PathBuf>,
+    /// The proxy's public address, as users' browsers reach it.
+    pub public_url: Option<String>,
+    /// How often routes are reconciled (default 2 s).
+    #[serde(with = "duration")]
+    pub interval: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig { api_url: None, auth_token: None, auth_token_file: None, public_url: None, interval: Duration::from_secs(2) }
+    }
+}
+
 impl Default for ActivityConfig {
     fn default() -> Self {
         ActivityConfig { hub_api_url: None, hub_api_token: None, hub_api_token_file: None, interval: Duration::from_secs(60) }
@@ -161,6 +199,7 @@ impl Default for Config {
             home_namespace: "fleetspawn".into(),
             install_crd: true,
             activity: ActivityConfig::default(),
+            proxy: ProxyConfig::default(),
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
         }
@@ -219,6 +258,7 @@ const FIELDS: &[&str] = &[
     "home_namespace",
     "install_crd",
     "activity",
+    "proxy",
     "http",
     "auth",
 ];
@@ -460,6 +500,18 @@ mod tests {
         assert_eq!(config.gc_grace, Duration::from_secs(120));
         assert_eq!(config.max_servers_per_user, 1);
         assert_eq!(config.max_concurrent_spawns, 64);
+    }
+
+    #[test]
+    fn the_proxy_section() {
+        let text = "[proxy]\napi_url = \"http://127.0.0.1:8001\"\nauth_token = \"t\"\npublic_url = \"http://p\"\ninterval = \"5s\"\n";
+        let config = Config::from_sources(Some((Path::new("c.toml"), text)), NO_ENV).unwrap();
+        assert_eq!(config.proxy.api_url.as_deref(), Some("http://127.0.0.1:8001"));
+        assert_eq!(config.proxy.interval, Duration::from_secs(5));
+        assert!(!format!("{config:?}").contains("\"t\""), "the token is never printed");
+        assert_eq!(Config::default().proxy.interval, Duration::from_secs(2));
+        let err = Config::from_sources(Some((Path::new("c.toml"), "[proxy]\napi_urll = \"x\"\n")), NO_ENV).unwrap_err().to_string();
+        assert!(err.contains("c.toml:2") && err.contains("api_urll"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod http;
 pub mod hub;
 pub mod kube;
 pub mod metrics;
+pub mod proxy;
 pub mod registry;
 pub mod reload;
 pub mod service;

@@ -323,20 +323,36 @@ async fn start_spawner(config: &Config, kubeconfig_path: Option<&Path>, profiles
     let loaded = fleet::load(kubeconfig_path)?;
     let fleet = Fleet::connect(&loaded).await;
     let activity = activity_source(config)?;
-    Ok(Spawner::start(fleet, set, renderer, SpawnerSettings { member, activity, ..SpawnerSettings::from(config) }, metrics).await?)
+    let proxy = proxy_target(config)?;
+    Ok(Spawner::start(fleet, set, renderer, SpawnerSettings { member, activity, proxy, ..SpawnerSettings::from(config) }, metrics).await?)
+}
+
+/// A secret setting `key`: given inline, or read from its file (trailing whitespace ignored).
+fn secret_setting(key: &str, inline: Option<&fleetspawn::config::Secret>, file: Option<&Path>, needed_by: &str) -> anyhow::Result<String> {
+    match (inline, file) {
+        (Some(t), _) => Ok(t.0.clone()),
+        (None, Some(path)) => Ok(std::fs::read_to_string(path).with_context(|| format!("{key}_file {}", path.display()))?.trim_end().to_string()),
+        (None, None) => anyhow::bail!("{needed_by} is set but neither {key} nor {key}_file"),
+    }
 }
 
 /// The `[activity]` settings as the spawner's activity source (the token read from its file).
 fn activity_source(config: &Config) -> anyhow::Result<Option<fleetspawn::service::ActivitySource>> {
     let a = &config.activity;
     let Some(url) = &a.hub_api_url else { return Ok(None) };
-    let token = match (&a.hub_api_token, &a.hub_api_token_file) {
-        (Some(t), _) => t.0.clone(),
-        (None, Some(path)) => std::fs::read_to_string(path).with_context(|| format!("activity.hub_api_token_file {}", path.display()))?.trim_end().to_string(),
-        (None, None) => anyhow::bail!("activity.hub_api_url is set but neither activity.hub_api_token nor activity.hub_api_token_file"),
-    };
+    let token = secret_setting("activity.hub_api_token", a.hub_api_token.as_ref(), a.hub_api_token_file.as_deref(), "activity.hub_api_url")?;
     let hub = fleetspawn::hub::HubApi::new(url, &token).with_context(|| format!("activity.hub_api_url {url}"))?;
     Ok(Some(fleetspawn::service::ActivitySource { hub, interval: a.interval }))
+}
+
+/// The `[proxy]` settings as the proxy fleetspawn routes users through (no hub).
+fn proxy_target(config: &Config) -> anyhow::Result<Option<fleetspawn::service::ProxyTarget>> {
+    let p = &config.proxy;
+    let Some(url) = &p.api_url else { return Ok(None) };
+    let token = secret_setting("proxy.auth_token", p.auth_token.as_ref(), p.auth_token_file.as_deref(), "proxy.api_url")?;
+    let public_url = p.public_url.clone().context("proxy.api_url is set but not proxy.public_url (the proxy's address users' browsers reach)")?;
+    let api = fleetspawn::proxy::ProxyApi::new(url, &token).with_context(|| format!("proxy.api_url {url}"))?;
+    Ok(Some(fleetspawn::service::ProxyTarget { api, public_url, interval: p.interval }))
 }
 
 /// Checks the profiles against the operator's templates (`templates_dir`) as the daemon

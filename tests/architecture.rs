@@ -144,12 +144,12 @@ fn no_import_cycles_in_the_daemon_or_the_core() {
 
 #[test]
 fn the_daemons_layers_import_only_downwards() {
-    // http → reload → service → {registry, kube, hub}; config, metrics and sources are leaves.
+    // http → reload → service → {registry, kube, hub, proxy}; config, metrics and sources are leaves.
     let rank = |m: &str| match m {
         "http" => 4,
         "reload" => 3,
         "service" => 2,
-        "registry" | "kube" | "hub" => 1,
+        "registry" | "kube" | "hub" | "proxy" => 1,
         "config" | "metrics" | "sources" => 0,
         other => panic!("module {other} has no layer: add it here and to docs/ARCHITECTURE.md"),
     };

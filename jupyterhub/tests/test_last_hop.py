@@ -82,6 +82,14 @@ routing = "httproute"
 gateway = "fleetspawn-ingress/web"
 {real_node}
 [[profiles]]
+slug = "lab-b-home"
+display_name = "JupyterLab on cluster B's real node, with a home volume"
+context = "cluster-b"
+ingress_public_url = "{INGRESS['cluster-b']}"
+ingress = {{ class_name = "traefik" }}
+storage = {{ capacity = "64Mi", storage_class = "fs-lasthop-static" }}
+{real_node}
+[[profiles]]
 slug = "lab-b-missing-image"
 display_name = "An image the node does not have"
 context = "cluster-b"
@@ -393,3 +401,54 @@ def test_a_hub_restart_keeps_the_server_and_its_route_and_sends_no_stop(hub, las
     status, instance = lasthop_daemon.admin("GET", f"/users/{quote(user)}/server")
     assert status == 200 and instance["state"] == "running", instance
     stop_and_check_nothing_left(hub, kubectl, user)
+
+
+@pytest.fixture
+def culling_hub(request, tmp_path_factory, lasthop_daemon, chp, hub):
+    """A hub of the same version with jupyterhub-idle-culler as a service (25 s idle timeout,
+    named servers removed), and the proxy's activity read every 5 s: of its own, so that the
+    culler takes no other test's server."""
+    culler = [hub.python, "-m", "jupyterhub_idle_culler", "--timeout=25", "--cull-every=5", "--remove-named-servers=true"]
+    h = Hub(tmp_path_factory.mktemp(f"culling-hub{hub.version}"), lasthop_daemon, chp, hub_bind="0.0.0.0", python=hub.python, extra="")
+    with open(h.d / "jupyterhub_config.py", "a") as f:
+        f.write(f"""
+c.Spawner.hub_connect_url = "http://{GATEWAY_B}:{h.hub_port}"
+c.JupyterHub.last_activity_interval = 5
+c.JupyterHub.services.append({{"name": "idle-culler", "command": {culler!r}}})
+c.JupyterHub.load_roles.append({{"name": "idle-culler", "services": ["idle-culler"],
+    "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]}})
+""")
+    h.start()
+    yield h
+    h.stop()
+
+
+def test_the_idle_culler_stops_an_idle_server_and_removes_its_volume(culling_hub, kubectl, user, tmp_path):
+    hub = culling_hub
+    # A volume for the server's claim on the real node (the local clusters have no provisioner).
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o777)
+    pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"fs-lasthop-{user}"[:63].rstrip("-")},
+          "spec": {"capacity": {"storage": "64Mi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "fs-lasthop-static",
+                   "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(home)}}}
+    subprocess.run(["kubectl", "--context", "cluster-b", "apply", "-f", "-"], input=json.dumps(pv), env=kubectl.env,
+                   check=True, capture_output=True, text=True, timeout=30)
+    try:
+        r = hub.api.post(f"/users/{user}", json={})
+        assert r.status_code == 201, r.text
+        r = hub.api.post(f"/users/{user}/servers/idle", json={"profile": "lab-b-home"})
+        assert r.status_code in (201, 202), r.text
+        started = ready(hub, user, "idle")
+        assert len(annotated(kubectl, user, "cluster-b", "persistentvolumeclaims")) == 1
+        # Used: a request through the proxy, then the activity the hub reads advances.
+        assert reachable(hub, kubectl, user, "idle")
+        hub.wait("activity recorded", lambda: (hub.api.get(f"/users/{user}").json()["servers"].get("idle") or {}).get("last_activity", "")
+                 > started["last_activity"], 60)
+        # Then idle: culled, removed, and its volume deleted with it.
+        hub.wait("culled", lambda: "idle" not in hub.api.get(f"/users/{user}").json()["servers"], 150)
+        hub.wait("nothing left", lambda: annotated(kubectl, user, "cluster-b", "pods,services,ingresses,secrets,persistentvolumeclaims") == [], 90)
+        assert "idle-culler" in hub.log.read_text()
+    finally:
+        subprocess.run(["kubectl", "--context", "cluster-b", "delete", "pv", pv["metadata"]["name"], "--ignore-not-found", "--wait=false"],
+                       env=kubectl.env, capture_output=True, timeout=30)

@@ -4,7 +4,7 @@
 //! labelled objects are garbage, how far an apply is. No I/O and no clock: the caller passes
 //! what it observed and the time.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use fleetspawn_core::instance::{Instance, InstanceState, InstanceView};
@@ -13,6 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::SpawnError;
 use crate::kube::userserver::{FailureReason, Phase, UserServer, REMOVE_STORAGE};
+use crate::proxy::ProxyRoute;
 use kube::ResourceExt as _;
 
 /// What the server's cluster shows of it now.
@@ -310,6 +311,36 @@ pub fn object_failure_kind(code: Option<u16>, message: &str) -> FailureKind {
     }
 }
 
+/// The proxy route of a server reached at `url` under the path prefix `prefix`: the prefix
+/// without its trailing slash (configurable-http-proxy's key) → the URL without the prefix
+/// (the proxy appends the request's whole path). `None` for a URL that does not end so.
+pub fn proxy_route(url: &str, prefix: &str) -> Option<(String, String)> {
+    let target = url.strip_suffix(prefix)?;
+    let path = prefix.trim_end_matches('/');
+    (!path.is_empty() && target.contains("://")).then(|| (path.to_string(), target.to_string()))
+}
+
+/// What to change on the proxy: `desired` routes (path → target) missing or pointing
+/// elsewhere are added, unless another owner holds the path; `owner`'s routes not desired
+/// are removed. Routes of others are never touched.
+pub fn route_changes(desired: &BTreeMap<String, String>, current: &BTreeMap<String, ProxyRoute>, owner: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let add = desired
+        .iter()
+        .filter(|(path, target)| match current.get(*path) {
+            None => true,
+            Some(r) => r.owner.as_deref() == Some(owner) && &r.target != *target,
+        })
+        .map(|(p, t)| (p.clone(), t.clone()))
+        .collect();
+    let remove = current.iter().filter(|(path, r)| r.owner.as_deref() == Some(owner) && !desired.contains_key(*path)).map(|(p, _)| p.clone()).collect();
+    (add, remove)
+}
+
+/// A user's URL under the proxy's public URL.
+pub fn public_url(public: &str, prefix: &str) -> String {
+    format!("{}{prefix}", public.trim_end_matches('/'))
+}
+
 /// Whether an HTTP status from a server's URL is the server answering: a success, a
 /// redirect (to its login or its UI) or a refusal to an anonymous caller. A 404 is what an
 /// ingress says for a path it does not route (or a host rule that does not match), and 5xx
@@ -342,7 +373,6 @@ mod tests {
     use super::*;
     use crate::kube::userserver::{FailureStatus, UserServerStatus, FINALIZER};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    use std::collections::BTreeMap;
 
     fn ts(s: &str) -> Timestamp {
         s.parse().expect("time")
@@ -524,6 +554,45 @@ mod tests {
         assert_eq!(fair_share(3, 3), 1);
         assert_eq!(fair_share(3, 5), 1, "more replicas than clusters: one each at most");
         assert_eq!(fair_share(3, 0), 3, "no member seen yet (the list failed): itself");
+    }
+
+    #[test]
+    fn a_proxy_route_is_the_prefix_to_the_ingress() {
+        let route = |url, prefix| proxy_route(url, prefix);
+        assert_eq!(route("http://127.0.0.1:18082/user/alice/", "/user/alice/"), Some(("/user/alice".into(), "http://127.0.0.1:18082".into())));
+        assert_eq!(
+            route("https://b.example/base/user/j%C3%BCrgen/lab/", "/user/j%C3%BCrgen/lab/"),
+            Some(("/user/j%C3%BCrgen/lab".into(), "https://b.example/base".into()))
+        );
+        assert_eq!(route("http://x/user/bob/", "/user/alice/"), None, "not this server's URL");
+        assert_eq!(route("/user/alice/", "/user/alice/"), None, "no origin");
+        assert_eq!(route("http://x/", "/"), None, "never the root");
+        assert_eq!(public_url("https://hub.example/", "/user/alice/"), "https://hub.example/user/alice/");
+    }
+
+    #[test]
+    fn route_changes_touch_only_this_installations_routes() {
+        let route = |target: &str, owner: Option<&str>| ProxyRoute { target: target.into(), owner: owner.map(Into::into), last_activity: None };
+        let current = BTreeMap::from([
+            ("/".to_string(), route("http://hub", None)),
+            ("/user/kept".to_string(), route("http://a", Some("fs"))),
+            ("/user/moved".to_string(), route("http://a", Some("fs"))),
+            ("/user/stale".to_string(), route("http://a", Some("fs"))),
+            ("/user/others-stale".to_string(), route("http://a", Some("other-install"))),
+            ("/user/taken".to_string(), route("http://elsewhere", None)),
+        ]);
+        let desired = BTreeMap::from([
+            ("/user/kept".to_string(), "http://a".to_string()),
+            ("/user/moved".to_string(), "http://b".to_string()),
+            ("/user/new".to_string(), "http://c".to_string()),
+            ("/user/taken".to_string(), "http://a".to_string()),
+        ]);
+        let (add, remove) = route_changes(&desired, &current, "fs");
+        assert_eq!(add, [("/user/moved".to_string(), "http://b".to_string()), ("/user/new".to_string(), "http://c".to_string())]);
+        assert_eq!(remove, ["/user/stale"]);
+        // A restarted proxy has nothing: everything comes back.
+        let (add, remove) = route_changes(&desired, &BTreeMap::new(), "fs");
+        assert_eq!((add.len(), remove.len()), (4, 0));
     }
 
     #[test]

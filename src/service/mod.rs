@@ -106,6 +106,9 @@ pub struct SpawnerSettings {
     pub resync: Duration,
     /// Where users' activity comes from (`None`: no idle culling).
     pub activity: Option<ActivitySource>,
+    /// A configurable-http-proxy fleetspawn routes users through itself (`None`: a hub's
+    /// proxy does, or none).
+    pub proxy: Option<ProxyTarget>,
     /// Counted among the replicas that share the clusters' Leases (a daemon). A guest (the
     /// CLI) takes only Leases nobody holds and never makes a replica give one up.
     pub member: bool,
@@ -128,6 +131,7 @@ impl From<&Config> for SpawnerSettings {
             install_crd: config.install_crd,
             resync: RESYNC_INTERVAL,
             activity: None,
+            proxy: None,
             member: true,
         }
     }
@@ -143,6 +147,23 @@ pub struct ActivitySource {
 impl std::fmt::Debug for ActivitySource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ActivitySource").field("hub", &self.hub.url()).field("interval", &self.interval).finish()
+    }
+}
+
+/// A configurable-http-proxy fleetspawn drives: the routes of running servers are added to
+/// it (before their spawn says ready) and stale ones of this installation removed, every
+/// `interval`; users are given URLs under `public_url`; its routes' activity feeds idle
+/// culling.
+#[derive(Clone)]
+pub struct ProxyTarget {
+    pub api: crate::proxy::ProxyApi,
+    pub public_url: String,
+    pub interval: Duration,
+}
+
+impl std::fmt::Debug for ProxyTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyTarget").field("api", &self.api.url()).field("public_url", &self.public_url).field("interval", &self.interval).finish()
     }
 }
 
@@ -397,10 +418,20 @@ impl Spawner {
             tracing::warn!(context = %spawner.inner.home_context, "the records (UserServers) are not listed yet; serving what comes");
         }
         tokio::spawn(spawner.clone().gc_loop());
+        if let Some(proxy) = spawner.inner.settings.proxy.clone() {
+            tokio::spawn(spawner.clone().every(proxy.interval, move |s| {
+                let proxy = proxy.clone();
+                async move { s.sync_proxy(&proxy).await }
+            }));
+        }
         match spawner.inner.settings.activity.clone() {
             Some(source) => {
-                tokio::spawn(spawner.clone().activity_loop(source));
+                tokio::spawn(spawner.clone().every(source.interval, move |s| {
+                    let hub = source.hub.clone();
+                    async move { s.read_activity(&hub).await }
+                }));
             }
+            None if spawner.inner.settings.proxy.is_some() => {}
             None => {
                 let idle: Vec<String> = spawner.profiles().iter().filter(|p| p.idle_timeout.is_some()).map(|p| p.slug.clone()).collect();
                 if !idle.is_empty() {
@@ -586,7 +617,9 @@ impl Spawner {
             (Some(c), Some(pod_uid), Some(owner)) => self.inner.registry.pods_of(c, &owner).ok().and_then(|pods| pods.into_iter().find(|p| p.uid == pod_uid)),
             _ => None,
         };
-        decide::view_of(us, cause.as_deref(), pod.as_ref())
+        let mut view = decide::view_of(us, cause.as_deref(), pod.as_ref())?;
+        view.url = view.url.map(|url| self.users_url(&url, us));
+        Some(view)
     }
 
     /// Every server that is starting, running, stopping, failed or unknown.
@@ -898,27 +931,100 @@ impl Spawner {
         })
     }
 
-    async fn activity_loop(self, source: ActivitySource) {
-        let mut tick = tokio::time::interval(source.interval);
+    /// Runs `work` every `interval` until shutdown.
+    async fn every<F, Fut>(self, interval: Duration, work: F)
+    where
+        F: Fn(Spawner) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut tick = tokio::time::interval(interval);
         loop {
             tokio::select! {
-                _ = tick.tick() => self.read_activity(&source.hub).await,
+                _ = tick.tick() => work(self.clone()).await,
                 () = self.inner.shutdown.cancelled() => return,
             }
         }
     }
 
-    /// Reads users' activity from the hub into the records of running servers on the clusters
-    /// this replica holds (`status.lastActivity`, written only when it moved on).
+    /// Reads users' activity from the hub (see [`Spawner::write_activity`]).
     async fn read_activity(&self, hub: &crate::hub::HubApi) {
-        let activity = match hub.last_activity().await {
-            Ok(a) => a,
+        match hub.last_activity().await {
+            Ok(activity) => self.write_activity(&activity).await,
             Err(e) => {
                 let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
                 tracing::warn!(error = %e, "reading activity from the hub failed{cause}; idle culling waits");
+            }
+        }
+    }
+
+    /// The URL a user is given for a server at `url` (its ingress URL): under the proxy's
+    /// public URL when fleetspawn drives one.
+    fn users_url(&self, url: &str, us: &UserServer) -> String {
+        match &self.inner.settings.proxy {
+            Some(proxy) => decide::public_url(&proxy.public_url, &self.url_prefix_of(us)),
+            None => url.to_string(),
+        }
+    }
+
+    fn url_prefix_of(&self, us: &UserServer) -> String {
+        us.spec.url_prefix.clone().unwrap_or_else(|| naming::url_prefix(&us.spec.user, &us.spec.server))
+    }
+
+    /// Routes the proxy as the records say: a route for every running server (its path prefix
+    /// to its ingress), none of this installation's for anything else; routes others added
+    /// are left alone. Then the routes' activity goes into the records.
+    async fn sync_proxy(&self, proxy: &ProxyTarget) {
+        let owner = self.inner.home.namespace().to_string();
+        let mut desired = BTreeMap::new();
+        let mut servers = HashMap::new();
+        for us in self.records() {
+            let Some(status) = us.status.as_ref().filter(|s| s.phase == Some(Phase::Running)) else { continue };
+            let Some((path, target)) = status.url.as_deref().and_then(|url| decide::proxy_route(url, &self.url_prefix_of(&us))) else { continue };
+            servers.insert(path.clone(), (us.spec.user.clone(), us.spec.server.clone()));
+            desired.insert(path, target);
+        }
+        let current = match proxy.api.routes().await {
+            Ok(routes) => routes,
+            Err(e) => {
+                let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+                tracing::warn!(error = %e, "reading the proxy's routes failed{cause}; routing waits");
                 return;
             }
         };
+        let (add, remove) = decide::route_changes(&desired, &current, &owner);
+        for (path, target) in &add {
+            match proxy.api.add(path, target, &owner).await {
+                Ok(()) => tracing::info!(path = %path, target = %target, "proxy route added"),
+                Err(e) => tracing::warn!(path = %path, error = %e, "adding a proxy route failed"),
+            }
+        }
+        for path in &remove {
+            match proxy.api.remove(path).await {
+                Ok(()) => tracing::info!(path = %path, "stale proxy route removed"),
+                Err(e) => tracing::warn!(path = %path, error = %e, "removing a proxy route failed"),
+            }
+        }
+        let activity: crate::hub::Activity = current
+            .iter()
+            .filter(|(_, r)| r.owner.as_deref() == Some(owner.as_str()))
+            .filter_map(|(path, r)| Some((servers.get(path)?.clone(), r.last_activity?)))
+            .collect();
+        self.write_activity(&activity).await;
+    }
+
+    /// Adds the route of a server that just became ready at `url`, so the user's first
+    /// request finds it (the periodic sync would a moment later).
+    async fn route_now(&self, us: &UserServer, url: &str) {
+        let Some(proxy) = &self.inner.settings.proxy else { return };
+        let Some((path, target)) = decide::proxy_route(url, &self.url_prefix_of(us)) else { return };
+        if let Err(e) = proxy.api.add(&path, &target, self.inner.home.namespace()).await {
+            tracing::warn!(path = %path, error = %e, "adding a proxy route failed; the next sync retries");
+        }
+    }
+
+    /// Writes users' activity into the records of running servers on the clusters this
+    /// replica holds (`status.lastActivity`, written only when it moved on).
+    async fn write_activity(&self, activity: &crate::hub::Activity) {
         for us in self.records() {
             let Some(status) = &us.status else { continue };
             let held = status.cluster.as_deref().is_some_and(|c| self.inner.shards.holds(c));

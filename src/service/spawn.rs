@@ -196,7 +196,8 @@ impl Spawner {
                 set_condition(&mut next.conditions, CONDITION_STALLED, ConditionStatus::False, "Ready", "", us.metadata.generation, now);
                 self.milestone(us, next).await;
                 self.record_event(us, EventType::Normal, "Ready", "Spawn", format!("Server ready at {url} on cluster {context}")).await;
-                op.progress.push(ProgressEvent::ready(&url));
+                self.route_now(us, &url).await;
+                op.progress.push(ProgressEvent::ready(&self.users_url(&url, us)));
             }
             Err(failure) => {
                 tracing::warn!(key = %us.name_any(), cause = %failure.failure.message, "spawn failed");

@@ -5,6 +5,7 @@
 //! test binary and start it again before they end (see `ClusterOutage`).
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod browser;
 pub mod daemon;
 
 use std::path::PathBuf;
