@@ -64,6 +64,18 @@ impl Proxy {
         r.json().await.expect("routes JSON")
     }
 
+    /// Adds a route as someone else would (no fleetspawn mark).
+    async fn add_foreign(&self) {
+        let added = reqwest::Client::new()
+            .post(self.api("/not-fleetspawns"))
+            .header("Authorization", format!("token {PROXY_TOKEN}"))
+            .json(&json!({ "target": "http://127.0.0.1:9" }))
+            .send()
+            .await
+            .expect("add a route");
+        assert!(added.status().is_success(), "{}", added.status());
+    }
+
     fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -108,14 +120,7 @@ async fn without_a_hub_fleetspawn_routes_its_proxy_to_a_real_jupyterlab() {
     let prefix = format!("/user/{user}");
 
     // A route fleetspawn did not add stays.
-    let foreign = reqwest::Client::new()
-        .post(proxy.api("/not-fleetspawns"))
-        .header("Authorization", format!("token {PROXY_TOKEN}"))
-        .json(&json!({ "target": "http://127.0.0.1:9" }))
-        .send()
-        .await
-        .expect("add a route");
-    assert!(foreign.status().is_success());
+    proxy.add_foreign().await;
 
     // The person starts `lab` in fleetspawn's own form and follows the progress.
     let b = Browser::start().await;
@@ -162,14 +167,7 @@ async fn without_a_hub_fleetspawn_routes_its_proxy_to_a_real_jupyterlab() {
     .await;
 
     // Another foreign route, then the stop: fleetspawn's route goes, the foreign one stays.
-    let foreign = reqwest::Client::new()
-        .post(proxy.api("/not-fleetspawns"))
-        .header("Authorization", format!("token {PROXY_TOKEN}"))
-        .json(&json!({ "target": "http://127.0.0.1:9" }))
-        .send()
-        .await
-        .expect("add a route");
-    assert!(foreign.status().is_success());
+    proxy.add_foreign().await;
     let stop = reqwest::Client::new().delete(format!("{}/api/v1/users/{user}/server", d.url)).bearer_auth(ADMIN_TOKEN).send().await.expect("stop");
     assert!(stop.status().is_success(), "{}", stop.status());
     eventually("the route gone after the stop", Duration::from_secs(30), async || proxy.routes().await.get(&prefix).is_none().then_some(())).await;
