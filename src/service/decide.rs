@@ -314,10 +314,13 @@ pub fn object_failure_kind(code: Option<u16>, message: &str) -> FailureKind {
 /// The proxy route of a server reached at `url` under the path prefix `prefix`: the prefix
 /// without its trailing slash (configurable-http-proxy's key) → the URL without the prefix
 /// (the proxy appends the request's whole path). `None` for a URL that does not end so.
+/// A path with a dot segment (a user named `..`) is none: the proxy's API URL would resolve
+/// it to another route (`/user/..` is `/`, everyone's).
 pub fn proxy_route(url: &str, prefix: &str) -> Option<(String, String)> {
     let target = url.strip_suffix(prefix)?;
     let path = prefix.trim_end_matches('/');
-    (!path.is_empty() && target.contains("://")).then(|| (path.to_string(), target.to_string()))
+    let dot_segment = |seg: &str| matches!(seg.to_ascii_lowercase().as_str(), "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e.");
+    (!path.is_empty() && target.contains("://") && !path.split('/').any(dot_segment)).then(|| (path.to_string(), target.to_string()))
 }
 
 /// What to change on the proxy: `desired` routes (path → target) missing or pointing
@@ -567,6 +570,11 @@ mod tests {
         assert_eq!(route("http://x/user/bob/", "/user/alice/"), None, "not this server's URL");
         assert_eq!(route("/user/alice/", "/user/alice/"), None, "no origin");
         assert_eq!(route("http://x/", "/"), None, "never the root");
+        for hostile in ["/user/../", "/user/./", "/user/%2E%2E/", "/user/alice/.%2e/", "/user/%2e/"] {
+            let url = format!("http://x{hostile}");
+            assert_eq!(proxy_route(&url, hostile), None, "{hostile} would name another route");
+        }
+        assert!(route("http://x/user/..alice/", "/user/..alice/").is_some(), "dots inside a name are fine");
         assert_eq!(public_url("https://hub.example/", "/user/alice/"), "https://hub.example/user/alice/");
     }
 
