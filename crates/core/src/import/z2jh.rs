@@ -136,9 +136,9 @@ pub fn convert(text: &str, report: &mut Report) -> Result<(Level, Option<Node>),
             let reason = match e.key.as_str() {
                 "cloudMetadata" => match e.value.get("blockWithIptables").map(|n| &n.kind) {
                     Some(Kind::Bool(false)) | None => continue,
-                    _ => "blockWithIptables: fleetspawn adds no privileged init container; block the metadata server with a NetworkPolicy in `objects`",
+                    _ => "blockWithIptables: fleetspawn adds no privileged init container; its NetworkPolicy per server (`network_policy`, on by default) denies egress to 169.254.169.254 instead, where the CNI enforces NetworkPolicies",
                 },
-                "networkPolicy" => "fleetspawn creates no NetworkPolicy by itself: add one to `objects`",
+                "networkPolicy" => "not converted: fleetspawn writes its own NetworkPolicy per server (`network_policy`: `enabled`, `ingress_from_namespaces`, `ingress_from_cidrs`, `egress_deny_cidrs`); set those to match",
                 "extraFiles" => "put the files in a ConfigMap or Secret and mount it with `volumes` and `volume_mounts`",
                 _ => "not a setting fleetspawn knows: not converted",
             };
