@@ -165,9 +165,10 @@ fn placement(spec: &ProfileSpec, contexts: &[String], issues: &mut Vec<Issue>) -
 
 /// The value of a per-context setting for each of `contexts`: one for all, or one per
 /// context (exactly the profile's contexts; `default` where unset, else a missing context is
-/// an issue). Each value is checked with `check`, its issue told at the key it was written at.
+/// an issue, naming `what` is missing). Each value is checked with `check`, its issue told at the key it was written at.
 fn per_context<T: Clone>(
     key: &str,
+    what: &str,
     setting: Option<&PerContext<T>>,
     contexts: &[String],
     default: Option<T>,
@@ -190,7 +191,7 @@ fn per_context<T: Clone>(
             for c in contexts.iter().filter(|c| !map.contains_key(*c)) {
                 match &default {
                     Some(v) => drop(values.insert(c.clone(), v.clone())),
-                    None => issues.push(Issue::at(&[key], format!("no value for context {c:?}"))),
+                    None => issues.push(Issue::at(&[key], format!("no {what} for context {c:?}"))),
                 }
             }
             for c in map.keys().filter(|c| !contexts.contains(c)) {
@@ -220,18 +221,19 @@ fn ingress_urls(spec: &ProfileSpec, contexts: &[String], issues: &mut Vec<Issue>
         let ok = (url.starts_with("http://") || url.starts_with("https://")) && !url.contains(char::is_whitespace);
         (!ok).then(|| format!("{url:?} is not an http:// or https:// URL"))
     };
-    per_context("ingress_public_url", spec.ingress_public_url.as_ref(), contexts, None, is_url, issues)
+    per_context("ingress_public_url", "URL", spec.ingress_public_url.as_ref(), contexts, None, is_url, issues)
 }
 
 /// How each context routes: an Ingress, or an HTTPRoute on that context's Gateway
 /// (`gateway`, `namespace/name`, required there).
 fn routes(spec: &ProfileSpec, contexts: &[String], issues: &mut Vec<Issue>) -> BTreeMap<String, Route> {
-    let routing = per_context("routing", spec.routing.as_ref(), contexts, Some(Routing::Ingress), |_| None, issues);
+    let routing = per_context("routing", "routing", spec.routing.as_ref(), contexts, Some(Routing::Ingress), |_| None, issues);
     let is_gateway = |g: &String| {
         let ok = g.split_once('/').is_some_and(|(ns, name)| naming::is_dns1123_label(ns) && naming::is_dns1123_subdomain(name));
         (!ok).then(|| format!("{g:?} is not a Gateway as namespace/name"))
     };
-    let gateways = per_context("gateway", spec.gateway.as_ref(), contexts, Some(String::new()), |g| (!g.is_empty()).then(|| is_gateway(g)).flatten(), issues);
+    let gateways =
+        per_context("gateway", "Gateway", spec.gateway.as_ref(), contexts, Some(String::new()), |g| (!g.is_empty()).then(|| is_gateway(g)).flatten(), issues);
     let mut routes = BTreeMap::new();
     for (context, routing) in routing {
         let route = match routing {
