@@ -154,7 +154,25 @@ def ingress():
     i.server.shutdown()
 
 
-class Daemon:
+class Process:
+    """A process a test starts (`proc`), kills (SIGKILL: no graceful shutdown, connections
+    and streams break) or stops (SIGTERM, then SIGKILL)."""
+
+    proc: subprocess.Popen | None = None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+
+class Daemon(Process):
     """One `fleetspawn serve` process on a fixed port: `kill()` and `start()` again play a
     daemon restart (the hub keeps the URL)."""
 
@@ -172,17 +190,6 @@ class Daemon:
         if wait:
             wait_http(self.url + "/readyz", 60, what="fleetspawn serve", log=self.log)
 
-    def kill(self) -> None:
-        """SIGKILL: no graceful shutdown, connections and streams break."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
 
     def admin(self, method: str, path: str) -> tuple[int, object]:
         req = urllib.request.Request(self.url + "/api/v1" + path, method=method,
@@ -364,7 +371,7 @@ def chp() -> str:
     return path
 
 
-class Hub:
+class Hub(Process):
     """A real JupyterHub (DummyAuthenticator, FleetSpawner against `daemon`) with a real
     configurable-http-proxy, in `d`. `extra` is appended to its config; `python` is the
     interpreter whose JupyterHub runs (this venv's by default). `kill()` then `start()` plays
@@ -422,23 +429,27 @@ c.JupyterHub.load_roles = [{{"name": "test-admin", "scopes": ["admin:users", "ad
                                          cwd=self.d, env=env, stdout=logf, stderr=subprocess.STDOUT)
         wait_http(self.public + "/hub/api", 60, what="jupyterhub (through the proxy)", log=self.log)
 
-    def kill(self) -> None:
-        """SIGKILL: the hub dies mid-whatever; its proxy lives on, as it would."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
     def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
+        """The hub, then its proxy (`kill()` leaves the proxy running, as a crash would)."""
+        super().stop()
         pid_file = self.d / "proxy.pid"
         if pid_file.exists():
             try:
                 os.kill(int(pid_file.read_text().strip()), 15)
             except (ValueError, ProcessLookupError):
                 pass
+
+    def progress(self, username: str, server: str = "", read_timeout: float = 90) -> list[dict]:
+        """The hub's progress events for a server of the user, up to ready or failed."""
+        path = f"/users/{username}/servers/{server}/progress" if server else f"/users/{username}/server/progress"
+        events = []
+        with self.api.stream("GET", path, timeout=httpx.Timeout(30, read=read_timeout)) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+                    if events[-1].get("ready") or events[-1].get("failed"):
+                        break
+        return events
 
     def routes(self) -> dict:
         r = httpx.get(self.proxy_api + "/api/routes", headers={"Authorization": f"token {self.proxy_token}"}, timeout=10)

@@ -3,8 +3,6 @@ FleetSpawner into the real local clusters via a real fleetspawn daemon."""
 
 from __future__ import annotations
 
-import json
-
 import httpx
 import pytest
 
@@ -17,18 +15,6 @@ def hub(tmp_path_factory, daemon, chp):
     h.start()
     yield h
     h.stop()
-
-
-def hub_progress(hub, username: str) -> list[dict]:
-    """The hub's progress events for the user's default server, up to ready or failed."""
-    events = []
-    with hub.api.stream("GET", f"/users/{username}/server/progress", timeout=httpx.Timeout(30, read=90)) as stream:
-        for line in stream.iter_lines():
-            if line.startswith("data:"):
-                events.append(json.loads(line[5:]))
-                if events[-1].get("ready") or events[-1].get("failed"):
-                    break
-    return events
 
 
 def test_the_hub_spawns_routes_and_stops_through_fleetspawn(hub, daemon, ingress, kubectl, username):
@@ -47,7 +33,7 @@ def test_the_hub_spawns_routes_and_stops_through_fleetspawn(hub, daemon, ingress
     assert r.status_code in (201, 202), r.text
 
     # The hub relays fleetspawn's progress on its own progress stream, ending ready.
-    events = hub_progress(hub, username)
+    events = hub.progress(username)
     messages = [e.get("message", "") for e in events]
     assert events[-1].get("ready") is True, events
     assert any(m.startswith("Placing on cluster-b") for m in messages), messages
@@ -85,7 +71,7 @@ def test_a_failed_spawn_shows_the_cause_on_the_hubs_progress(hub, daemon, kubect
     assert r.status_code == 201, r.text
     r = hub.api.post(f"/users/{username}/server", json={"profile": "broken-image"})
     assert r.status_code == 202, r.text
-    events = hub_progress(hub, username)
+    events = hub.progress(username)
     assert events[-1].get("failed") is True, events
     assert "ErrImagePull" in events[-1]["message"], events
     hub.wait("failed server cleared", lambda: hub.api.get(f"/users/{username}").json()["servers"] == {})

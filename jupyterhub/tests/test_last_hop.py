@@ -169,6 +169,16 @@ def reachable(hub: Hub, kubectl, name: str, server: str = "") -> dict:
         return r.json()
 
 
+def start(hub: Hub, name: str, profile: str, server: str = "", new_user: bool = True) -> None:
+    """Creates the user (unless `new_user` is false) and starts a server of theirs."""
+    if new_user:
+        r = hub.api.post(f"/users/{quote(name)}", json={})
+        assert r.status_code == 201, r.text
+    path = f"/users/{quote(name)}/servers/{quote(server)}" if server else f"/users/{quote(name)}/server"
+    r = hub.api.post(path, json={"profile": profile})
+    assert r.status_code in (201, 202), r.text
+
+
 def ready(hub: Hub, name: str, server: str = "", timeout: float = 240) -> dict:
     return hub.wait(f"{name}/{server} ready", lambda: (hub.api.get(f"/users/{quote(name)}").json().get("servers", {}).get(server, {}) or {}).get("ready")
                     and hub.api.get(f"/users/{quote(name)}").json()["servers"][server], timeout=timeout)
@@ -277,10 +287,7 @@ def test_a_user_logs_in_picks_a_profile_and_runs_a_cell_in_jupyterlab(hub, lasth
 
 
 def test_the_server_gets_the_env_contract_and_a_working_token_in_no_pod_spec(hub, kubectl, user):
-    r = hub.api.post(f"/users/{user}", json={})
-    assert r.status_code == 201, r.text
-    r = hub.api.post(f"/users/{user}/server", json={"profile": "lab-b"})
-    assert r.status_code in (201, 202), r.text
+    start(hub, user, "lab-b")
     ready(hub, user)
     status = reachable(hub, kubectl, user)
     assert "started" in status, status
@@ -313,11 +320,8 @@ def test_the_server_gets_the_env_contract_and_a_working_token_in_no_pod_spec(hub
 
 
 def test_a_named_server_on_cluster_c_through_its_gateway_runs_beside_the_default_one(hub, kubectl, user):
-    r = hub.api.post(f"/users/{user}", json={})
-    assert r.status_code == 201, r.text
-    for path, profile in ((f"/users/{user}/server", "lab-b"), (f"/users/{user}/servers/gw", "lab-c-gateway")):
-        r = hub.api.post(path, json={"profile": profile})
-        assert r.status_code in (201, 202), r.text
+    start(hub, user, "lab-b")
+    start(hub, user, "lab-c-gateway", "gw", new_user=False)
     ready(hub, user)
     ready(hub, user, "gw")
     assert reachable(hub, kubectl, user)
@@ -338,10 +342,7 @@ def test_a_named_server_on_cluster_c_through_its_gateway_runs_beside_the_default
 def test_awkward_usernames_spawn_are_routed_and_log_in(hub, kubectl, awkward):
     # As the authenticator normalizes a login name: "Alice" logs in as "alice".
     name = f"{awkward}.{RUN}{hub.version}".lower()
-    r = hub.api.post(f"/users/{quote(name)}", json={})
-    assert r.status_code == 201, r.text
-    r = hub.api.post(f"/users/{quote(name)}/server", json={"profile": "lab-b"})
-    assert r.status_code in (201, 202), r.text
+    start(hub, name, "lab-b")
     ready(hub, name)
     assert reachable(hub, kubectl, name)
     stop_and_check_nothing_left(hub, kubectl, name)
@@ -349,17 +350,8 @@ def test_awkward_usernames_spawn_are_routed_and_log_in(hub, kubectl, awkward):
 
 
 def test_a_failed_spawn_shows_its_cause_and_leaves_nothing(hub, kubectl, user):
-    r = hub.api.post(f"/users/{user}", json={})
-    assert r.status_code == 201, r.text
-    r = hub.api.post(f"/users/{user}/server", json={"profile": "lab-b-missing-image"})
-    assert r.status_code in (201, 202), r.text
-    events = []
-    with hub.api.stream("GET", f"/users/{user}/server/progress", timeout=httpx.Timeout(30, read=240)) as stream:
-        for line in stream.iter_lines():
-            if line.startswith("data:"):
-                events.append(json.loads(line[5:]))
-                if events[-1].get("ready") or events[-1].get("failed"):
-                    break
+    start(hub, user, "lab-b-missing-image")
+    events = hub.progress(user, read_timeout=240)
     assert events[-1].get("failed") is True, events
     assert "ErrImageNeverPull" in events[-1]["message"] or "no-such-image" in events[-1]["message"], events
     hub.wait("failed server cleared", lambda: hub.api.get(f"/users/{user}").json()["servers"] == {})
@@ -367,28 +359,21 @@ def test_a_failed_spawn_shows_its_cause_and_leaves_nothing(hub, kubectl, user):
 
 
 def test_a_hub_killed_mid_spawn_spawns_again_with_its_new_token(hub, kubectl, user):
-    r = hub.api.post(f"/users/{user}", json={})
-    assert r.status_code == 201, r.text
-    r = hub.api.post(f"/users/{user}/server", json={"profile": "lab-b"})
-    assert r.status_code in (201, 202), r.text
+    start(hub, user, "lab-b")
     hub.wait("the pod", lambda: annotated(kubectl, user, "cluster-b", "pods"), 60)
     hub.kill()
     hub.start()
     # The hub forgot the spawn it was running; the user starts again.
     hub.wait("the hub forgot the spawn", lambda: hub.api.get(f"/users/{user}").json()["servers"].get("", {}).get("pending") is None, 120)
     if "" not in hub.api.get(f"/users/{user}").json()["servers"]:
-        r = hub.api.post(f"/users/{user}/server", json={"profile": "lab-b"})
-        assert r.status_code in (201, 202), r.text
+        start(hub, user, "lab-b", new_user=False)
     ready(hub, user)
     assert reachable(hub, kubectl, user), "login works with the hub's new token"
     stop_and_check_nothing_left(hub, kubectl, user)
 
 
 def test_a_hub_restart_keeps_the_server_and_its_route_and_sends_no_stop(hub, lasthop_daemon, kubectl, user):
-    r = hub.api.post(f"/users/{user}", json={})
-    assert r.status_code == 201, r.text
-    r = hub.api.post(f"/users/{user}/server", json={"profile": "lab-b"})
-    assert r.status_code in (201, 202), r.text
+    start(hub, user, "lab-b")
     ready(hub, user)
     pod_uid = annotated(kubectl, user, "cluster-b", "pods")[0]["metadata"]["uid"]
     hub.stop()
@@ -435,10 +420,7 @@ def test_the_idle_culler_stops_an_idle_server_and_removes_its_volume(culling_hub
     subprocess.run(["kubectl", "--context", "cluster-b", "apply", "-f", "-"], input=json.dumps(pv), env=kubectl.env,
                    check=True, capture_output=True, text=True, timeout=30)
     try:
-        r = hub.api.post(f"/users/{user}", json={})
-        assert r.status_code == 201, r.text
-        r = hub.api.post(f"/users/{user}/servers/idle", json={"profile": "lab-b-home"})
-        assert r.status_code in (201, 202), r.text
+        start(hub, user, "lab-b-home", "idle")
         started = ready(hub, user, "idle")
         assert len(annotated(kubectl, user, "cluster-b", "persistentvolumeclaims")) == 1
         # Used: a request through the proxy, then the activity the hub reads advances.
