@@ -431,6 +431,7 @@ impl Spawner {
                     async move { s.read_activity(&hub).await }
                 }));
             }
+            // The proxy's routes are the activity source then (see `sync_proxy`).
             None if spawner.inner.settings.proxy.is_some() => {}
             None => {
                 let idle: Vec<String> = spawner.profiles().iter().filter(|p| p.idle_timeout.is_some()).map(|p| p.slug.clone()).collect();
