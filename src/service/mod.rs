@@ -271,9 +271,6 @@ struct Inner {
     home_context: String,
     /// The records, as the home cluster's watch has them.
     store: Store<UserServer>,
-    /// Whether the records' first list is in (garbage collection waits for it), set by the
-    /// records' watch itself.
-    store_ready: watch::Sender<bool>,
     home_recorder: Recorder,
     profiles: RwLock<Arc<ProfileSet>>,
     renderer: Renderer,
@@ -357,8 +354,7 @@ impl Spawner {
         }
         let kinds = DEFAULT_KINDS.iter().map(|(a, k)| ((*a).to_string(), (*k).to_string())).collect();
         let (trigger, triggered) = mpsc::unbounded_channel();
-        let store_ready = watch::channel(false).0;
-        let controller = reconcile::controller(&home, store_ready.clone());
+        let controller = reconcile::controller(&home);
         let shutdown = CancellationToken::new();
         let (shard_changes, mut shard_changed) = mpsc::unbounded_channel();
         let shards = shards::Shards::start(home_client.clone(), home.namespace(), contexts.clone(), settings.member, shutdown.clone(), shard_changes);
@@ -368,7 +364,6 @@ impl Spawner {
                 fleet,
                 registry,
                 store: controller.store(),
-                store_ready,
                 home_recorder: Recorder::new(home_client, reporter),
                 home,
                 home_context,
@@ -413,8 +408,8 @@ impl Spawner {
         while spawner.inner.shards.held().len() < spawner.inner.clusters.len() && tokio::time::Instant::now() < leases_by {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let mut ready = spawner.inner.store_ready.subscribe();
-        if tokio::time::timeout(HOME_SYNC_TIMEOUT, ready.wait_for(|r| *r)).await.is_err() {
+        // The store is ready once the first list is in it (not merely seen by the watcher).
+        if tokio::time::timeout(HOME_SYNC_TIMEOUT, spawner.inner.store.wait_until_ready()).await.is_err() {
             tracing::warn!(context = %spawner.inner.home_context, "the records (UserServers) are not listed yet; serving what comes");
         }
         tokio::spawn(spawner.clone().gc_loop());

@@ -15,7 +15,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::{Resource as _, ResourceExt as _};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::decide::{self, Busy, Facts, Seen, Step};
 use super::{lock, OpKind, SpawnError, Spawner};
@@ -36,15 +36,11 @@ pub enum ReconcileError {
     Spawn(#[from] SpawnError),
 }
 
-/// The controller over the home namespace's records (its store is the records' cache), and
-/// the signal that the records' first list is in (`ready` is set then).
-pub fn controller(home: &Home, ready: watch::Sender<bool>) -> Controller<UserServer> {
+/// The controller over the home namespace's records (its store is the records' cache, ready
+/// once the first list is in it).
+pub fn controller(home: &Home) -> Controller<UserServer> {
     let (reader, writer) = reflector::store();
-    let events = watcher::watcher(home.servers().clone(), watcher::Config::default()).default_backoff().inspect(move |event| {
-        if matches!(event, Ok(watcher::Event::InitDone)) {
-            ready.send_replace(true);
-        }
-    });
+    let events = watcher::watcher(home.servers().clone(), watcher::Config::default()).default_backoff();
     Controller::for_stream(reflector::reflector(writer, events).applied_objects(), reader)
 }
 
