@@ -131,6 +131,11 @@ cookie_secret = "a-test-cookie-secret-of-at-least-32-bytes"
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The daemon's (editable) copy of the profiles.
     pub fn profiles_path(&self) -> PathBuf {
         self.dir.path().join("profiles.toml")
