@@ -19,8 +19,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use minijinja::value::Serde;
-use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use minijinja::value::{Serde, Value as Jinja};
+use minijinja::{context, AutoEscape, Environment, UndefinedBehavior};
 use serde_json::{json, Map, Value};
 
 use crate::diagnostic::Diagnostics;
@@ -358,18 +358,23 @@ impl Renderer {
         let profile = &resolved.profile;
         let identity = Identity::new(input, profile)?;
         let mut ctx = template_context(input, &identity, &resolved);
+        // Templates see `ctx` converted once (not once per template): the conversion of a
+        // whole profile's settings would otherwise cost more than most renders.
+        let early = Jinja::from(Serde(&ctx));
 
-        let namespace = self.render_text(TemplateRef::Profile(key_path(&["namespace"])), &profile.namespace, &ctx)?.trim().to_owned();
+        let namespace = self.render_text(TemplateRef::Profile(key_path(&["namespace"])), &profile.namespace, &early)?.trim().to_owned();
         if !is_dns1123_label(&namespace) {
             return Err(BundleError::Namespace { namespace });
         }
+        let with_namespace = context! { namespace => namespace.as_str(), ..early };
         ctx["namespace"] = json!(namespace);
-        self.add_pod_settings(&mut ctx, profile, &identity.url_prefix)?;
+        self.add_pod_settings(&mut ctx, &with_namespace, profile, &identity.url_prefix)?;
+        let full = Jinja::from(Serde(&ctx));
 
-        let mut rendered = self.render_builtins(&profile.spec, identity.route, input.secret_env, &ctx)?;
-        self.render_objects(&profile.spec, &ctx, &mut rendered)?;
+        let mut rendered = self.render_builtins(&profile.spec, identity.route, input.secret_env, &full)?;
+        self.render_objects(&profile.spec, &full, &mut rendered)?;
         for (id, patch) in &profile.spec.patches {
-            self.apply_patch(id, patch, &ctx, &mut rendered)?;
+            self.apply_patch(id, patch, &full, &mut rendered)?;
         }
         let objects = finish_objects(rendered, &namespace, &identity.labels, &identity.annotations)?;
         Ok(Bundle { key: identity.key, namespace, url: identity.url, objects })
@@ -383,7 +388,7 @@ impl Renderer {
         spec: &ProfileSpec,
         route: &Route,
         secret_env: &BTreeMap<String, String>,
-        ctx: &Value,
+        ctx: &Jinja,
     ) -> Result<Vec<(TemplateRef, Value)>, BundleError> {
         let mut rendered = Vec::new();
         for (file, _) in BUILTIN_TEMPLATES {
@@ -400,9 +405,7 @@ impl Renderer {
             }
             let template = TemplateRef::Builtin((*file).to_owned());
             let text = if *file == "secret.yaml.j2" {
-                let mut secret_ctx = ctx.clone();
-                secret_ctx["secret_env"] = json!(secret_env);
-                self.render_builtin(file, &secret_ctx)?
+                self.render_builtin(file, &context! { secret_env => Jinja::from(Serde(secret_env)), ..ctx.clone() })?
             } else {
                 self.render_builtin(file, ctx)?
             };
@@ -414,7 +417,7 @@ impl Renderer {
     }
 
     /// Renders the profile's `objects`, adding them to `rendered`.
-    fn render_objects(&self, spec: &ProfileSpec, ctx: &Value, rendered: &mut Vec<(TemplateRef, Value)>) -> Result<(), BundleError> {
+    fn render_objects(&self, spec: &ProfileSpec, ctx: &Jinja, rendered: &mut Vec<(TemplateRef, Value)>) -> Result<(), BundleError> {
         for (id, source) in &spec.objects {
             let template = TemplateRef::Profile(key_path(&["objects", id]));
             let text = self.render_text_named(&template, &format!("objects.{id}.yaml"), source, ctx)?;
@@ -427,7 +430,7 @@ impl Renderer {
 
     /// Renders patch `id` and applies it to every rendered object it targets,
     /// which then count as coming from the patch.
-    fn apply_patch(&self, id: &str, patch: &PatchSpec, ctx: &Value, rendered: &mut [(TemplateRef, Value)]) -> Result<(), BundleError> {
+    fn apply_patch(&self, id: &str, patch: &PatchSpec, ctx: &Jinja, rendered: &mut [(TemplateRef, Value)]) -> Result<(), BundleError> {
         let template = TemplateRef::Profile(key_path(&["patches", id]));
         let target_name = patch
             .target
@@ -451,10 +454,11 @@ impl Renderer {
         Ok(())
     }
 
-    /// Adds the pod's settings, shaped as Kubernetes expects them, to `ctx`.
-    fn add_pod_settings(&self, ctx: &mut Value, profile: &Profile, url_prefix: &str) -> Result<(), BundleError> {
+    /// Adds the pod's settings, shaped as Kubernetes expects them, to `ctx` (`jinja` is what
+    /// the profile's `environment` templates see: `ctx` so far).
+    fn add_pod_settings(&self, ctx: &mut Value, jinja: &Jinja, profile: &Profile, url_prefix: &str) -> Result<(), BundleError> {
         let spec = &profile.spec;
-        let env = self.pod_env(ctx, spec, url_prefix)?;
+        let env = self.pod_env(ctx, jinja, spec, url_prefix)?;
         let (pod_sc, container_sc) = security_contexts(&spec.security_context);
         let (volumes, mounts) = volumes(spec, &ctx["name"]);
         let fields = [
@@ -483,7 +487,7 @@ impl Renderer {
 
     /// The container's environment, by name: JupyterHub's variables, then the
     /// profile's `environment` (rendered; it may replace them).
-    fn pod_env(&self, ctx: &Value, spec: &ProfileSpec, url_prefix: &str) -> Result<Vec<Value>, BundleError> {
+    fn pod_env(&self, ctx: &Value, jinja: &Jinja, spec: &ProfileSpec, url_prefix: &str) -> Result<Vec<Value>, BundleError> {
         let mut env = BTreeMap::from([
             ("JUPYTERHUB_USER".to_owned(), ctx["username"].clone()),
             ("JUPYTERHUB_SERVER_NAME".to_owned(), ctx["servername"].clone()),
@@ -491,26 +495,26 @@ impl Renderer {
             ("JUPYTERHUB_SERVICE_URL".to_owned(), json!(format!("http://0.0.0.0:{NOTEBOOK_PORT}{url_prefix}"))),
         ]);
         for (var, template) in &spec.environment {
-            let value = self.render_text(TemplateRef::Profile(key_path(&["environment", var])), template, ctx)?;
+            let value = self.render_text(TemplateRef::Profile(key_path(&["environment", var])), template, jinja)?;
             env.insert(var.clone(), json!(value));
         }
         Ok(env.into_iter().map(|(name, value)| json!({"name": name, "value": value})).collect())
     }
 
-    fn render_builtin(&self, name: &str, ctx: &Value) -> Result<String, BundleError> {
+    fn render_builtin(&self, name: &str, ctx: &Jinja) -> Result<String, BundleError> {
         let template = TemplateRef::Builtin(name.to_owned());
-        self.env.get_template(name).and_then(|t| t.render(Serde(ctx))).map_err(|err| template_error(template, &err))
+        self.env.get_template(name).and_then(|t| t.render(ctx)).map_err(|err| template_error(template, &err))
     }
 
     /// Renders a plain-string profile template (not escaped).
-    fn render_text(&self, template: TemplateRef, source: &str, ctx: &Value) -> Result<String, BundleError> {
+    fn render_text(&self, template: TemplateRef, source: &str, ctx: &Jinja) -> Result<String, BundleError> {
         let name = template.to_string();
         self.render_text_named(&template, &name, source, ctx)
     }
 
     /// Renders a profile template under `name` (which selects escaping).
-    fn render_text_named(&self, template: &TemplateRef, name: &str, source: &str, ctx: &Value) -> Result<String, BundleError> {
-        self.env.render_named_str(name, source, Serde(ctx)).map_err(|err| template_error(template.clone(), &err))
+    fn render_text_named(&self, template: &TemplateRef, name: &str, source: &str, ctx: &Jinja) -> Result<String, BundleError> {
+        self.env.render_named_str(name, source, ctx).map_err(|err| template_error(template.clone(), &err))
     }
 }
 

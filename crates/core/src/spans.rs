@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use serde_json::{Map, Number, Value};
 use toml::de::{DeTable, DeValue};
@@ -68,7 +69,10 @@ impl fmt::Display for KeyPath {
 pub struct Document {
     /// The document's content (datetimes become strings).
     pub value: Value,
-    lines: HashMap<KeyPath, usize>,
+    text: String,
+    /// The line of every key and array element, found on first use: only diagnostics need
+    /// them, and a large file that loads cleanly never pays for them.
+    lines: OnceLock<HashMap<KeyPath, usize>>,
 }
 
 /// A TOML syntax error.
@@ -83,22 +87,31 @@ pub struct SyntaxError {
 impl Document {
     /// Parses `text`.
     pub fn parse(text: &str) -> Result<Self, SyntaxError> {
-        let index = LineIndex::new(text);
         let table = DeTable::parse(text)
-            .map_err(|err| SyntaxError { line: err.span().map_or(1, |span| index.line(span.start)), message: err.message().trim().to_owned() })?;
-        let mut lines = HashMap::new();
-        let value = convert_table(&index, table.get_ref(), &KeyPath::default(), &mut lines);
-        Ok(Self { value, lines })
+            .map_err(|err| SyntaxError { line: err.span().map_or(1, |span| LineIndex::new(text).line(span.start)), message: err.message().trim().to_owned() })?;
+        Ok(Self { value: convert_table(table.get_ref()), text: text.to_owned(), lines: OnceLock::new() })
     }
 
     /// The line of `path`, or of its longest prefix present in the document.
     pub fn line(&self, path: &KeyPath) -> Option<usize> {
-        (0..=path.0.len()).rev().find_map(|n| self.lines.get(&KeyPath(path.0[..n].to_vec())).copied())
+        let lines = self.lines();
+        (0..=path.0.len()).rev().find_map(|n| lines.get(&KeyPath(path.0[..n].to_vec())).copied())
     }
 
     /// Whether `path` itself is written in the document.
     pub fn has(&self, path: &KeyPath) -> bool {
-        self.lines.contains_key(path)
+        self.lines().contains_key(path)
+    }
+
+    fn lines(&self) -> &HashMap<KeyPath, usize> {
+        self.lines.get_or_init(|| {
+            let mut lines = HashMap::new();
+            // The text parsed once already, so it parses again.
+            if let Ok(table) = DeTable::parse(&self.text) {
+                table_lines(&LineIndex::new(&self.text), table.get_ref(), &KeyPath::default(), &mut lines);
+            }
+            lines
+        })
     }
 }
 
@@ -119,40 +132,46 @@ impl LineIndex {
     }
 }
 
-fn convert_table(index: &LineIndex, table: &DeTable<'_>, path: &KeyPath, lines: &mut HashMap<KeyPath, usize>) -> Value {
-    let mut map = Map::new();
-    for (key, value) in table.iter() {
-        let child = path.key(key.get_ref());
-        lines.entry(child.clone()).or_insert_with(|| index.line(key.span().start));
-        let converted = convert(index, value, &child, lines);
-        map.insert(key.get_ref().to_string(), converted);
-    }
-    Value::Object(map)
+fn convert_table(table: &DeTable<'_>) -> Value {
+    Value::Object(table.iter().map(|(key, value)| (key.get_ref().to_string(), convert(value.get_ref()))).collect::<Map<_, _>>())
 }
 
-fn convert(index: &LineIndex, value: &Spanned<DeValue<'_>>, path: &KeyPath, lines: &mut HashMap<KeyPath, usize>) -> Value {
-    match value.get_ref() {
+fn convert(value: &DeValue<'_>) -> Value {
+    match value {
         DeValue::String(s) => Value::String(s.to_string()),
         DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).map_or_else(|_| Value::String(i.to_string()), Value::from),
         DeValue::Float(f) => f.as_str().parse::<f64>().ok().and_then(Number::from_f64).map_or_else(|| Value::String(f.to_string()), Value::Number),
         DeValue::Boolean(b) => Value::Bool(*b),
         DeValue::Datetime(d) => Value::String(d.to_string()),
-        DeValue::Array(items) => Value::Array(
-            items
-                .iter()
-                .enumerate()
-                .map(|(n, item)| {
-                    let child = KeyPath(path.0.iter().cloned().chain([Seg::Index(n)]).collect());
-                    let start = item.span().start;
-                    // Elements of `[[array]]` tables may carry no span of
-                    // their own: fall back to the array's line.
-                    let line = if item.span().is_empty() && start == 0 { lines.get(path).copied().unwrap_or(1) } else { index.line(start) };
-                    lines.entry(child.clone()).or_insert(line);
-                    convert(index, item, &child, lines)
-                })
-                .collect(),
-        ),
-        DeValue::Table(table) => convert_table(index, table, path, lines),
+        DeValue::Array(items) => Value::Array(items.iter().map(|item| convert(item.get_ref())).collect()),
+        DeValue::Table(table) => convert_table(table),
+    }
+}
+
+/// Records the line of every key below `path` in `table`.
+fn table_lines(index: &LineIndex, table: &DeTable<'_>, path: &KeyPath, lines: &mut HashMap<KeyPath, usize>) {
+    for (key, value) in table.iter() {
+        let child = path.key(key.get_ref());
+        lines.entry(child.clone()).or_insert_with(|| index.line(key.span().start));
+        value_lines(index, value, &child, lines);
+    }
+}
+
+fn value_lines(index: &LineIndex, value: &Spanned<DeValue<'_>>, path: &KeyPath, lines: &mut HashMap<KeyPath, usize>) {
+    match value.get_ref() {
+        DeValue::Array(items) => {
+            for (n, item) in items.iter().enumerate() {
+                let child = KeyPath(path.0.iter().cloned().chain([Seg::Index(n)]).collect());
+                let start = item.span().start;
+                // Elements of `[[array]]` tables may carry no span of
+                // their own: fall back to the array's line.
+                let line = if item.span().is_empty() && start == 0 { lines.get(path).copied().unwrap_or(1) } else { index.line(start) };
+                lines.entry(child.clone()).or_insert(line);
+                value_lines(index, item, &child, lines);
+            }
+        }
+        DeValue::Table(table) => table_lines(index, table, path, lines),
+        _ => {}
     }
 }
 

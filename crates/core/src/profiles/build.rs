@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::naming::{self, is_dns1123_label};
 use crate::placement::Placement;
-use crate::profiles::options::build_options;
+use crate::profiles::options::{build_options, ProfileOption};
 use crate::profiles::spec::{self, without_unset, PerContext, Routing};
 use crate::profiles::{
     derive_slug, ContextSpec, Issue, PlacementKind, Profile, ProfileSpec, Route, DEFAULT_SCHEDULING_GRACE, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT,
@@ -36,19 +36,29 @@ pub(super) fn deserialize_spec(settings: &Value) -> Result<ProfileSpec, Issue> {
 /// Checks each top-level key of a settings table on its own, so that every
 /// wrongly typed or unknown key is reported, not just the first.
 pub(super) fn check_keys(settings: &serde_json::Map<String, Value>) -> Vec<Issue> {
-    settings
-        .iter()
-        .filter(|(_, value)| !spec::is_unset(value))
-        .filter_map(|(key, value)| {
-            let single = Value::Object(serde_json::Map::from_iter([(key.clone(), without_unset(value))]));
-            deserialize_spec(&single).err()
-        })
+    let set: Vec<(&String, Value)> = settings.iter().filter(|(_, value)| !spec::is_unset(value)).map(|(key, value)| (key, without_unset(value))).collect();
+    // Keys deserialize independently: when all of them do together, each does alone.
+    let all = Value::Object(set.iter().map(|(key, value)| ((*key).clone(), value.clone())).collect());
+    if deserialize_spec(&all).is_ok() {
+        return Vec::new();
+    }
+    set.into_iter()
+        .filter_map(|(key, value)| deserialize_spec(&Value::Object(serde_json::Map::from_iter([(key.clone(), value)]))).err())
         .collect()
 }
 
 impl Profile {
     /// Checks merged settings and builds the profile.
     pub(super) fn build(settings: Value) -> Result<Self, Vec<Issue>> {
+        Self::build_from(settings, None)
+    }
+
+    /// [`Profile::build`] with these options (already built from the same `options` settings).
+    pub(super) fn build_with_options(settings: Value, options: BTreeMap<String, ProfileOption>) -> Result<Self, Vec<Issue>> {
+        Self::build_from(settings, Some(options))
+    }
+
+    fn build_from(settings: Value, options: Option<BTreeMap<String, ProfileOption>>) -> Result<Self, Vec<Issue>> {
         let spec = deserialize_spec(&settings).map_err(|issue| vec![issue])?;
         let mut issues = Vec::new();
         let (slug, display_name) = identity(&spec, &mut issues);
@@ -64,7 +74,7 @@ impl Profile {
         let idle_timeout = spec.idle_timeout.map(|d| positive("idle_timeout", Some(d), d, &mut issues));
         check_volumes(&spec, &mut issues);
         check_network_policy(&spec.network_policy, &mut issues);
-        let options = build_options(&spec.options, &mut issues);
+        let options = options.unwrap_or_else(|| build_options(&spec.options, &mut issues));
 
         if !issues.is_empty() {
             return Err(issues);

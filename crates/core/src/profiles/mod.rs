@@ -34,7 +34,7 @@ use serde_json::Value;
 use crate::placement::Placement;
 use crate::spans::{KeyPath, Seg};
 pub use options::{Choice, FreeText, OptionError, ProfileOption, ResolvedOptions};
-pub use set::{parse, Blame, ProfileSet};
+pub use set::{parse, Blame, ProfileSet, RenderCheck};
 pub use spec::{ContextSpec, PathType, PerContext, PlacementKind, ProfileSpec, Routing};
 
 /// How long a spawn may take unless the profile says otherwise.

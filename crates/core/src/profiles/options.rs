@@ -125,8 +125,8 @@ fn build_free_text(name: &str, ft: &FreeTextSpec, issue: &mut OptionIssue<'_>) -
             ),
         );
     }
-    // Compiled alone first, so errors quote the regex as written.
-    match Regex::new(&ft.regex).and_then(|_| Regex::new(&format!("^(?:{})$", ft.regex))) {
+    // An error quotes the regex as written, when the regex alone fails to compile.
+    match Regex::new(&format!("^(?:{})$", ft.regex)).map_err(|anchored| Regex::new(&ft.regex).err().unwrap_or(anchored)) {
         Ok(matcher) => Some(FreeText {
             display_name: ft.display_name.clone().unwrap_or_else(|| name.to_owned()),
             regex: ft.regex.clone(),
@@ -160,7 +160,8 @@ impl Profile {
             let overrides = option_overrides(name, option, value)?;
             let mut settings = profile.settings.clone();
             merge_settings(&mut settings, &overrides);
-            let next = Profile::build(settings).map_err(|issues| OptionError::Invalid {
+            // Overrides cannot change `options` (NOT_OVERRIDABLE): the options stay this profile's.
+            let next = Profile::build_with_options(settings, self.options.clone()).map_err(|issues| OptionError::Invalid {
                 option: name.clone(),
                 message: issues.iter().map(|i| format!("{}: {}", i.path, i.message)).collect::<Vec<_>>().join("; "),
             })?;

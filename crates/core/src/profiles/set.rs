@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
@@ -72,7 +73,8 @@ pub type Blame = (KeyPath, String);
 /// Checks the profiles in `text`, naming `file` in diagnostics. `render_check` renders a
 /// profile once for a sample user (see `bundle::Renderer::parse_profiles`, the way callers
 /// use this), so templates that do not render are reported here, at their line.
-pub fn parse(file: &str, text: &str, render_check: &dyn Fn(&Profile) -> Result<(), Blame>) -> Result<ProfileSet, Diagnostics> {
+/// Profiles are checked in parallel (on rayon's pool), then for duplicates in file order.
+pub fn parse(file: &str, text: &str, render_check: &RenderCheck<'_>) -> Result<ProfileSet, Diagnostics> {
     let doc = Document::parse(text)
         .map_err(|err| Diagnostics(vec![Diagnostic { file: file.to_owned(), line: Some(err.line), path: String::new(), message: err.message }]))?;
     let mut report = Report { file, doc: &doc, diags: BTreeSet::new() };
@@ -84,16 +86,28 @@ pub fn parse(file: &str, text: &str, render_check: &dyn Fn(&Profile) -> Result<(
     let defaults = check_defaults(top.get("defaults"), &mut report);
     let raw_profiles = profile_tables(top.get("profiles"), &mut report);
 
+    let checked: Vec<Checked> = raw_profiles
+        .par_iter()
+        .enumerate()
+        .map(|(index, raw)| {
+            let mut own = Report { file, doc: &doc, diags: BTreeSet::new() };
+            let mut at = ProfileReport { report: &mut own, index, label: profile_label(index, raw) };
+            let profile = build_profile(raw, defaults.as_ref(), &mut at);
+            let valid = profile.as_ref().is_some_and(|profile| check_options(profile, &mut at) && check_render(profile, render_check, &mut at));
+            Checked { label: at.label, profile, valid, diags: own.diags }
+        })
+        .collect();
+
     let mut profiles = Vec::new();
     let mut unique = Unique::default();
-    for (index, raw) in raw_profiles.iter().enumerate() {
-        let mut at = ProfileReport { report: &mut report, index, label: profile_label(index, raw) };
-        let Some(profile) = build_profile(raw, defaults.as_ref(), &mut at) else {
+    for (index, checked) in checked.into_iter().enumerate() {
+        report.diags.extend(checked.diags);
+        let Some(profile) = checked.profile else {
             continue;
         };
-        let valid = check_options(&profile, &mut at) && check_render(&profile, render_check, &mut at);
+        let mut at = ProfileReport { report: &mut report, index, label: checked.label };
         let unique = unique.check(&profile, &mut at);
-        if valid && unique {
+        if checked.valid && unique {
             profiles.push(profile);
         }
     }
@@ -106,6 +120,19 @@ pub fn parse(file: &str, text: &str, render_check: &dyn Fn(&Profile) -> Result<(
         diags.sort_by_key(|d| d.line);
         Err(Diagnostics(diags))
     }
+}
+
+/// How [`parse`] renders a profile for a sample user.
+pub type RenderCheck<'a> = dyn Fn(&Profile) -> Result<(), Blame> + Sync + 'a;
+
+/// One profile, checked on its own.
+struct Checked {
+    label: String,
+    /// The profile, once its keys and settings are valid.
+    profile: Option<Profile>,
+    /// Whether its options and the render check passed too.
+    valid: bool,
+    diags: BTreeSet<Diagnostic>,
 }
 
 /// The diagnostics of one file.
@@ -235,7 +262,7 @@ fn check_options(profile: &Profile, at: &mut ProfileReport<'_, '_>) -> bool {
 }
 
 /// Whether the profile renders for a sample user.
-fn check_render(profile: &Profile, render_check: &dyn Fn(&Profile) -> Result<(), Blame>, at: &mut ProfileReport<'_, '_>) -> bool {
+fn check_render(profile: &Profile, render_check: &RenderCheck<'_>, at: &mut ProfileReport<'_, '_>) -> bool {
     match render_check(profile) {
         Ok(()) => true,
         Err((path, message)) => {
