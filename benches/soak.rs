@@ -192,19 +192,11 @@ fn rss_mib(pid: u32) -> f64 {
 fn live_pods(home: &str) -> BTreeMap<String, Vec<String>> {
     let mut by_server: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for context in ["cluster-a", "cluster-b", "cluster-c"] {
-        let out = common::kubectl(
-            context,
-            &[
-                "get",
-                "pods",
-                "-A",
-                "-l",
-                &format!("fleetspawn.io/home={home}"),
-                "-o",
-                r#"jsonpath={range .items[?(!@.metadata.deletionTimestamp)]}{.metadata.labels.fleetspawn\.io/instance}{"\n"}{end}"#,
-            ],
-        );
-        for key in out.lines().filter(|l| !l.is_empty()) {
+        let out = common::kubectl(context, &["get", "pods", "-A", "-l", &format!("fleetspawn.io/home={home}"), "-o", "json"]);
+        let list: Value = serde_json::from_str(&out).unwrap_or_default();
+        let pods = list["items"].as_array().cloned().unwrap_or_default();
+        for pod in pods.iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()) {
+            let key = pod["metadata"]["labels"]["fleetspawn.io/instance"].as_str().unwrap_or_default();
             by_server.entry(key.to_string()).or_default().push(context.to_string());
         }
     }

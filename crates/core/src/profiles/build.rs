@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use serde::Deserialize as _;
 use serde_json::Value;
 
 use crate::naming::{self, is_dns1123_label};
@@ -17,6 +18,10 @@ use crate::spans::{KeyPath, Seg};
 
 /// Deserializes settings, reporting the key path of the first problem.
 pub(super) fn deserialize_spec(settings: &Value) -> Result<ProfileSpec, Issue> {
+    // Settings are mostly valid: the path is tracked only to report a problem.
+    if let Ok(spec) = ProfileSpec::deserialize(settings) {
+        return Ok(spec);
+    }
     serde_path_to_error::deserialize(settings).map_err(|err| {
         let mut path = KeyPath::from_serde(err.path());
         let mut message = err.inner().to_string();

@@ -151,13 +151,15 @@ impl Profile {
         if let Some(unknown) = values.keys().find(|k| !self.options.contains_key(*k)) {
             return Err(OptionError::Unknown { option: unknown.clone(), known: keys_list(&self.options) });
         }
-        let mut profile = self.clone();
+        // The profile so far, once an option applied (not a copy of this one before).
+        let mut resolved: Option<Profile> = None;
         let mut chosen = BTreeMap::new();
         for (name, option) in &self.options {
             let Some(value) = values.get(name).or(option.default.as_ref()) else {
                 continue;
             };
             let overrides = option_overrides(name, option, value)?;
+            let profile = resolved.as_ref().unwrap_or(self);
             let mut settings = profile.settings.clone();
             merge_settings(&mut settings, &overrides);
             // Overrides cannot change `options` (NOT_OVERRIDABLE): the options stay this profile's.
@@ -168,10 +170,10 @@ impl Profile {
             if next.image != profile.image && !self.image_allowed(&next.image) {
                 return Err(OptionError::ImageNotAllowed { option: name.clone(), image: next.image });
             }
-            profile = next;
+            resolved = Some(next);
             chosen.insert(name.clone(), value.clone());
         }
-        Ok(ResolvedOptions { profile, chosen })
+        Ok(ResolvedOptions { profile: resolved.unwrap_or_else(|| self.clone()), chosen })
     }
 }
 
