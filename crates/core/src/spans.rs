@@ -87,8 +87,10 @@ pub struct SyntaxError {
 impl Document {
     /// Parses `text`.
     pub fn parse(text: &str) -> Result<Self, SyntaxError> {
-        let table = DeTable::parse(text)
-            .map_err(|err| SyntaxError { line: err.span().map_or(1, |span| LineIndex::new(text).line(span.start)), message: err.message().trim().to_owned() })?;
+        let table = DeTable::parse(text).map_err(|err| SyntaxError {
+            line: err.span().map_or(1, |span| LineIndex::new(text).line(span.start)),
+            message: err.message().trim().to_owned(),
+        })?;
         Ok(Self { value: convert_table(table.get_ref()), text: text.to_owned(), lines: OnceLock::new() })
     }
 

@@ -47,9 +47,7 @@ pub(super) fn check_keys(settings: &serde_json::Map<String, Value>) -> Vec<Issue
     if deserialize_spec(&all).is_ok() {
         return Vec::new();
     }
-    set.into_iter()
-        .filter_map(|(key, value)| deserialize_spec(&Value::Object(serde_json::Map::from_iter([(key.clone(), value)]))).err())
-        .collect()
+    set.into_iter().filter_map(|(key, value)| deserialize_spec(&Value::Object(serde_json::Map::from_iter([(key.clone(), value)]))).err()).collect()
 }
 
 impl Profile {
