@@ -108,3 +108,24 @@ proptest! {
         }
     }
 }
+
+/// Deep nesting (an inline array or table thousands of levels deep) is refused at its line
+/// by the TOML parser, before any of fleetspawn's recursive walks (and the checks on worker
+/// threads, with their smaller stacks) could overflow.
+#[test]
+fn deeply_nested_values_are_refused_at_their_line() {
+    let head = EXAMPLE.split_once("[[profiles]]").map_or(EXAMPLE, |(head, _)| head);
+    for depth in [100, 10_000, 1_000_000] {
+        let arrays = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        let tables = format!("{}{}", "{ a = ".repeat(depth), "1 }".repeat(depth));
+        for value in [&arrays, &tables] {
+            let text =
+                format!("{head}[[profiles]]\nslug = \"deep\"\ncontext = \"cluster-a\"\ningress_public_url = \"http://a.example.org\"\ntolerations = {value}\n");
+            let line = text.lines().position(|l| l.starts_with("tolerations = ")).map(|i| i + 1);
+            let diags = renderer().parse_profiles("profiles.toml", &text).expect_err("too deep");
+            assert_eq!(diags.0.len(), 1, "{diags}");
+            assert_eq!(diags.0[0].line, line, "{diags}");
+            assert!(diags.0[0].message.contains("recursion"), "{diags}");
+        }
+    }
+}
