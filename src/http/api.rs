@@ -688,4 +688,22 @@ override = { image = "{value}" }
         assert!(doc["components"]["schemas"]["StartRequest"].is_object());
         assert!(doc["components"]["securitySchemes"]["token"].is_object());
     }
+
+    /// The name rules are in the document, so a fuzzer's negative cases send names that are
+    /// too long or carry control characters; the declared limit is the one enforced.
+    #[test]
+    fn the_openapi_document_declares_the_name_rules() {
+        let doc: serde_json::Value = serde_json::from_str(&OPENAPI_JSON).unwrap();
+        let params = doc["paths"]["/api/v1/users/{user}/servers/{server}"]["put"]["parameters"].as_array().unwrap();
+        for name in ["user", "server"] {
+            let schema = &params.iter().find(|p| p["name"] == name).unwrap()["schema"];
+            assert_eq!(schema["maxLength"], crate::http::auth::MAX_NAME_LEN, "{name}: {schema}");
+            let pattern = regex::Regex::new(schema["pattern"].as_str().unwrap()).unwrap();
+            for refused in ["a\u{0}b", "a\nb", "a/b", "a\\b", "\u{7f}"] {
+                assert!(!pattern.is_match(refused), "{name}: {refused:?} matches {pattern}");
+                assert!(crate::http::auth::validate_name(refused).is_err(), "{refused:?}");
+            }
+            assert!(pattern.is_match("first.last@example.org"), "{name}: {pattern}");
+        }
+    }
 }

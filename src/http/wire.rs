@@ -144,10 +144,15 @@ pub struct Readiness {
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct ServerPath {
-    /// The user's name.
+    /// The user's name: at most 255 bytes of UTF-8, no control or invisible formatting
+    /// characters (zero-width, byte order mark, bidirectional controls), no `/` or `\`, not
+    /// `.` or `..`. Anything else is a 400 naming the field.
+    #[param(min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1F\x7F/\\]+$")]
     pub user: String,
-    /// The server's name (the route `/users/{user}/server` is the default server).
+    /// The server's name, with the rules of `user` (the route `/users/{user}/server` is the
+    /// default server, whose name is empty).
     #[serde(default)]
+    #[param(max_length = 255, pattern = r"^[^\x00-\x1F\x7F/\\]*$")]
     pub server: String,
 }
 
