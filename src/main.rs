@@ -60,7 +60,13 @@ enum Command {
     },
     /// Validate the settings and profiles (and, when the clusters answer, that every profile's
     /// contexts exist); exits non-zero listing every error.
-    Check,
+    Check {
+        /// Also ask each context's API server (a SelfSubjectAccessReview per right) whether its
+        /// credentials have every right its profiles need, and the home context whether it has
+        /// the records' and Leases' rights; lists what is missing per context and namespace.
+        #[arg(long)]
+        rbac: bool,
+    },
     /// Print the objects a spawn would apply, as multi-document YAML (like `helm template`).
     Render {
         #[arg(long)]
@@ -191,7 +197,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let profiles_path = cli.profiles.clone().unwrap_or_else(|| config.profiles.clone());
     match cli.command {
         Command::Clusters { json } => clusters(kubeconfig_path, json).await,
-        Command::Check => check(&config, kubeconfig_path.as_deref(), &profiles_path).await,
+        Command::Check { rbac } => check(&config, kubeconfig_path.as_deref(), &profiles_path, rbac).await,
         Command::Render { profile, user, server, context, options } => {
             let renderer = sources::renderer(config.templates_dir.as_deref())?;
             let set = load_profiles(&profiles_path, &renderer)?;
@@ -357,7 +363,7 @@ fn proxy_target(config: &Config) -> anyhow::Result<Option<fleetspawn::service::P
 
 /// Checks the profiles against the operator's templates (`templates_dir`) as the daemon
 /// would load them, and their contexts against the kubeconfig.
-async fn check(config: &Config, kubeconfig_path: Option<&Path>, profiles_path: &Path) -> anyhow::Result<ExitCode> {
+async fn check(config: &Config, kubeconfig_path: Option<&Path>, profiles_path: &Path, rbac: bool) -> anyhow::Result<ExitCode> {
     let renderer = match sources::renderer(config.templates_dir.as_deref()) {
         Ok(renderer) => renderer,
         Err(e) => {
@@ -385,7 +391,67 @@ async fn check(config: &Config, kubeconfig_path: Option<&Path>, profiles_path: &
         Err(e) => eprintln!("warning: contexts not checked: {e}"),
     }
     println!("{}: {count} profiles OK", profiles_path.display());
+    if rbac {
+        return check_rights(config, kubeconfig_path, &renderer, &set).await;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `check --rbac`: every context the profiles use, and the home context, asked whether their
+/// credentials have the rights fleetspawn needs there (`fleetspawn_core::rights`).
+async fn check_rights(config: &Config, kubeconfig_path: Option<&Path>, renderer: &Renderer, set: &ProfileSet) -> anyhow::Result<ExitCode> {
+    use fleetspawn::kube::objects::{Access, ClusterApi};
+    use fleetspawn_core::rights;
+    use kube::Resource as _;
+    let loaded = fleet::load(kubeconfig_path)?;
+    let mut wanted = rights::target_rights(renderer, set);
+    let home = config.home_context.clone().or_else(|| loaded.contexts().first().cloned()).context("the kubeconfig has no context")?;
+    let (api_version, plural) = (userserver::UserServer::api_version(&()), userserver::UserServer::plural(&()));
+    let crd = config.install_crd.then(<userserver::UserServer as kube::CustomResourceExt>::crd_name);
+    let records = rights::Records { api_version: &api_version, plural: &plural, crd };
+    wanted.entry(home).or_default().extend(rights::home_rights(&config.home_namespace, records));
+    let fleet = Fleet::connect(&loaded).await;
+    let mut complete = true;
+    for (context, needed) in &wanted {
+        let client = match fleet.get(context).map(|c| &c.client) {
+            Some(Ok(client)) => client,
+            Some(Err(cause)) => {
+                println!("{context}: not checked: {cause}");
+                complete = false;
+                continue;
+            }
+            None => {
+                println!("{context}: not checked: not a context of the kubeconfig");
+                complete = false;
+                continue;
+            }
+        };
+        let api = ClusterApi::new(client.clone());
+        let answers = futures::future::join_all(needed.iter().map(|r| api.review(r))).await;
+        let mut missing: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (right, answer) in needed.iter().zip(answers) {
+            let line = match answer {
+                Ok((_, Access::Allowed)) => continue,
+                Ok((resource, Access::Denied(_))) => match &right.name {
+                    Some(name) => format!("{} {resource} {name}", right.verb),
+                    None => format!("{} {resource}", right.verb),
+                },
+                Ok((resource, Access::Unresolved(why))) => format!("{} {resource}: the kind is not served ({why})", right.verb),
+                Err(e) => format!("{} {} ({}): not asked: {e}", right.verb, right.kind, right.api_version),
+            };
+            missing.entry(right.scope.to_string()).or_default().push(line);
+        }
+        if missing.is_empty() {
+            println!("{context}: every right ({})", needed.len());
+            continue;
+        }
+        complete = false;
+        println!("{context}: {} of {} rights missing", missing.values().map(Vec::len).sum::<usize>(), needed.len());
+        for (scope, lines) in missing {
+            println!("  in {scope}: {}", lines.join(", "));
+        }
+    }
+    Ok(if complete { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn instances_table(rows: &[InstanceView]) -> String {

@@ -71,6 +71,7 @@ pub struct Metrics {
     culled: Family<CullLabels, Counter>,
     http_connections: Gauge,
     http_connections_refused: Counter,
+    lease_held: Family<ClusterLabels, Gauge>,
 }
 
 /// An open HTTP connection, counted in `fleetspawn_http_connections` until dropped.
@@ -102,6 +103,7 @@ impl Metrics {
         let culled = Family::<CullLabels, Counter>::default();
         let http_connections = Gauge::default();
         let http_connections_refused = Counter::default();
+        let lease_held = Family::<ClusterLabels, Gauge>::default();
         registry.register(
             "spawn_duration_seconds",
             "Time from a spawn request to its server being ready (outcome=ok) or failed (outcome=error)",
@@ -120,6 +122,10 @@ impl Metrics {
             "HTTP connections closed at once because their client held max_connections_per_client",
             http_connections_refused.clone(),
         );
+        for outcome in ["ok", "error"] {
+            drop(profile_reloads.get_or_create(&ReloadLabels { outcome }));
+        }
+        registry.register("lease_held", "1 for each cluster whose Lease this replica holds (and so reconciles), else 0", lease_held.clone());
         Metrics {
             registry: Arc::new(registry),
             spawn_duration,
@@ -132,7 +138,23 @@ impl Metrics {
             culled,
             http_connections,
             http_connections_refused,
+            lease_held,
         }
+    }
+
+    /// Creates the series of a cluster at zero (API errors, watch restarts, its Lease not
+    /// held), so that `rate()` and `increase()` see their first increment and dashboards show
+    /// every cluster from the start.
+    pub fn cluster_known(&self, cluster: &str) {
+        let labels = ClusterLabels { cluster: cluster.to_string() };
+        drop(self.kube_api_errors.get_or_create(&labels));
+        drop(self.watch_restarts.get_or_create(&labels));
+        drop(self.lease_held.get_or_create(&labels));
+    }
+
+    /// Creates the series of a cull reason at zero (see [`Metrics::cluster_known`]).
+    pub fn cull_reason_known(&self, reason: &str) {
+        drop(self.culled.get_or_create(&CullLabels { reason: reason.to_string() }));
     }
 
     /// A connection was accepted; it counts as open until the guard is dropped.
@@ -188,6 +210,11 @@ impl Metrics {
         self.http_requests.get_or_create(&HttpLabels { route: route.to_string(), status }).inc();
     }
 
+    /// This replica took (`true`) or lost `cluster`'s Lease.
+    pub fn lease_held(&self, cluster: &str, held: bool) {
+        self.lease_held.get_or_create(&ClusterLabels { cluster: cluster.to_string() }).set(i64::from(held));
+    }
+
     /// profiles.toml was reloaded, successfully or not.
     pub fn profile_reload(&self, ok: bool) {
         self.profile_reloads.get_or_create(&ReloadLabels { outcome: if ok { "ok" } else { "error" } }).inc();
@@ -224,6 +251,9 @@ mod tests {
         m.watch_restart("west");
         m.http_request("/api/v1/profiles", 200);
         m.profile_reload(false);
+        m.lease_held("east", true);
+        m.lease_held("west", true);
+        m.lease_held("west", false);
         let text = m.encode();
         for line in [
             "# TYPE fleetspawn_spawn_duration_seconds histogram",
@@ -235,7 +265,26 @@ mod tests {
             r#"fleetspawn_watch_restarts_total{cluster="west"} 2"#,
             r#"fleetspawn_http_requests_total{route="/api/v1/profiles",status="200"} 1"#,
             r#"fleetspawn_profile_reloads_total{outcome="error"} 1"#,
+            r#"fleetspawn_lease_held{cluster="east"} 1"#,
+            r#"fleetspawn_lease_held{cluster="west"} 0"#,
             "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn known_clusters_reasons_and_reload_outcomes_start_at_zero() {
+        let m = Metrics::new();
+        m.cluster_known("east");
+        m.cull_reason_known("Idle");
+        let text = m.encode();
+        for line in [
+            r#"fleetspawn_kube_api_errors_total{cluster="east"} 0"#,
+            r#"fleetspawn_watch_restarts_total{cluster="east"} 0"#,
+            r#"fleetspawn_lease_held{cluster="east"} 0"#,
+            r#"fleetspawn_culled_total{reason="Idle"} 0"#,
+            r#"fleetspawn_profile_reloads_total{outcome="ok"} 0"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

@@ -559,6 +559,51 @@ async fn operations_endpoints_and_request_ids() {
     assert!(doc.body["paths"]["/api/v1/users/{user}/servers/{server}"]["put"].is_object());
 }
 
+/// The Grafana dashboard (`deploy/grafana/fleetspawn.json`) against what a running daemon
+/// exports after one spawn: every query names a metric it has (with the suffix its type gives
+/// it), and every metric it has is on a panel.
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_exported_metrics_and_shows_them_all() {
+    let api = Api::start();
+    let path = server_path(&common::unique("grafana"), "");
+    let started = api.put(&path, As::Token(HUB_TOKEN), json!({ "profile": "a" })).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let events = api.progress(&path, As::Token(HUB_TOKEN)).await;
+    assert_eq!(events.last().map(|(name, _)| name.as_str()), Some("ready"), "{}", show(&events));
+    let scraped = api.http.get(format!("{}/metrics", api.daemon.url)).send().await.expect("metrics").text().await.expect("text");
+    // `# TYPE fleetspawn_x counter`: the families and their types.
+    let families: std::collections::BTreeMap<&str, &str> =
+        scraped.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split_once(' ')).collect();
+    assert!(families.len() >= 10, "too few metrics scraped: {scraped}");
+    let series_of = |name: &str| -> Option<String> {
+        let typed = |family: &str, kind: &str| families.get(family).is_some_and(|t| *t == kind).then(|| family.to_string());
+        typed(name, "gauge")
+            .or_else(|| name.strip_suffix("_total").and_then(|f| typed(f, "counter")))
+            .or_else(|| ["_bucket", "_count", "_sum"].iter().find_map(|suffix| name.strip_suffix(suffix).and_then(|f| typed(f, "histogram"))))
+    };
+    let text = std::fs::read_to_string(common::repo().join("deploy/grafana/fleetspawn.json")).expect("the dashboard");
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let name = regex::Regex::new(r"fleetspawn_[a-z_]+").expect("regex");
+    let mut shown = std::collections::BTreeSet::new();
+    for panel in panels {
+        let targets = panel["targets"].as_array().unwrap_or_else(|| panic!("panel {} has no queries", panel["title"]));
+        assert!(!targets.is_empty(), "panel {} has no queries", panel["title"]);
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap_or_else(|| panic!("panel {}: a query without expr", panel["title"]));
+            let names: Vec<&str> = name.find_iter(expr).map(|m| m.as_str()).collect();
+            assert!(!names.is_empty(), "panel {}: {expr} names no fleetspawn metric", panel["title"]);
+            for n in names {
+                let family = series_of(n).unwrap_or_else(|| panic!("panel {}: {n} is not exported (families: {families:?})", panel["title"]));
+                shown.insert(family);
+            }
+        }
+    }
+    let missing: Vec<&&str> = families.keys().filter(|f| !shown.contains(**f)).collect();
+    assert!(missing.is_empty(), "exported but on no panel: {missing:?}");
+    assert_eq!(api.delete(&path, As::Token(HUB_TOKEN)).await.status, StatusCode::NO_CONTENT);
+}
+
 #[tokio::test]
 async fn sigterm_ends_open_progress_streams_and_exits_zero() {
     let home = common::home_namespace();

@@ -2,8 +2,9 @@
 //! lint and render, the schema refuses wrong values, the chart's CRD is `fleetspawn crd`'s, the
 //! rendered chart is accepted by a real API server (cluster-a, restricted Pod Security) and its
 //! home Role grants what it says; on cluster-b the target RBAC grants exactly fleetspawn's
-//! rights in the listed namespaces, and `kubeconfig-for-target` mints a token context that
-//! reaches them and nothing else. helm and kubectl are the ones `deploy/local/build-binaries`
+//! rights in the listed namespaces, `kubeconfig-for-target` mints a token context that
+//! reaches them and nothing else, and `fleetspawn check --rbac` with that context names a right
+//! taken away. helm and kubectl are the ones `deploy/local/build-binaries`
 //! caches.
 
 mod common;
@@ -479,13 +480,25 @@ fn the_rendered_chart_is_accepted_by_the_api_server_and_its_home_role_grants_the
 }
 
 /// Installs the target RBAC for `namespaces` on cluster-b, the ServiceAccount in the release's
-/// own new namespace.
-fn install_target_rbac(namespaces: &[String]) -> Release {
+/// own new namespace, with more `--set` values.
+fn install_target_rbac(namespaces: &[String], sets: &[&str]) -> Release {
     let release = Release { context: "cluster-b", name: common::unique("target"), namespace: common::unique("helm-fs") };
     let list = format!("namespaces={{{}}}", namespaces.join(","));
-    let out = helm_on("cluster-b", &["install", &release.name, TARGET_CHART, "-n", &release.namespace, "--create-namespace", "--set", &list]);
+    let mut args = vec!["install", &release.name, TARGET_CHART, "-n", &release.namespace, "--create-namespace", "--set", &list];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let out = helm_on("cluster-b", &args);
     assert!(out.status.success(), "helm install of the target RBAC failed: {}", text(&out.stderr));
     release
+}
+
+/// `deploy/target-rbac/kubeconfig-for-target` on cluster-b with `args`.
+fn mint(args: &[&str]) -> Output {
+    let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+    let mut cmd = Command::new(common::repo().join("deploy/target-rbac/kubeconfig-for-target"));
+    cmd.arg("--kubeconfig").arg(common::kubeconfig()).args(["--context", "cluster-b"]).args(args).env("PATH", &path);
+    run(cmd, "")
 }
 
 #[test]
@@ -493,7 +506,7 @@ fn target_rbac_grants_exactly_fleetspawns_rights_in_the_listed_namespaces() {
     const CONTEXT: &str = "cluster-b";
     let ns = Namespaces::create(CONTEXT, &["helm-users", "helm-other"]);
     let (users, other) = (ns.names[0].as_str(), ns.names[1].as_str());
-    let release = install_target_rbac(&ns.names[..1]);
+    let release = install_target_rbac(&ns.names[..1], &[]);
     let sa = format!("system:serviceaccount:{}:fleetspawn", release.namespace);
     wait_until_can(CONTEXT, &sa, &["create", "pods", "-n", users]);
     for (args, expected) in [
@@ -564,14 +577,8 @@ fn kubeconfig_for_target_mints_a_token_context_that_reaches_only_those_namespace
     const CONTEXT: &str = "cluster-b";
     let ns = Namespaces::create(CONTEXT, &["helm-kc"]);
     let users = ns.names[0].as_str();
-    let release = install_target_rbac(&ns.names);
+    let release = install_target_rbac(&ns.names, &[]);
     let sa_namespace = release.namespace.as_str();
-    let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
-    let mint = |args: &[&str]| {
-        let mut cmd = Command::new(common::repo().join("deploy/target-rbac/kubeconfig-for-target"));
-        cmd.arg("--kubeconfig").arg(common::kubeconfig()).args(["--context", CONTEXT]).args(args).env("PATH", &path);
-        run(cmd, "")
-    };
     let out = mint(&["--name", "b-as-fleetspawn", "--namespace", sa_namespace]);
     assert!(out.status.success(), "kubeconfig-for-target failed: {}", text(&out.stderr));
     let minted = text(&out.stdout);
@@ -612,5 +619,77 @@ fn kubeconfig_for_target_mints_a_token_context_that_reaches_only_those_namespace
     let out = mint(&["--name", "x", "--namespace", sa_namespace, "--service-account", "nobody"]);
     assert!(!out.status.success() && out.stdout.is_empty(), "minted for a missing ServiceAccount");
     assert!(text(&out.stderr).contains("install deploy/target-rbac"), "{}", text(&out.stderr));
+    drop(release);
+}
+
+/// `fleetspawn check --rbac` with the target identity on cluster-b (and cluster-a, the admin, as
+/// the home): every right first; then, with a right taken from the Role, that right by name,
+/// in its namespace, and a failing exit.
+#[test]
+fn check_rbac_names_each_missing_right_per_context_and_namespace() {
+    const CONTEXT: &str = "cluster-b";
+    let ns = Namespaces::create(CONTEXT, &["helm-rbac"]);
+    let users = ns.names[0].as_str();
+    let release = install_target_rbac(&ns.names, &["listAllNamespaces=true"]);
+    let sa = format!("system:serviceaccount:{}:fleetspawn", release.namespace);
+    wait_until_can(CONTEXT, &sa, &["list", "pods", "--all-namespaces"]);
+    let out = mint(&["--name", "b-checked", "--namespace", &release.namespace]);
+    assert!(out.status.success(), "kubeconfig-for-target failed: {}", text(&out.stderr));
+    let work = tempfile::tempdir().expect("tempdir");
+    let minted = work.path().join("b-checked.kubeconfig");
+    std::fs::write(&minted, &out.stdout).expect("write kubeconfig");
+    let profiles = work.path().join("profiles.toml");
+    std::fs::write(
+        &profiles,
+        format!(
+            "[[profiles]]\nimage = \"quay.io/jupyter/base-notebook:latest\"\nslug = \"checked\"\ndisplay_name = \"Checked\"\ncontext = \"b-checked\"\nnamespace = \"{users}\"\n\
+             ingress_public_url = \"http://127.0.0.1:18082\"\n"
+        ),
+    )
+    .expect("write profiles");
+    let config = work.path().join("fleetspawn.toml");
+    std::fs::write(&config, "home_context = \"cluster-a\"\n").expect("write config");
+    let kubeconfig = format!("{}:{}", common::kubeconfig().display(), minted.display());
+    let check = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetspawn"));
+        cmd.arg("--config").arg(&config).arg("--profiles").arg(&profiles).args(["check", "--rbac"]);
+        cmd.env("KUBECONFIG", &kubeconfig).env_remove("FLEETSPAWN_KUBECONFIG");
+        run(cmd, "")
+    };
+
+    let out = check();
+    let report = text(&out.stdout);
+    assert!(out.status.success(), "check --rbac failed with every right granted:\n{report}{}", text(&out.stderr));
+    assert!(report.contains("b-checked: every right"), "{report}");
+    assert!(report.contains("cluster-a: every right"), "the home context: {report}");
+
+    // Take Services from the Role: a spawn could no longer create the user's Service.
+    let role = format!("role/{}", release.name);
+    let rules: Value = serde_json::from_str(&kubectl(CONTEXT, &["get", &role, "-n", users, "-o", "jsonpath={.rules}"])).expect("the Role's rules");
+    let index = rules
+        .as_array()
+        .expect("rules")
+        .iter()
+        .position(|r| r["resources"].as_array().is_some_and(|l| l.iter().any(|x| x == "services")))
+        .expect("a rule for services");
+    let kept: Vec<&Value> = rules[index]["resources"].as_array().expect("resources").iter().filter(|r| *r != "services").collect();
+    let patch = serde_json::json!([{ "op": "replace", "path": format!("/rules/{index}/resources"), "value": kept }]).to_string();
+    kubectl(CONTEXT, &["patch", &role, "-n", users, "--type=json", "-p", &patch]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while can(CONTEXT, &sa, &["create", "services", "-n", users]) {
+        assert!(Instant::now() < deadline, "{sa} still may create services after 20 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = check();
+    let report = text(&out.stdout);
+    assert!(!out.status.success(), "check --rbac passed with a right missing:\n{report}");
+    let line =
+        report.lines().find(|l| l.trim_start().starts_with(&format!("in namespace {users}:"))).unwrap_or_else(|| panic!("no line for {users}:\n{report}"));
+    for verb in ["create", "patch", "get", "delete"] {
+        assert!(line.contains(&format!("{verb} services")), "{verb} services not named: {line}");
+    }
+    assert!(!line.contains("pods"), "a right it has is reported missing: {line}");
+    assert!(report.contains("b-checked: 4 of "), "{report}");
+    assert!(report.contains("cluster-a: every right"), "{report}");
     drop(release);
 }

@@ -27,6 +27,16 @@ pub struct ObjectError {
     pub code: Option<u16>,
 }
 
+impl ObjectError {
+    fn of(object: String, e: &kube::Error) -> ObjectError {
+        let code = match e {
+            kube::Error::Api(s) => Some(s.code),
+            _ => None,
+        };
+        ObjectError { object, message: describe_kube_error(e), code }
+    }
+}
+
 /// Identifies one object of a bundle (what an inventory lists).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ObjectRef {
@@ -61,11 +71,7 @@ impl ObjectRef {
     }
 
     fn error(&self, e: &kube::Error) -> ObjectError {
-        let code = match e {
-            kube::Error::Api(s) => Some(s.code),
-            _ => None,
-        };
-        ObjectError { object: self.to_string(), message: describe_kube_error(e), code }
+        ObjectError::of(self.to_string(), e)
     }
 }
 
@@ -175,5 +181,62 @@ impl ClusterApi {
                 Some(Listed { r, uid: meta.uid, created, instance, owner, home })
             })
             .collect())
+    }
+}
+
+/// What a SelfSubjectAccessReview answered for one right.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    Allowed,
+    /// Refused; the authorizer's reason, if it gave one.
+    Denied(String),
+    /// The kind could not be resolved through discovery (not served: a missing CRD).
+    Unresolved(String),
+}
+
+impl ClusterApi {
+    /// Asks the API server whether this context's credentials may do `right`. Returns the
+    /// resource as RBAC names it (`ingresses.networking.k8s.io`, `userservers/status`) with
+    /// the answer; an error only when the review itself could not be made.
+    pub async fn review(&self, right: &fleetspawn_core::rights::Right) -> Result<(String, Access), ObjectError> {
+        use fleetspawn_core::rights::Scope as RightScope;
+        use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+        let probe = ObjectRef { api_version: right.api_version.clone(), kind: right.kind.clone(), namespace: None, name: String::new() };
+        let plural = match &right.resource {
+            Some(known) => known.clone(),
+            None => match self.resolve(&probe).await {
+                Ok((resource, _)) => resource.plural,
+                Err(e) => return Ok((format!("{} ({})", right.kind, right.api_version), Access::Unresolved(e.message))),
+            },
+        };
+        let group = right.group();
+        let mut shown = if group.is_empty() { plural.clone() } else { format!("{plural}.{group}") };
+        if let Some(sub) = right.subresource {
+            shown = format!("{shown}/{sub}");
+        }
+        let namespace = match &right.scope {
+            RightScope::Namespace(ns) => Some(ns.clone()),
+            RightScope::AllNamespaces | RightScope::Cluster => None,
+        };
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    group: Some(group.to_string()),
+                    resource: Some(plural),
+                    subresource: right.subresource.map(str::to_string),
+                    name: right.name.clone(),
+                    namespace,
+                    verb: Some(right.verb.to_string()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let api: Api<SelfSubjectAccessReview> = Api::all(self.client.clone());
+        let answer = api.create(&kube::api::PostParams::default(), &review).await.map_err(|e| ObjectError::of("SelfSubjectAccessReview".into(), &e))?;
+        let status = answer.status.unwrap_or_default();
+        let access = if status.allowed { Access::Allowed } else { Access::Denied(status.reason.unwrap_or_default()) };
+        Ok((shown, access))
     }
 }

@@ -41,6 +41,16 @@ pub enum Cull {
     Idle,
 }
 
+impl Cull {
+    /// Every reason (the metrics' series start at zero for each).
+    pub const ALL: [Cull; 2] = [Cull::MaxAge, Cull::Idle];
+
+    /// The reason as statuses, Events and metrics name it (`MaxAge`, `Idle`).
+    pub fn name(self) -> String {
+        format!("{:?}", FailureReason::from(self))
+    }
+}
+
 impl From<Cull> for FailureReason {
     fn from(c: Cull) -> Self {
         match c {

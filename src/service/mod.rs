@@ -46,18 +46,6 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use progress::Progress;
 
-/// Kinds fleetspawn's own templates create, swept by stop and garbage collection.
-const DEFAULT_KINDS: &[(&str, &str)] = &[
-    ("v1", "Pod"),
-    ("v1", "Service"),
-    ("networking.k8s.io/v1", "Ingress"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
-    ("v1", "Secret"),
-    ("v1", "ServiceAccount"),
-    ("v1", "ConfigMap"),
-    ("v1", "PersistentVolumeClaim"),
-];
-
 /// How long the progress of a finished spawn stays available (late subscribers, the cause of
 /// a failure).
 const FINISHED_RETENTION: Duration = Duration::from_secs(3600);
@@ -335,6 +323,12 @@ impl Spawner {
         if settings.install_crd {
             home.install_crd().await?;
         }
+        for context in &contexts {
+            metrics.cluster_known(context);
+        }
+        for why in decide::Cull::ALL {
+            metrics.cull_reason_known(&why.name());
+        }
         let selector = format!("{}={}", labels::HOME, settings.home_namespace);
         let (registry, touched) = Registry::new(contexts.iter().map(String::as_str), selector, metrics.clone());
         let reporter = Reporter { controller: "fleetspawn".into(), instance: std::env::var("HOSTNAME").ok() };
@@ -352,7 +346,7 @@ impl Spawner {
                 Err(cause) => registry.mark_unreachable(&c.context, cause),
             }
         }
-        let kinds = DEFAULT_KINDS.iter().map(|(a, k)| ((*a).to_string(), (*k).to_string())).collect();
+        let kinds = fleetspawn_core::bundle::BUILTIN_KINDS.iter().map(|(a, k)| ((*a).to_string(), (*k).to_string())).collect();
         let (trigger, triggered) = mpsc::unbounded_channel();
         let controller = reconcile::controller(&home);
         let shutdown = CancellationToken::new();
@@ -521,6 +515,7 @@ impl Spawner {
     /// This replica took or lost a cluster's Lease: a lost cluster's tasks here are handed
     /// over (the new holder carries them on from the status); its records are looked at again.
     fn shard_changed(&self, context: &str) {
+        self.inner.metrics.lease_held(context, self.inner.shards.holds(context));
         let names = self.records_on(context);
         if !self.inner.shards.holds(context) {
             let ops = lock(&self.inner.ops);

@@ -205,7 +205,7 @@ impl Spawner {
                     decide::Cull::Idle => "the server was idle for longer than its idle timeout".to_string(),
                 };
                 tracing::info!(record = %name, ?reason, "culling: {message}");
-                self.inner.metrics.culled(&format!("{reason:?}"));
+                self.inner.metrics.culled(&why.name());
                 let next = UserServerStatus { failure: Some(FailureStatus { reason, message: message.clone() }), ..status.clone() };
                 self.write_status(us, next, false).await?;
                 self.remember(&home.patch(&name, &serde_json::json!({ "spec": { "started": false } })).await?);

@@ -57,6 +57,18 @@ const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
     ("networkpolicy.yaml.j2", include_str!("templates/networkpolicy.yaml.j2")),
 ];
 
+/// Kinds fleetspawn's own templates create, swept by stop and garbage collection.
+pub const BUILTIN_KINDS: &[(&str, &str)] = &[
+    ("v1", "Pod"),
+    ("v1", "Service"),
+    ("networking.k8s.io/v1", "Ingress"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("v1", "Secret"),
+    ("v1", "ServiceAccount"),
+    ("v1", "ConfigMap"),
+    ("v1", "PersistentVolumeClaim"),
+];
+
 /// Kinds that live outside namespaces (no `metadata.namespace` is added).
 const CLUSTER_SCOPED_KINDS: &[&str] = &[
     "Namespace",

@@ -15,4 +15,5 @@ pub mod merge_patch;
 pub mod naming;
 pub mod placement;
 pub mod profiles;
+pub mod rights;
 pub mod spans;
