@@ -309,7 +309,8 @@ fn bundle_like_spawner(renderer: &Renderer, set: &ProfileSet, profile: &str, use
     let profile = set.get(profile).expect("bench profile");
     let options = BTreeMap::new();
     let env = BTreeMap::new();
-    let input = SpawnInput { user, server: "", profile, options: &options, context, secret_env: &env, url_prefix: None, owner };
+    let input =
+        SpawnInput { user, server: "", profile, options: &options, context, secret_env: &env, url_prefix: None, hub_parameters: &Default::default(), owner };
     let mut bundle = renderer.render(&input).expect("render");
     for o in &mut bundle.objects {
         if o.tier == Tier::Workload {

@@ -82,6 +82,9 @@ enum Command {
         /// A user option, `key=value`; repeatable.
         #[arg(long = "option", value_parser = parse_key_value)]
         options: Vec<(String, String)>,
+        /// A hub parameter the profile declares, `name=value`; repeatable.
+        #[arg(long = "hub-parameter", value_parser = parse_key_value)]
+        hub_parameters: Vec<(String, String)>,
     },
     /// Start a server, print its progress, then its URL.
     Spawn {
@@ -198,13 +201,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Clusters { json } => clusters(kubeconfig_path, json).await,
         Command::Check { rbac } => check(&config, kubeconfig_path.as_deref(), &profiles_path, rbac).await,
-        Command::Render { profile, user, server, context, options } => {
+        Command::Render { profile, user, server, context, options, hub_parameters } => {
             let renderer = sources::renderer(config.templates_dir.as_deref())?;
             let set = load_profiles(&profiles_path, &renderer)?;
             let p = set.get(&profile).with_context(|| format!("unknown profile {profile:?} in {}", profiles_path.display()))?;
             let context = context.unwrap_or_else(|| p.contexts.first().cloned().unwrap_or_default());
             let options: BTreeMap<String, String> = options.into_iter().collect();
             let secret_env = BTreeMap::new();
+            let hub_parameters = fleetspawn_core::profiles::hub_parameters::resolve_text(&p.hub_parameters, &hub_parameters.into_iter().collect())?;
             let input = SpawnInput {
                 user: &user,
                 server: &server,
@@ -213,6 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 context: &context,
                 secret_env: &secret_env,
                 url_prefix: None,
+                hub_parameters: &hub_parameters,
                 owner: None,
             };
             print!("{}", bundle::to_yaml(&renderer.render(&input)?));

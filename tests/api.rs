@@ -660,6 +660,53 @@ async fn only_the_hub_sets_url_prefix_and_env_and_only_to_the_users_own_path() {
     assert_eq!(api.delete(&path, As::Token(HUB_TOKEN)).await.status, StatusCode::NO_CONTENT);
 }
 
+/// A profile's `hub_parameters` (a uid, a project claim): a user cannot send them; a hub's
+/// bad value is a 400 naming the parameter with nothing created; good ones reach the Pod (its
+/// securityContext, an env var) and the record.
+#[tokio::test]
+async fn only_the_hub_sends_hub_parameters_and_each_bad_one_is_named() {
+    let home = common::home_namespace();
+    let profiles = std::path::Path::new("tests/fixtures/hub-parameters-profiles.toml");
+    let api = Api::with(DaemonOptions { profiles, home_namespace: Some(&home), ..Default::default() });
+    let forged = json!({ "profile": "project", "hub_parameters": { "uid": 0 } });
+    api.put(&server_path("alice", "forged"), As::Token(ALICE_TOKEN), forged.clone()).await.expect_error(403, "forbidden");
+    api.put(&server_path("alice", "forged"), As::Proxy { user: "alice", groups: "" }, forged).await.expect_error(403, "forbidden");
+
+    let user = common::unique("params");
+    let path = server_path(&user, "");
+    let hub = As::Token(HUB_TOKEN);
+    for (parameters, field) in [
+        (json!({ "uid": 999 }), "hub_parameters.uid"),
+        (json!({ "uid": 70000 }), "hub_parameters.uid"),
+        (json!({ "uid": "1000; rm -rf /" }), "hub_parameters.uid"),
+        (json!({ "uid": 1000, "project": "../other" }), "hub_parameters.project"),
+        (json!({ "uid": 1000, "project": "x".repeat(300) }), "hub_parameters.project"),
+        (json!({ "uid": 1000, "runAsRoot": true }), "hub_parameters.runAsRoot"),
+        (json!({}), "hub_parameters.uid"),
+    ] {
+        let refused = api.put(&path, hub, json!({ "profile": "project", "hub_parameters": parameters })).await;
+        refused.expect_error(400, "bad_hub_parameter");
+        assert_eq!(refused.body["field"], field, "{parameters}: {}", refused.body);
+    }
+    let key = fleetspawn_core::naming::InstanceKey::new(&user, "").key().to_string();
+    assert!(common::objects_of("cluster-a", &key).is_empty(), "nothing created");
+    api.get(&path, hub).await.expect_error(404, "not_found");
+
+    let started = api.put(&path, hub, json!({ "profile": "project", "hub_parameters": { "uid": 4242, "project": "proj-a" } })).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let events = api.progress(&path, hub).await;
+    assert_eq!(events.last().map(|(name, _)| name.as_str()), Some("ready"), "{}", show(&events));
+    let pod = common::kubectl("cluster-a", &["get", "pods", "-A", "-l", &format!("fleetspawn.io/instance={key}"), "-o", "json"]);
+    let pod: Value = serde_json::from_str(&pod).expect("pods JSON");
+    let spec = &pod["items"][0]["spec"];
+    assert_eq!((&spec["securityContext"]["runAsUser"], &spec["securityContext"]["runAsGroup"]), (&json!(4242), &json!(4242)), "{spec}");
+    let env = spec["containers"][0]["env"].as_array().expect("env");
+    assert!(env.iter().any(|e| e["name"] == "PROJECT" && e["value"] == "proj-a"), "{env:?}");
+    let record = common::kubectl("cluster-a", &["get", "userservers", "-n", &home, &key, "-o", "jsonpath={.spec.hubParameters}"]);
+    assert_eq!(serde_json::from_str::<Value>(&record).expect("hubParameters"), json!({ "uid": "4242", "project": "proj-a" }));
+    assert_eq!(api.delete(&path, hub).await.status, StatusCode::NO_CONTENT);
+}
+
 /// A hub sends a new API token with every spawn of its own (after a hub restart, a failed
 /// stop). A server that still holds the old token would fail its OAuth exchange, so a start
 /// with a different env replaces it; the same env again answers the running server.

@@ -83,7 +83,17 @@ fn set() -> ProfileSet {
 fn render_with(profile: &Profile, user: &str, server: &str, options: &BTreeMap<String, String>) -> Result<Bundle, BundleError> {
     let secrets = BTreeMap::from([("JUPYTERHUB_API_TOKEN".to_owned(), TOKEN.to_owned())]);
     let renderer = Renderer::builtin().unwrap_or_else(|e| panic!("{e}"));
-    renderer.render(&SpawnInput { user, server, profile, options, context: &profile.contexts[0], secret_env: &secrets, url_prefix: None, owner: None })
+    renderer.render(&SpawnInput {
+        user,
+        server,
+        profile,
+        options,
+        context: &profile.contexts[0],
+        secret_env: &secrets,
+        url_prefix: None,
+        hub_parameters: &Default::default(),
+        owner: None,
+    })
 }
 
 fn render(slug: &str, user: &str, server: &str) -> Bundle {
@@ -312,7 +322,17 @@ ingress = { host = "hub.example", path_type = "Prefix" }
     let renderer = Renderer::builtin().unwrap_or_else(|e| panic!("{e}"));
     let empty = BTreeMap::new();
     let on = |context| {
-        let input = SpawnInput { user: "jürgen", server: "lab", profile, options: &empty, context, secret_env: &empty, url_prefix: None, owner: None };
+        let input = SpawnInput {
+            user: "jürgen",
+            server: "lab",
+            profile,
+            options: &empty,
+            context,
+            secret_env: &empty,
+            url_prefix: None,
+            hub_parameters: &Default::default(),
+            owner: None,
+        };
         renderer.render(&input).unwrap_or_else(|e| panic!("{e}"))
     };
     let a = on("cluster-a");
@@ -360,7 +380,18 @@ fn contexts_and_url_prefixes() {
     let profile = set.get("full").expect("full");
     let renderer = Renderer::builtin().unwrap_or_else(|e| panic!("{e}"));
     let empty = BTreeMap::new();
-    let input = |context, url_prefix| SpawnInput { user: "alice", server: "", profile, options: &empty, context, secret_env: &empty, url_prefix, owner: None };
+    let no_parameters = serde_json::Map::new();
+    let input = |context, url_prefix| SpawnInput {
+        user: "alice",
+        server: "",
+        profile,
+        options: &empty,
+        context,
+        secret_env: &empty,
+        url_prefix,
+        hub_parameters: &no_parameters,
+        owner: None,
+    };
     let b = renderer.render(&input("cluster-b", Some("/hub/user/alice"))).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(b.url, "https://b.example/hub/user/alice/");
     assert_eq!(find(&b, "Ingress")["spec"]["rules"][0]["http"]["paths"][0]["path"], "/hub/user/alice/");
@@ -396,7 +427,17 @@ fn operators_can_override_templates() {
     let profile = set.get("plain").expect("plain");
     let empty = BTreeMap::new();
     let bundle = renderer
-        .render(&SpawnInput { user: "bob", server: "", profile, options: &empty, context: "cluster-a", secret_env: &empty, url_prefix: None, owner: None })
+        .render(&SpawnInput {
+            user: "bob",
+            server: "",
+            profile,
+            options: &empty,
+            context: "cluster-a",
+            secret_env: &empty,
+            url_prefix: None,
+            hub_parameters: &Default::default(),
+            owner: None,
+        })
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(find(&bundle, "Service")["spec"]["type"], "NodePort");
     assert_eq!(find(&bundle, "Service")["metadata"]["namespace"], "default", "namespace added");
@@ -468,6 +509,7 @@ fn every_example_profile_renders_for_every_context_and_choice() {
                         context,
                         secret_env: &secrets,
                         url_prefix: None,
+                        hub_parameters: &fleetspawn_core::profiles::hub_parameters::samples(&profile.hub_parameters),
                         owner: None,
                     })
                     .unwrap_or_else(|e| panic!("{}: {e}", profile.slug));

@@ -7,7 +7,8 @@ state), so the spawner keeps no state of its own beyond the user and server name
 REST API used (fleetspawn `/api/v1`, see its `openapi.json`):
 
 - `GET  /profiles?groups=...`                 the profiles a user in these groups may use
-- `PUT  /users/{user}/servers/{server}`        start (body: profile, options, env, url_prefix);
+- `PUT  /users/{user}/servers/{server}`        start (body: profile, options, env, url_prefix,
+                                               hub_parameters);
                                                idempotent: returns the server starting or running
 - `GET  /users/{user}/servers/{server}/progress`  SSE: `progress`... then `ready` or `failed`
 - `GET  /users/{user}/servers/{server}`        state: pending/running/stopping/failed/unknown
@@ -39,7 +40,7 @@ from urllib.parse import quote, urlparse
 import httpx
 from jupyterhub.spawner import Spawner
 from tornado import web
-from traitlets import Float, Integer, List, Unicode, default
+from traitlets import Callable, Dict, Float, Integer, List, Unicode, Union, default
 
 # fleetspawn sends an SSE keep-alive comment every 15 s; a stream silent for this long is dead.
 SSE_READ_TIMEOUT = 60.0
@@ -215,6 +216,22 @@ class FleetSpawner(Spawner):
         help="""Seconds stop() and delete_forever() keep asking fleetspawn, when it cannot be
         reached or answers that the deletion is still going on (504, after the profile's
         stop_timeout); then they fail.""",
+    ).tag(config=True)
+
+    hub_parameters = Union(
+        [Dict(), Callable()],
+        default_value={},
+        help="""Values of the chosen profile's `hub_parameters` (docs/profiles.md): a dict, or a
+        callable taking the spawner and returning one (it may be async), e.g. a uid from the
+        authenticator's auth_state:
+
+            async def params(spawner):
+                state = await spawner.user.get_auth_state() or {}
+                return {"uid": state["uid"]}
+            c.FleetSpawner.hub_parameters = params
+
+        Only the hub may send them; fleetspawn checks each against the profile and refuses a
+        bad one, naming it. Sent only when not empty.""",
     ).tag(config=True)
 
     # The server runs on a remote cluster: none of the hub process's environment belongs there.
@@ -538,6 +555,9 @@ class FleetSpawner(Spawner):
             # Computed from the hub-side ip/port, meaningless in the cluster; fleetspawn sets it.
             env.pop("JUPYTERHUB_SERVICE_URL", None)
             body = {"profile": profile, "options": options, "env": env, "url_prefix": self.server.base_url}
+            parameters = await self._hub_parameters()
+            if parameters:
+                body["hub_parameters"] = parameters
             self.log.info("fleetspawn: starting %s with profile %s %s", self._log_name, profile, options)
             url = await self._start_and_wait(body, began + timeout, timeout, stops)
         except BaseException:
@@ -549,6 +569,17 @@ class FleetSpawner(Spawner):
             self.log.warning("fleetspawn URL %s is not under %s: the proxy will not reach it", url, self.server.base_url)
         self.log.info("fleetspawn: %s is ready at %s", self._log_name, url)
         return url
+
+    async def _hub_parameters(self) -> dict:
+        """The `hub_parameters` setting's values for this spawn."""
+        value = self.hub_parameters
+        if callable(value):
+            value = value(self)
+            if inspect.isawaitable(value):
+                value = await value
+        if not isinstance(value, dict):
+            raise TypeError(f"FleetSpawner.hub_parameters returned {type(value).__name__}, not a dict")
+        return value
 
     async def _start_and_wait(self, body: dict, deadline: float, timeout: int, stops: int) -> str:
         st = self._state()

@@ -217,8 +217,8 @@ class Daemon(Process):
 
 def hub_e2e_profiles(ingress) -> str:
     """The test profiles plus the hub tests' own: `hub-e2e` (cluster-b, its ingress at the
-    stand-in), `hub-e2e-home` (the same with a volume) and `hub-slow` (a 15-minute start
-    timeout, like a GPU profile's)."""
+    stand-in), `hub-e2e-home` (the same with a volume), `hub-slow` (a 15-minute start
+    timeout, like a GPU profile's) and `hub-params` (a uid the hub must give)."""
     return (REPO / "tests/fixtures/profiles.toml").read_text() + f"""
 # Added by the JupyterHub plugin's tests: a cluster whose "ingress" answers (a stand-in).
 [[profiles]]
@@ -240,6 +240,14 @@ display_name = "Slow to start (a GPU node's image pull)"
 context = "cluster-a"
 ingress_public_url = "{ingress.url}"
 start_timeout = "15m"
+
+[[profiles]]
+slug = "hub-params"
+display_name = "Runs as the uid the hub gives"
+context = "cluster-b"
+ingress_public_url = "{ingress.url}"
+hub_parameters = {{ uid = {{ type = "integer", min = 1000, max = 65535, required = true }} }}
+patches = {{ uid = {{ target = {{ kind = "Pod" }}, patch = "spec: {{securityContext: {{runAsUser: {{{{ hub_parameters.uid }}}}}}}}" }} }}
 """
 
 

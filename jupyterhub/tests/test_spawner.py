@@ -164,6 +164,28 @@ async def test_refusals_name_the_reason(make_spawner, username, daemon):
         await wrong.profiles()
 
 
+async def test_hub_parameters_come_from_the_hub_and_a_bad_one_is_named(make_spawner, username, daemon, kubectl):
+    async def from_auth_state(spawner):
+        await asyncio.sleep(0)
+        return {"uid": 4321}
+
+    spawner = make_spawner(username, hub_parameters=from_auth_state)
+    spawner.user_options = {"profile": "hub-params"}
+    await asyncio.wait_for(spawner.start(), 90)
+    pods = kubectl.json("cluster-b", "get", "pods", "-A", "-l", f"fleetspawn.io/user={username}")["items"]
+    assert [p["spec"]["securityContext"].get("runAsUser") for p in pods] == [4321]
+    await spawner.stop()
+
+    out_of_range = make_spawner(username + "-r", hub_parameters={"uid": 0})
+    out_of_range.user_options = {"profile": "hub-params"}
+    with pytest.raises(FleetSpawnError, match="HTTP 400") as bad:
+        await out_of_range.start()
+    assert bad.value.code == "bad_hub_parameter"
+    assert "hub_parameters.uid" in str(bad.value)
+    status, _ = daemon.admin("GET", f"/users/{username}-r/server")
+    assert status == 404, "nothing was started"
+
+
 async def test_an_unreachable_daemon_never_reads_as_stopped(make_spawner, username):
     spawner = make_spawner(username, fleetspawn_url=f"http://127.0.0.1:{free_port()}", start_timeout=2)
     assert await spawner.poll() is None

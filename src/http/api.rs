@@ -141,7 +141,8 @@ pub async fn start_server(state: &AppState, caller: &Caller, path: &ServerPath, 
     // The environment and the path a server is routed under are the hub's to give: from
     // anyone else they would let a user take another user's route, cookies and tokens.
     if !matches!(caller, Caller::Token { role: Role::Hub, .. }) {
-        for (field, given) in [("url_prefix", req.url_prefix.is_some()), ("env", !req.env.is_empty())] {
+        // So are the hub's parameters (a uid, a project): a user must not forge them.
+        for (field, given) in [("url_prefix", req.url_prefix.is_some()), ("env", !req.env.is_empty()), ("hub_parameters", !req.hub_parameters.is_empty())] {
             if given {
                 return Err(ApiError::Forbidden(format!("only the hub may set {field}")));
             }
@@ -165,6 +166,7 @@ pub async fn start_server(state: &AppState, caller: &Caller, path: &ServerPath, 
         options: req.options,
         env: req.env,
         url_prefix: req.url_prefix,
+        hub_parameters: req.hub_parameters,
     };
     Ok(state.spawner.spawn(request).await?)
 }

@@ -51,7 +51,7 @@ impl ApiError {
             ApiError::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Spawn(e) => match e {
                 SpawnError::UnknownProfile(_) | SpawnError::NotFound => StatusCode::NOT_FOUND,
-                SpawnError::BadOption(_) => StatusCode::BAD_REQUEST,
+                SpawnError::BadOption(_) | SpawnError::BadHubParameter(_) => StatusCode::BAD_REQUEST,
                 SpawnError::TooManySpawns { .. } | SpawnError::TooManySpawnsForUser { .. } => StatusCode::TOO_MANY_REQUESTS,
                 SpawnError::TooManyServers { .. } | SpawnError::Busy => StatusCode::CONFLICT,
                 SpawnError::ClusterUnavailable { .. } | SpawnError::NoHealthyCluster(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -81,6 +81,7 @@ impl ApiError {
                 SpawnError::UnknownProfile(_) => "unknown_profile",
                 SpawnError::NotFound => "not_found",
                 SpawnError::BadOption(_) => "bad_option",
+                SpawnError::BadHubParameter(_) => "bad_hub_parameter",
                 SpawnError::TooManySpawns { .. } => "too_many_spawns",
                 SpawnError::TooManySpawnsForUser { .. } => "too_many_spawns_for_user",
                 SpawnError::TooManyServers { .. } => "too_many_servers",
@@ -102,6 +103,7 @@ impl ApiError {
         match self {
             ApiError::Invalid { field, .. } => Some(field.clone()),
             ApiError::Spawn(SpawnError::BadOption(e)) => Some(format!("options.{}", option_name(e))),
+            ApiError::Spawn(SpawnError::BadHubParameter(e)) => Some(format!("hub_parameters.{}", e.name())),
             ApiError::Spawn(SpawnError::ForeignUrlPrefix { .. }) => Some("url_prefix".into()),
             _ => None,
         }
@@ -115,6 +117,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "You are not allowed to do that.".into(),
             ApiError::Invalid { field, message } => format!("The value for “{field}” {message}."),
             ApiError::Spawn(SpawnError::BadOption(e)) => bad_option_message(e),
+            ApiError::Spawn(SpawnError::BadHubParameter(e)) => e.to_string(),
             ApiError::Spawn(SpawnError::UnknownProfile(_)) => "That environment is no longer offered. Please pick another one.".into(),
             ApiError::Spawn(SpawnError::TooManySpawns { .. }) => "Many servers are starting right now. Please try again in a minute.".into(),
             ApiError::Spawn(SpawnError::TooManySpawnsForUser { limit, .. }) => {

@@ -127,6 +127,11 @@ pub struct StartRequest {
     pub env: BTreeMap<String, String>,
     /// The path the server is served under (e.g. `/user/alice/`), when a hub proxies it.
     pub url_prefix: Option<String>,
+    /// Values of the profile's `hub_parameters` (a uid, a project claim...), by name: only the
+    /// hub may send them; each is checked against the profile's declaration (type, bounds,
+    /// regex) and a bad one is a 400 naming `hub_parameters.<name>`.
+    #[schema(value_type = Object)]
+    pub hub_parameters: BTreeMap<String, serde_json::Value>,
 }
 
 /// The `/readyz` answer.

@@ -82,6 +82,10 @@ pub struct UserServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub idle_timeout: Option<String>,
+    /// The hub's per-spawn parameters (only the hub role may send them), as text, checked
+    /// against the profile's `hub_parameters` declarations when the server is rendered.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hub_parameters: BTreeMap<String, String>,
     /// A Secret in the same namespace holding the env a hub sends (its API token...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_secret_ref: Option<SecretRef>,
@@ -324,6 +328,7 @@ impl UserServer {
             url_prefix: None,
             lifespan: None,
             idle_timeout: None,
+            hub_parameters: BTreeMap::new(),
             env_secret_ref: None,
         };
         UserServer { metadata, spec, status: None }

@@ -22,6 +22,7 @@ use fleetspawn_core::labels;
 use fleetspawn_core::lifecycle::{Failure, FailureKind, ProgressEvent};
 use fleetspawn_core::naming::{self, InstanceKey};
 use fleetspawn_core::placement;
+use fleetspawn_core::profiles::hub_parameters::{self, HubParameterError};
 use fleetspawn_core::profiles::{OptionError, ProfileSet, DEFAULT_STOP_TIMEOUT};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -174,6 +175,8 @@ pub struct SpawnRequest {
     pub env: BTreeMap<String, String>,
     /// URL path prefix to serve under (a hub's base_url); default from `naming::url_prefix`.
     pub url_prefix: Option<String>,
+    /// The hub's per-spawn parameters, checked against the profile's declarations.
+    pub hub_parameters: BTreeMap<String, serde_json::Value>,
 }
 
 /// Why a spawn or stop was refused or failed.
@@ -183,6 +186,8 @@ pub enum SpawnError {
     UnknownProfile(String),
     #[error(transparent)]
     BadOption(#[from] OptionError),
+    #[error(transparent)]
+    BadHubParameter(#[from] HubParameterError),
     #[error("too many spawns in flight (limit {limit}); try again shortly")]
     TooManySpawns { limit: usize },
     #[error("{user} already has {limit} spawns in flight (the limit per user); wait for one to finish")]
@@ -716,6 +721,7 @@ impl Spawner {
         // Bad options are refused before anything else happens. Placement follows the profile
         // with the user's choices applied (a choice may pick the cluster).
         let profile = base.resolve_options(&req.options)?.profile;
+        let parameters = hub_parameters::resolve(&base.hub_parameters, &req.hub_parameters)?;
         if let Some(prefix) = &req.url_prefix {
             let base_url = &self.inner.settings.hub_base_url;
             if !naming::is_own_url_prefix(prefix, base_url, &req.user, &req.server) {
@@ -775,7 +781,19 @@ impl Spawner {
         let _placed = Placing { spawner: self, context: &choice.context };
         // Rendered now so bad input is refused before anything is written (the reconciler
         // renders again, with the record's UID, when it applies).
-        let status = self.pending_status(&req.user, &req.server, base, &req.options, req.url_prefix.as_deref(), &choice)?;
+        let no_env = BTreeMap::new();
+        let preview = SpawnInput {
+            user: &req.user,
+            server: &req.server,
+            profile: base,
+            options: &req.options,
+            context: &choice.context,
+            secret_env: &no_env,
+            url_prefix: req.url_prefix.as_deref(),
+            hub_parameters: &parameters,
+            owner: None,
+        };
+        let status = self.pending_status(&preview, &choice)?;
         let _accepting = Accepting::new(self, &name);
 
         // The record, then its env Secret, then its placement: before any remote object.
@@ -786,6 +804,7 @@ impl Spawner {
                 us.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
                 us.spec.profile = req.profile.clone();
                 us.spec.url_prefix = req.url_prefix.clone();
+                us.spec.hub_parameters = hub_parameters::as_text(&parameters);
                 us.spec.env_secret_ref = env_secret.clone().map(|name| SecretRef { name });
                 self.inner.home.create(&us).await?
             }
@@ -795,6 +814,7 @@ impl Spawner {
                 us.spec.options = req.options.clone();
                 us.spec.started = true;
                 us.spec.url_prefix = req.url_prefix.clone();
+                us.spec.hub_parameters = hub_parameters::as_text(&parameters);
                 us.spec.env_secret_ref = env_secret.clone().map(|name| SecretRef { name });
                 if let Some(a) = us.metadata.annotations.as_mut() {
                     a.remove(REMOVE_STORAGE);
@@ -842,20 +862,11 @@ impl Spawner {
         }
     }
 
-    /// The status of a record just placed on `choice`: `Pending`, with its cluster, namespace,
-    /// URL, why that cluster, and when (its start timeout runs from then).
-    fn pending_status(
-        &self,
-        user: &str,
-        server: &str,
-        profile: &fleetspawn_core::profiles::Profile,
-        options: &BTreeMap<String, String>,
-        url_prefix: Option<&str>,
-        choice: &placement::Placed,
-    ) -> Result<UserServerStatus, BundleError> {
-        let no_env = BTreeMap::new();
-        let input = SpawnInput { user, server, profile, options, context: &choice.context, secret_env: &no_env, url_prefix, owner: None };
-        let bundle = self.inner.renderer.render(&input)?;
+    /// The status of a record just placed on `choice` (`input` renders its server there,
+    /// without secrets or owner): `Pending`, with its cluster, namespace, URL, why that
+    /// cluster, and when (its start timeout runs from then).
+    fn pending_status(&self, input: &SpawnInput<'_>, choice: &placement::Placed) -> Result<UserServerStatus, BundleError> {
+        let bundle = self.inner.renderer.render(input)?;
         Ok(UserServerStatus {
             phase: Some(Phase::Pending),
             cluster: Some(choice.context.clone()),

@@ -4,6 +4,7 @@
 //! [`decide::next_step`] and carries it out; long steps start a task ([`super::spawn`]) and
 //! return, so the loop never waits on a spawn. A failed run is retried with a short backoff.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use crate::kube::home::{Home, HomeError};
 use crate::kube::userserver::{
     set_condition, ConditionStatus, FailureStatus, Phase, UserServer, UserServerStatus, CONDITION_PROGRESSING, CONDITION_READY, CONDITION_STALLED, FINALIZER,
 };
+use fleetspawn_core::bundle::SpawnInput;
 
 /// Backoff of a failed reconcile.
 const RETRY: Duration = Duration::from_secs(2);
@@ -234,7 +236,23 @@ impl Spawner {
             Err(e) => return Err(SpawnError::from(e).into()),
         };
         let spec = &us.spec;
-        let status = match self.pending_status(&spec.user, &spec.server, profile, &spec.options, spec.url_prefix.as_deref(), &choice) {
+        let parameters = match fleetspawn_core::profiles::hub_parameters::resolve_text(&profile.hub_parameters, &spec.hub_parameters) {
+            Ok(values) => values,
+            Err(e) => return self.fail(us, FailureStatus { reason: crate::kube::userserver::FailureReason::Other, message: e.to_string() }).await,
+        };
+        let no_env = BTreeMap::new();
+        let preview = SpawnInput {
+            user: &spec.user,
+            server: &spec.server,
+            profile,
+            options: &spec.options,
+            context: &choice.context,
+            secret_env: &no_env,
+            url_prefix: spec.url_prefix.as_deref(),
+            hub_parameters: &parameters,
+            owner: None,
+        };
+        let status = match self.pending_status(&preview, &choice) {
             Ok(status) => status,
             Err(e) => return self.fail(us, FailureStatus { reason: crate::kube::userserver::FailureReason::Other, message: e.to_string() }).await,
         };

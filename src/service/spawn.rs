@@ -146,6 +146,11 @@ impl Spawner {
             },
         };
         let owner = Owner { uid: us.uid().unwrap_or_default(), home: self.inner.home.namespace().to_string() };
+        // Checked again: the profile may have changed since the record was written.
+        let hub_parameters = match fleetspawn_core::profiles::hub_parameters::resolve_text(&base.hub_parameters, &us.spec.hub_parameters) {
+            Ok(values) => values,
+            Err(e) => return self.spawn_failed(us, op, &status, Failure::new(FailureKind::Other, e.to_string())).await,
+        };
         let input = SpawnInput {
             user: &us.spec.user,
             server: &us.spec.server,
@@ -154,6 +159,7 @@ impl Spawner {
             context: &context,
             secret_env: &env,
             url_prefix: us.spec.url_prefix.as_deref(),
+            hub_parameters: &hub_parameters,
             owner: Some(&owner),
         };
         let mut bundle = match self.inner.renderer.render(&input) {

@@ -103,6 +103,9 @@ pub struct SpawnInput<'a> {
     /// URL path prefix override (e.g. from the hub); default
     /// [`naming::url_prefix`].
     pub url_prefix: Option<&'a str>,
+    /// The hub's per-spawn parameters, checked against the profile's declarations
+    /// ([`crate::profiles::hub_parameters::resolve`]); templates see them as `hub_parameters`.
+    pub hub_parameters: &'a serde_json::Map<String, Value>,
     /// The `UserServer` the objects belong to (`None` only for previews, e.g. `fleetspawn render`).
     pub owner: Option<&'a Owner>,
 }
@@ -348,8 +351,18 @@ impl Renderer {
     /// reported at load. Returns the key path to blame and the message.
     fn check(&self, profile: &Profile) -> Result<(), Blame> {
         let context = profile.contexts.first().map(String::as_str).unwrap_or_default();
-        let input =
-            SpawnInput { user: "jovyan", server: "", profile, options: &BTreeMap::new(), context, secret_env: &BTreeMap::new(), url_prefix: None, owner: None };
+        let hub_parameters = crate::profiles::hub_parameters::samples(&profile.hub_parameters);
+        let input = SpawnInput {
+            user: "jovyan",
+            server: "",
+            profile,
+            options: &BTreeMap::new(),
+            context,
+            secret_env: &BTreeMap::new(),
+            url_prefix: None,
+            hub_parameters: &hub_parameters,
+            owner: None,
+        };
         self.render(&input).map(drop).map_err(|err| {
             let at = err.profile_path().unwrap_or_default();
             let message = err.to_string();
@@ -597,6 +610,7 @@ fn template_context(input: &SpawnInput<'_>, identity: &Identity<'_>, resolved: &
         "profile_slug": profile.slug,
         "profile": profile_value,
         "options": resolved.chosen,
+        "hub_parameters": input.hub_parameters,
         "url_prefix": identity.url_prefix,
         "route_path": naming::route_path(&identity.url_prefix),
         "gateway": match identity.route {

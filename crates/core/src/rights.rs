@@ -77,10 +77,20 @@ pub fn target_rights(renderer: &Renderer, set: &ProfileSet) -> BTreeMap<String, 
         for context in &profile.contexts {
             let rights = by_context.entry(context.clone()).or_default();
             let mut swept: BTreeSet<(String, String)> = BUILTIN_KINDS.iter().map(|(v, k)| (v.to_string(), k.to_string())).collect();
+            let hub_parameters = crate::profiles::hub_parameters::samples(&profile.hub_parameters);
             for options in option_variants(profile) {
                 let render = |user: &str| {
-                    let input =
-                        SpawnInput { user, server: "", profile, options: &options, context, secret_env: &BTreeMap::new(), url_prefix: None, owner: None };
+                    let input = SpawnInput {
+                        user,
+                        server: "",
+                        profile,
+                        options: &options,
+                        context,
+                        secret_env: &BTreeMap::new(),
+                        url_prefix: None,
+                        hub_parameters: &hub_parameters,
+                        owner: None,
+                    };
                     renderer.render(&input).ok()
                 };
                 let (Some(one), Some(other)) = (render("rbac-check-a"), render("rbac-check-b")) else { continue };

@@ -101,6 +101,7 @@ proptest! {
                     context,
                     secret_env: &secret_env,
                     url_prefix: url_prefix.as_deref(),
+                    hub_parameters: &Default::default(),
                     owner: Some(&owner),
                 };
                 let _ = renderer.render(&input);

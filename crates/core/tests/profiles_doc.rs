@@ -1,8 +1,9 @@
 //! docs/profiles.md is the reference of every profile key: each key the schema accepts (the
 //! profile's own keys and those of its tables: `storage`, `security_context`, `ingress`,
-//! `network_policy`, patches, options, choices, free text) is named there, so the two cannot
+//! `network_policy`, patches, options, choices, free text, hub parameters) is named there, so the two cannot
 //! drift apart.
 
+use fleetspawn_core::profiles::hub_parameters::HubParameterSpec;
 use fleetspawn_core::profiles::spec::{ChoiceSpec, FreeTextSpec, IngressSpec, NetworkPolicySpec, OptionSpec, PatchSpec, SecuritySpec, StorageSpec};
 use fleetspawn_core::profiles::ProfileSpec;
 use serde::Serialize;
@@ -44,6 +45,7 @@ fn every_key_of_the_schema_is_in_the_reference() {
         (None, keys(&patch)),
         (None, keys(OptionSpec::default())),
         (Some("free_text"), keys(FreeTextSpec::default())),
+        (None, keys(HubParameterSpec::default())),
     ];
     let mut missing = Vec::new();
     for (parent, keys) in &tables {

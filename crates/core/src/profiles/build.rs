@@ -78,6 +78,7 @@ impl Profile {
         check_volumes(&spec, &mut issues);
         check_network_policy(&spec.network_policy, &mut issues);
         let options = options.unwrap_or_else(|| build_options(&spec.options, &mut issues));
+        let hub_parameters = super::hub_parameters::build(&spec.hub_parameters, &mut issues);
 
         if !issues.is_empty() {
             return Err(issues);
@@ -100,6 +101,7 @@ impl Profile {
             max_age,
             idle_timeout,
             options,
+            hub_parameters,
             ingress_urls,
             routes,
             spec,

@@ -22,6 +22,7 @@
 //! - `set`: [`ProfileSet`] and [`parse`], which checks a whole file.
 
 mod build;
+pub mod hub_parameters;
 mod options;
 mod set;
 pub mod spec;
@@ -83,6 +84,8 @@ pub struct Profile {
     pub allowed_groups: Vec<String>,
     /// Options users choose from, by key.
     pub options: BTreeMap<String, ProfileOption>,
+    /// Values only the hub may send per spawn, by name.
+    pub hub_parameters: BTreeMap<String, hub_parameters::HubParameter>,
     /// Every setting as written (after merging).
     pub spec: ProfileSpec,
     ingress_urls: BTreeMap<String, String>,

@@ -13,7 +13,7 @@ use crate::profiles::{Issue, Profile};
 const TEMPLATE_KEYS: &[&str] = &["namespace", "environment", "objects", "patches"];
 
 /// Keys an option override may not change (it may not widen access either).
-const NOT_OVERRIDABLE: &[&str] = &["slug", "display_name", "description", "default", "options", "allowed_groups", "allowed_images"];
+const NOT_OVERRIDABLE: &[&str] = &["slug", "display_name", "description", "default", "options", "hub_parameters", "allowed_groups", "allowed_images"];
 
 /// A user-selectable option of a profile.
 #[derive(Debug, Clone)]

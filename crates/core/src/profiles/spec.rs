@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use crate::duration;
+use crate::profiles::hub_parameters::HubParameterSpec;
 
 /// TOML has no null: this string, as a value, removes the key it is set to
 /// from the settings it is merged onto (`storage = "__null__"` turns off the
@@ -123,6 +124,8 @@ pub struct ProfileSpec {
     pub objects: BTreeMap<String, String>,
     /// Options users choose from.
     pub options: BTreeMap<String, OptionSpec>,
+    /// Values only the hub may send per spawn, by name (see `hub_parameters`).
+    pub hub_parameters: BTreeMap<String, HubParameterSpec>,
 }
 
 /// `context = "a"` or `context = ["a", "b"]`.
