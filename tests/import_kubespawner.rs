@@ -3,7 +3,9 @@
 //! it leaves out listed at its lines (`expected/<file>.stderr`); `fleetspawn check` accepts
 //! the result; and each profile's Pod, as `fleetspawn render` prints it, matches field by
 //! field (image, resources, env, volumes, node selection, security context) the Pod that
-//! KubeSpawner 7.1 itself builds for the same profile (tests/kubespawner_pod.py).
+//! KubeSpawner 7.1 itself builds for the same profile (tests/kubespawner_pod.py). And
+//! `naming = "kubespawner"` names things as KubeSpawner itself does, on thousands of awkward
+//! names (tests/kubespawner_names.py).
 //!
 //! KubeSpawner comes from PyPI (tests/requirements-kubespawner.txt): `./dev test` installs it
 //! in the test venv and sets `FLEETSPAWN_TEST_VENV`. Without it the comparison fails, never
@@ -198,18 +200,16 @@ fn env(pod: &Value) -> Value {
     Value::Object(out)
 }
 
-/// Each mount of the notebook container: its path, sub-path and read-only flag, and what its
-/// volume is (the server's own home claim, whatever each names it, or the volume as written).
-fn volumes(pod: &Value, home_claim: &str) -> Value {
+/// Each mount of the notebook container: its path, sub-path and read-only flag, and its
+/// volume as written but its name (the home claim included: with `naming = "kubespawner"`
+/// both name it alike).
+fn volumes(pod: &Value) -> Value {
     let volumes = pod["spec"]["volumes"].as_array().cloned().unwrap_or_default();
     let mut out = serde_json::Map::new();
     for m in notebook(pod)["volumeMounts"].as_array().into_iter().flatten() {
         let volume = volumes.iter().find(|v| v["name"] == m["name"]).cloned().unwrap_or(Value::Null);
-        let mut source = volume.clone();
+        let mut source = volume;
         source.as_object_mut().map(|s| s.remove("name"));
-        if volume["persistentVolumeClaim"]["claimName"] == home_claim {
-            source = json!("the server's own PVC");
-        }
         out.insert(
             m["mountPath"].as_str().unwrap_or_default().to_owned(),
             json!({"subPath": m["subPath"], "readOnly": m["readOnly"].as_bool().unwrap_or(false), "volume": source}),
@@ -262,14 +262,12 @@ fn each_profiles_pod_matches_the_pod_kubespawner_builds() {
         for (i, slug) in slugs.iter().enumerate() {
             let (ks_slug, theirs) = kubespawner_pod(&file, i);
             let ours = rendered_pod(&profiles, slug);
-            let home_claim_ours = ours["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-            let home_claim_theirs = format!("claim-{USER}");
             let fields: [(&str, Value, Value); 7] = [
                 ("slug", json!(slug), json!(ks_slug.clone().unwrap_or_else(|| "default".to_owned()))),
                 ("image", notebook(&ours)["image"].clone(), notebook(&theirs)["image"].clone()),
                 ("resources", resources(&ours), resources(&theirs)),
                 ("env", env(&ours), env(&theirs)),
-                ("volumes", volumes(&ours, &home_claim_ours), volumes(&theirs, &home_claim_theirs)),
+                ("volumes", volumes(&ours), volumes(&theirs)),
                 ("node selection", node_selection(&ours), node_selection(&theirs)),
                 ("security context", security(&ours), security(&theirs)),
             ];
@@ -286,4 +284,95 @@ fn each_profiles_pod_matches_the_pod_kubespawner_builds() {
     }
     assert!(mismatches.is_empty(), "{} of {compared} fields differ:\n{}", mismatches.len(), mismatches.join("\n"));
     assert!(compared >= 8 * 15, "compared only {compared} fields");
+}
+
+/// Awkward user and server names: unicode, `@`, `.`, upper case, digits first, `--`, 200
+/// characters, empty server names; then many drawn from a mix of all of those.
+fn awkward_pairs() -> Vec<(String, String)> {
+    let users = [
+        "alice",
+        "Alice",
+        "first.last@example.com",
+        "FIRST.LAST@EXAMPLE.COM",
+        "1st",
+        "42",
+        "a--b",
+        "-lead",
+        "trail-",
+        "a_b",
+        "a b",
+        "ünïcödé",
+        "日本語",
+        "İstanbul",
+        "\u{212a}elvin",
+        "Σίσυφος",
+        "straße",
+        "🦀",
+        "a\u{301}",
+        "x",
+        "",
+    ];
+    let servers = ["", "lab", "My Lab", "gpu-1", "--", "Ünï", "9"];
+    let mut pairs: Vec<(String, String)> = users.iter().flat_map(|u| servers.iter().map(move |s| (u.to_string(), s.to_string()))).collect();
+    for (u, s) in [("a".repeat(200), String::new()), ("a".repeat(47), String::new()), ("a".repeat(46), "b".into()), ("b".repeat(48), "c".repeat(48))] {
+        pairs.push((u, s));
+    }
+    // A fixed sequence of draws (the same every run), from pieces that each break a rule.
+    let pieces = ["a", "Z", "0", "9", "-", "--", ".", "@", "_", " ", "ü", "İ", "\u{212a}", "日", "🦀", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "ß", "\u{200b}"];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        usize::try_from(seed % n as u64).unwrap_or(0)
+    };
+    let mut draw = |max: usize| {
+        let count = next(max);
+        (0..count).map(|_| pieces[next(pieces.len())]).collect::<String>()
+    };
+    for _ in 0..2000 {
+        let user = draw(12);
+        let server = if draw(3).is_empty() { String::new() } else { draw(8) };
+        pairs.push((user, server));
+    }
+    pairs
+}
+
+/// `naming = "kubespawner"`: fleetspawn's names are KubeSpawner 7.1's own (its `safe` scheme,
+/// asked of KubeSpawner itself through tests/kubespawner_names.py) for every awkward pair, so
+/// a server moved from KubeSpawner mounts its user's existing claim.
+#[test]
+fn kubespawner_naming_matches_kubespawner_on_awkward_names() {
+    use fleetspawn_core::kubespawner_names::{expand, Fields};
+    use std::io::Write as _;
+    let pairs = awkward_pairs();
+    let mut child = Command::new(python())
+        .arg("kubespawner_names.py")
+        .current_dir(common::repo().join("tests"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tests/kubespawner_names.py");
+    let input: String = pairs.iter().map(|(u, s)| format!("{}\n", json!([u, s]))).collect();
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write the pairs");
+    let out = child.wait_with_output().expect("kubespawner_names.py");
+    assert!(out.status.success(), "kubespawner_names.py: {}", text(&out.stderr));
+    let answers: Vec<Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(answers.len(), pairs.len(), "one answer per pair");
+    let mut wrong = Vec::new();
+    for ((user, server), theirs) in pairs.iter().zip(&answers) {
+        let f = Fields::new(user, server);
+        let ours = json!({
+            "username": f.username,
+            "servername": f.servername,
+            "user_server": f.user_server,
+            "z2jh_claim": expand("claim-{username}{servername}", user, server).expect("expands"),
+            "default_claim": expand("claim-{user_server}", user, server).expect("expands"),
+        });
+        if &ours != theirs {
+            wrong.push(format!("{user:?}, {server:?}: fleetspawn {ours}, KubeSpawner {theirs}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{} of {} pairs differ:\n{}", wrong.len(), pairs.len(), wrong.iter().take(20).cloned().collect::<Vec<_>>().join("\n"));
 }

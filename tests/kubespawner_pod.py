@@ -49,7 +49,11 @@ CHART_DEFAULTS = {
             "type": "dynamic",
             "capacity": "10Gi",
             "homeMountPath": "/home/jovyan",
-            "dynamic": {"volumeNameTemplate": "volume-{user_server}", "storageAccessModes": ["ReadWriteOnce"]},
+            "dynamic": {
+                "pvcNameTemplate": "claim-{username}{servername}",
+                "volumeNameTemplate": "volume-{user_server}",
+                "storageAccessModes": ["ReadWriteOnce"],
+            },
         },
     },
     "scheduling": {
@@ -142,6 +146,8 @@ def chart_config(values):
             ks.storage_class = get(storage, "dynamic.storageClass")
         if get(storage, "dynamic.storageAccessModes"):
             ks.storage_access_modes = get(storage, "dynamic.storageAccessModes")
+        if get(storage, "dynamic.pvcNameTemplate"):
+            ks.pvc_name_template = get(storage, "dynamic.pvcNameTemplate")
         ks.storage_capacity = storage.get("capacity")
         volumes = {name: {"name": name, "persistentVolumeClaim": {"claimName": "{pvc_name}"}}}
         mounts = {name: {"mountPath": storage.get("homeMountPath"), "name": name, "subPath": get(storage, "dynamic.subPath")}}

@@ -485,7 +485,8 @@ impl Renderer {
         let spec = &profile.spec;
         let env = self.pod_env(ctx, jinja, spec, url_prefix)?;
         let (pod_sc, container_sc) = security_contexts(&spec.security_context);
-        let (volumes, mounts) = volumes(spec, &ctx["name"]);
+        let claim_name = claim_name(spec, ctx);
+        let (volumes, mounts) = volumes(spec, &claim_name);
         let fields = [
             ("image", json!(profile.image)),
             ("image_pull_policy", json!(spec.image_pull_policy)),
@@ -500,6 +501,7 @@ impl Renderer {
             ("volumes", json!(volumes)),
             ("volume_mounts", json!(mounts)),
             ("storage", json!(spec.storage)),
+            ("claim_name", claim_name),
             ("ingress", json!(spec.ingress)),
             ("network_policy", network_policy(&spec.network_policy)),
             ("mount_service_account_token", json!(spec.mount_service_account_token)),
@@ -714,6 +716,18 @@ fn volumes(spec: &ProfileSpec, name: &Value) -> (Vec<Value>, Vec<Value>) {
         mounts.push(json!({"name": "home", "mountPath": storage.mount_path}));
     }
     (volumes, mounts)
+}
+
+/// The name of the server's claim: its objects' name, or with `naming = "kubespawner"`
+/// KubeSpawner's name for it (checked at load: the template expands).
+fn claim_name(spec: &ProfileSpec, ctx: &Value) -> Value {
+    match (&spec.storage, spec.naming) {
+        (Some(storage), crate::profiles::spec::Naming::Kubespawner) => {
+            let (user, server) = (ctx["username"].as_str().unwrap_or_default(), ctx["servername"].as_str().unwrap_or_default());
+            crate::kubespawner_names::expand(storage.claim_name_template(), user, server).map_or_else(|_| ctx["name"].clone(), Value::String)
+        }
+        _ => ctx["name"].clone(),
+    }
 }
 
 /// Sets `map[key]` when there is a value.

@@ -9,6 +9,7 @@ pub mod diagnostic;
 pub mod duration;
 pub mod import;
 pub mod instance;
+pub mod kubespawner_names;
 pub mod labels;
 pub mod lifecycle;
 pub mod merge_patch;

@@ -250,11 +250,23 @@ fn storage(singleuser: &Node, scope: &Scope<'_>, level: &mut Level, report: &mut
                 table.insert("access_modes".into(), modes);
             }
             table.insert("mount_path".into(), mount_path.clone().into());
+            // Users' existing claims are found under KubeSpawner's names.
+            if let Some(template) = storage.path("dynamic.pvcNameTemplate").filter(|n| n.line > 0) {
+                match template.as_str().map(|t| (t, crate::kubespawner_names::expand(t, "jovyan", ""))) {
+                    Some((t, Ok(_))) => {
+                        table.insert("claim_name_template".into(), t.into());
+                    }
+                    Some((_, Err(e))) => report.add(
+                        template.line,
+                        "singleuser.storage.dynamic.pvcNameTemplate",
+                        format!("{e}: the claims keep Zero to JupyterHub's default name"),
+                    ),
+                    None => report.add(template.line, "singleuser.storage.dynamic.pvcNameTemplate", "not a string".into()),
+                }
+            }
+            level.settings.insert("naming".into(), "kubespawner".into());
             level.settings.insert("storage".into(), table.into());
-            for (key, reason) in [
-                ("dynamic.pvcNameTemplate", "fleetspawn names PVCs itself: existing claims are not found under this name (see docs/migrating.md)"),
-                ("dynamic.volumeNameTemplate", "fleetspawn's home volume is named `home`"),
-            ] {
+            for (key, reason) in [("dynamic.volumeNameTemplate", "fleetspawn's home volume is named `home`")] {
                 if let Some(n) = storage.path(key).filter(|n| n.line > 0) {
                     report.add(n.line, &format!("singleuser.storage.{key}"), reason.to_owned());
                 }

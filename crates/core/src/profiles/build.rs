@@ -76,6 +76,7 @@ impl Profile {
         let max_age = spec.max_age.map(|d| positive("max_age", Some(d), d, &mut issues));
         let idle_timeout = spec.idle_timeout.map(|d| positive("idle_timeout", Some(d), d, &mut issues));
         check_volumes(&spec, &mut issues);
+        check_naming(&spec, &mut issues);
         check_network_policy(&spec.network_policy, &mut issues);
         let options = options.unwrap_or_else(|| build_options(&spec.options, &mut issues));
         let hub_parameters = super::hub_parameters::build(&spec.hub_parameters, &mut issues);
@@ -315,6 +316,23 @@ fn check_network_policy(policy: &spec::NetworkPolicySpec, issues: &mut Vec<Issue
 }
 
 /// Every volume needs a name; every mount a name and a mountPath.
+/// `naming = "kubespawner"` needs a claim template KubeSpawner's fields can fill; a template
+/// without that naming would do nothing.
+fn check_naming(spec: &ProfileSpec, issues: &mut Vec<Issue>) {
+    let Some(storage) = &spec.storage else { return };
+    match (spec.naming, &storage.claim_name_template) {
+        (spec::Naming::Kubespawner, _) => match crate::kubespawner_names::expand(storage.claim_name_template(), "jovyan", "") {
+            Ok(name) if crate::naming::is_dns1123_subdomain(&name) => {}
+            Ok(name) => issues.push(Issue::at(&["storage", "claim_name_template"], format!("gives {name:?}, not a valid object name"))),
+            Err(e) => issues.push(Issue::at(&["storage", "claim_name_template"], e.to_string())),
+        },
+        (spec::Naming::Fleetspawn, Some(_)) => {
+            issues.push(Issue::at(&["storage", "claim_name_template"], "only with naming = \"kubespawner\"".into()));
+        }
+        (spec::Naming::Fleetspawn, None) => {}
+    }
+}
+
 fn check_volumes(spec: &ProfileSpec, issues: &mut Vec<Issue>) {
     for (i, volume) in spec.volumes.iter().enumerate() {
         if !volume.get("name").is_some_and(Value::is_string) {

@@ -84,6 +84,9 @@ pub struct ProfileSpec {
     pub volume_mounts: Vec<Map<String, Value>>,
     /// Persistent storage; no PVC when unset.
     pub storage: Option<StorageSpec>,
+    /// How the server's claim is named: fleetspawn's own names, or KubeSpawner's (so servers
+    /// moved from KubeSpawner find their users' existing claims).
+    pub naming: Naming,
     /// User and group ids, privilege settings.
     pub security_context: SecuritySpec,
     /// Mount the server's ServiceAccount token into the pod (default false: a user's code
@@ -150,6 +153,17 @@ pub enum PerContext<T> {
 }
 
 /// How a server's URL path is routed to it on a cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Naming {
+    /// The claim is named like the server's other objects (`fs-<key>`).
+    #[default]
+    Fleetspawn,
+    /// The claim is named as KubeSpawner 7 names it (`storage.claim_name_template`, its
+    /// `safe` slug scheme).
+    Kubespawner,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Routing {
@@ -267,6 +281,20 @@ pub struct StorageSpec {
     /// Where the volume is mounted (default `/home/jovyan`).
     #[serde(default = "default_mount_path")]
     pub mount_path: String,
+    /// With `naming = "kubespawner"`: KubeSpawner's `pvc_name_template` (default Zero to
+    /// JupyterHub's `claim-{username}{servername}`).
+    #[serde(default)]
+    pub claim_name_template: Option<String>,
+}
+
+/// Zero to JupyterHub's claim name template.
+pub const Z2JH_CLAIM_NAME_TEMPLATE: &str = "claim-{username}{servername}";
+
+impl StorageSpec {
+    /// The KubeSpawner template of the claim's name.
+    pub fn claim_name_template(&self) -> &str {
+        self.claim_name_template.as_deref().unwrap_or(Z2JH_CLAIM_NAME_TEMPLATE)
+    }
 }
 
 fn default_access_modes() -> Vec<String> {
