@@ -174,6 +174,35 @@ class FleetSpawnError(web.HTTPError):
         return self.message
 
 
+# KubeSpawner's key for an option's free text, next to the option's own key.
+UNLISTED_SUFFIX = "--unlisted-choice"
+
+
+def _flat_options(user_options: dict) -> dict[str, str]:
+    """Option values given as KubeSpawner gives them, beside `profile` at the top level
+    (`{"profile": "gpu", "image": "scipy"}`, the free text of option `image` as
+    `image--unlisted-choice`): users' saved options and scripts written for a KubeSpawner hub
+    keep working. A free text wins over its option's choice, as in KubeSpawner; a value that
+    is not a string, or an option also given under `options`, is refused. fleetspawn refuses
+    an option the profile does not have, naming it."""
+    nested = user_options.get("options") or {}
+    flat = {k: v for k, v in user_options.items() if k not in ("profile", "options")}
+    out: dict[str, str] = {}
+    for key in sorted(flat, key=lambda k: k.endswith(UNLISTED_SUFFIX)):
+        value = flat[key]
+        name = key[: -len(UNLISTED_SUFFIX)] if key.endswith(UNLISTED_SUFFIX) else key
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]  # form data as KubeSpawner's options_from_form may keep it
+        if not isinstance(value, str):
+            raise FleetSpawnError(f"user_options.{key} must be a string", hub_status=400)
+        if name in nested:
+            raise FleetSpawnError(f"option {name!r} is given twice (user_options.{key} and user_options.options)", hub_status=400)
+        if key.endswith(UNLISTED_SUFFIX) and not value:
+            continue  # an empty free-text field: the choice stands
+        out[name] = value
+    return out
+
+
 class FleetSpawner(Spawner):
     """Starts each user's server through a fleetspawn daemon's REST API."""
 
@@ -525,6 +554,7 @@ class FleetSpawner(Spawner):
             raise FleetSpawnError("user_options.profile must be a string", hub_status=400)
         if not isinstance(options, dict) or not all(isinstance(v, str) for v in options.values()):
             raise FleetSpawnError("user_options.options must map option names to strings", hub_status=400)
+        options = {**options, **_flat_options(opts)}
         # fleetspawn lets the hub use every profile: the hub enforces its users' groups.
         allowed = await self.profiles(deadline=deadline)
         by_slug = {p["slug"]: p for p in allowed if isinstance(p, dict) and "slug" in p}

@@ -136,6 +136,39 @@ async def test_named_server_with_an_option(make_spawner, username, kubectl):
     assert await spawner.poll() == 0
 
 
+async def test_kubespawner_style_flat_options_are_mapped_or_refused_by_name(make_spawner, username, daemon, kubectl):
+    # As a hub that ran KubeSpawner saved them: the option beside the profile.
+    spawner = make_spawner(username, "flat")
+    spawner.user_options = {"profile": "with-options", "image": "scipy"}
+    await asyncio.wait_for(spawner.start(), 90)
+    pods = kubectl.json("cluster-c", "get", "pods", "-A", "-l", f"fleetspawn.io/user={username}")["items"]
+    assert [p["spec"]["containers"][0]["image"] for p in pods] == ["quay.io/jupyter/scipy-notebook:latest"]
+    await spawner.stop()
+    # An option the profile does not have is refused by name, never dropped.
+    unknown = make_spawner(username + "-u")
+    unknown.user_options = {"profile": "with-options", "colour": "red"}
+    with pytest.raises(FleetSpawnError, match="HTTP 400") as bad:
+        await unknown.start()
+    assert bad.value.code == "bad_option" and "colour" in str(bad.value)
+    status, _ = daemon.admin("GET", f"/users/{username}-u/server")
+    assert status == 404, "nothing was started"
+    # A value that is not text, or one given twice, is refused before fleetspawn is asked.
+    for options in ({"profile": "with-options", "image": 3}, {"profile": "with-options", "image": "scipy", "options": {"image": "base"}}):
+        twice = make_spawner(username + "-t")
+        twice.user_options = options
+        with pytest.raises(FleetSpawnError, match="image"):
+            await twice.start()
+
+
+def test_flat_options_follow_kubespawners_keys():
+    flat = spawner_module._flat_options
+    assert flat({"profile": "p", "image": "scipy"}) == {"image": "scipy"}
+    assert flat({"profile": "p", "image": "scipy", "image--unlisted-choice": "my/image:1"}) == {"image": "my/image:1"}
+    assert flat({"profile": "p", "image": "scipy", "image--unlisted-choice": ""}) == {"image": "scipy"}
+    assert flat({"profile": "p", "image": ["scipy"]}) == {"image": "scipy"}
+    assert flat({"profile": "p", "options": {"a": "b"}}) == {}
+
+
 async def test_a_failing_profile_raises_with_the_cause(make_spawner, username, kubectl):
     spawner = make_spawner(username)
     spawner.user_options = {"profile": "broken-image"}
