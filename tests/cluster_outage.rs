@@ -98,14 +98,6 @@ async fn lifecycle_spawner(home: &str) -> fleetspawn::service::Spawner {
     .expect("spawner")
 }
 
-async fn until(what: &str, limit: std::time::Duration, mut ok: impl FnMut() -> bool) {
-    let end = std::time::Instant::now() + limit;
-    while !ok() {
-        assert!(std::time::Instant::now() < end, "{what}: not within {limit:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-}
-
 /// The home cluster (the records, cluster-a) stopped for 30 s: servers elsewhere run on
 /// untouched; reads answer from the records' cache; writes answer "home unavailable, nothing
 /// changed"; when it returns, everything works again.
@@ -120,7 +112,7 @@ async fn the_home_cluster_stopped_for_30s_leaves_servers_running_reads_answering
     let user = common::unique("homeless");
     let req = |u: &str| SpawnRequest { user: u.into(), profile: "b".into(), ..Default::default() };
     s.spawn(req(&user)).await.expect("spawn");
-    until("running", Duration::from_secs(60), || s.status(&user, "").is_ok_and(|v| v.state == InstanceState::Running)).await;
+    common::until("running", Duration::from_secs(60), || s.status(&user, "").is_ok_and(|v| v.state == InstanceState::Running)).await;
     let pod = fleetspawn_core::naming::InstanceKey::new(&user, "").object_name();
     let pod_uid = || common::kubectl("cluster-b", &["get", "pod", "-n", "fleetspawn-lifecycle", &pod, "-o", "jsonpath={.metadata.uid}"]);
     let uid_before = pod_uid();
@@ -140,7 +132,7 @@ async fn the_home_cluster_stopped_for_30s_leaves_servers_running_reads_answering
     outage.end();
 
     assert_eq!(pod_uid(), uid_before, "the running server was not touched");
-    until("the records' watch is back", Duration::from_secs(60), || s.status(&user, "").is_ok_and(|v| v.state == InstanceState::Running)).await;
+    common::until("the records' watch is back", Duration::from_secs(60), || s.status(&user, "").is_ok_and(|v| v.state == InstanceState::Running)).await;
     // Writes work again.
     let mut accepted = s.spawn(req(&other)).await;
     for _ in 0..30 {
@@ -151,7 +143,7 @@ async fn the_home_cluster_stopped_for_30s_leaves_servers_running_reads_answering
         accepted = s.spawn(req(&other)).await;
     }
     accepted.expect("a spawn after the home cluster came back");
-    until("the new one runs", Duration::from_secs(60), || s.status(&other, "").is_ok_and(|v| v.state == InstanceState::Running)).await;
+    common::until("the new one runs", Duration::from_secs(60), || s.status(&other, "").is_ok_and(|v| v.state == InstanceState::Running)).await;
     for u in [&user, &other] {
         s.stop(u, "", false).await.expect("stop");
     }
@@ -175,7 +167,7 @@ async fn a_target_cluster_stopped_for_60s_deletes_nothing_and_everything_converg
     for r in futures::future::join_all(running.iter().map(|u| s.spawn(req(u)))).await {
         r.expect("spawn");
     }
-    until("20 running", Duration::from_secs(120), || running.iter().all(|u| s.status(u, "").is_ok_and(|v| v.state == InstanceState::Running))).await;
+    common::until("20 running", Duration::from_secs(120), || running.iter().all(|u| s.status(u, "").is_ok_and(|v| v.state == InstanceState::Running))).await;
     let uids = || -> BTreeMap<String, String> {
         let out = common::kubectl(
             "cluster-b",
@@ -190,18 +182,19 @@ async fn a_target_cluster_stopped_for_60s_deletes_nothing_and_everything_converg
         r.expect("spawn");
     }
     let outage = common::ClusterOutage::begin("cluster-b");
-    until("20 unknown", Duration::from_secs(20), || running.iter().all(|u| s.status(u, "").is_ok_and(|v| v.state == InstanceState::Unknown))).await;
+    common::until("20 unknown", Duration::from_secs(20), || running.iter().all(|u| s.status(u, "").is_ok_and(|v| v.state == InstanceState::Unknown))).await;
     tokio::time::sleep(Duration::from_secs(60)).await;
     for u in &running {
         assert_eq!(s.status(u, "").map(|v| v.state).ok(), Some(InstanceState::Unknown), "{u} during the outage");
     }
     outage.end();
-    until("the 20 run again", Duration::from_secs(90), || running.iter().all(|u| s.status(u, "").is_ok_and(|v| v.state == InstanceState::Running))).await;
+    common::until("the 20 run again", Duration::from_secs(90), || running.iter().all(|u| s.status(u, "").is_ok_and(|v| v.state == InstanceState::Running)))
+        .await;
     let after = uids();
     for (name, uid) in &before {
         assert_eq!(after.get(name), Some(uid), "{name} was deleted or replaced during the outage");
     }
-    until("the 5 in flight ended", Duration::from_secs(120), || {
+    common::until("the 5 in flight ended", Duration::from_secs(120), || {
         in_flight.iter().all(|u| s.status(u, "").is_ok_and(|v| v.state == InstanceState::Running || (v.state == InstanceState::Failed && v.cause.is_some())))
     })
     .await;

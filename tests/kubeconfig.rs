@@ -206,14 +206,6 @@ fn calls(dir: &std::path::Path) -> usize {
     std::fs::read_to_string(dir.join("calls")).unwrap_or_default().lines().count()
 }
 
-async fn until(what: &str, limit: std::time::Duration, mut ok: impl FnMut() -> bool) {
-    let end = std::time::Instant::now() + limit;
-    while !ok() {
-        assert!(std::time::Instant::now() < end, "{what}: not within {limit:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-}
-
 /// Credentials that expire: a context whose user is an exec plugin spawns; the plugin is asked
 /// again only as its token nears expiry; while it fails, that cluster is unhealthy by name, its
 /// server is unknown and nothing is deleted; when it works again, everything comes back.
@@ -275,19 +267,19 @@ async fn an_exec_plugin_is_asked_near_expiry_and_while_it_fails_its_cluster_is_u
     // The identity provider fails: cluster exec-c is unhealthy by name, its server unknown.
     std::fs::write(dir.path().join("fail"), "").expect("fail flag");
     let health_of = |s: &Spawner| s.cluster_health().into_iter().find(|h| h.context == "exec-c").expect("exec-c in the health");
-    until("exec-c unhealthy", Duration::from_secs(40), || !health_of(&s).healthy).await;
+    common::until("exec-c unhealthy", Duration::from_secs(40), || !health_of(&s).healthy).await;
     let cause = health_of(&s).cause.unwrap_or_default();
     assert!(!cause.is_empty(), "no cause given");
     assert!(health_of(&s).context == "exec-c" && s.cluster_health().iter().any(|h| h.context == "cluster-a" && h.healthy), "the home stays healthy");
-    until("the server unknown", Duration::from_secs(20), || s.status(&user, "").map(|v| v.state).ok() == Some(InstanceState::Unknown)).await;
+    common::until("the server unknown", Duration::from_secs(20), || s.status(&user, "").map(|v| v.state).ok() == Some(InstanceState::Unknown)).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(s.status(&user, "").map(|v| v.state).ok(), Some(InstanceState::Unknown), "still unknown, never stopped");
     assert_eq!(pod_uid(), uid, "the pod was deleted or replaced while the plugin failed");
 
     // The plugin works again: healthy, running, the same pod.
     std::fs::remove_file(dir.path().join("fail")).expect("clear the flag");
-    until("exec-c healthy again", Duration::from_secs(30), || health_of(&s).healthy).await;
-    until("the server running again", Duration::from_secs(30), || s.status(&user, "").map(|v| v.state).ok() == Some(InstanceState::Running)).await;
+    common::until("exec-c healthy again", Duration::from_secs(30), || health_of(&s).healthy).await;
+    common::until("the server running again", Duration::from_secs(30), || s.status(&user, "").map(|v| v.state).ok() == Some(InstanceState::Running)).await;
     assert_eq!(pod_uid(), uid, "the same pod");
     s.stop(&user, "", false).await.expect("stop through the exec context");
     s.shutdown(Duration::from_secs(5)).await;

@@ -25,14 +25,6 @@ async fn spawner(home: &str) -> Spawner {
         .expect("spawner")
 }
 
-async fn eventually(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let until = Instant::now() + limit;
-    while !ok() {
-        assert!(Instant::now() < until, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn running(s: &Spawner, user: &str) -> bool {
     s.status(user, "").is_ok_and(|v| v.state == InstanceState::Running)
 }
@@ -51,7 +43,7 @@ async fn kubectl_apply_of_a_user_server_spawns_and_kubectl_delete_cleans_up() {
         "cluster-a",
         &format!("apiVersion: fleetspawn.io/v1alpha1\nkind: UserServer\nmetadata:\n  name: {name}\n  namespace: {home}\nspec:\n  user: {user}\n  profile: b\n"),
     );
-    eventually("the applied record runs", Duration::from_secs(60), || running(&s, &user)).await;
+    common::until("the applied record runs", Duration::from_secs(60), || running(&s, &user)).await;
     let table = common::kubectl("cluster-a", &["get", "userservers", "-n", &home]);
     let row = table.lines().find(|l| l.starts_with(&name)).unwrap_or_else(|| panic!("no row for {name}:\n{table}"));
     for column in [user.as_str(), "b", "cluster-b", "Running", "http://cluster-b.127.0.0.1.nip.io:8080/user/"] {
@@ -62,7 +54,7 @@ async fn kubectl_apply_of_a_user_server_spawns_and_kubectl_delete_cleans_up() {
     assert_eq!(pods, 1);
 
     common::kubectl("cluster-a", &["delete", "userserver", "-n", &home, &name, "--wait=false"]);
-    eventually("kubectl delete removed the remote objects and then the record", Duration::from_secs(60), || {
+    common::until("kubectl delete removed the remote objects and then the record", Duration::from_secs(60), || {
         common::objects_of("cluster-b", &name).is_empty() && record_field(&home, &name, ".metadata.name").is_empty()
     })
     .await;
@@ -76,10 +68,10 @@ async fn a_lifespan_stops_the_server_with_reason_max_age() {
     let user = common::unique("lifespan");
     let name = InstanceKey::new(&user, "").key().to_string();
     s.spawn(SpawnRequest { user: user.clone(), profile: "short-lived".into(), ..Default::default() }).await.expect("spawn");
-    eventually("ready", Duration::from_secs(60), || running(&s, &user)).await;
+    common::until("ready", Duration::from_secs(60), || running(&s, &user)).await;
     let ready_at = Instant::now();
     // Its lifespan is 20 s; it is stopped by the reconciler within a resync after that.
-    eventually("culled", Duration::from_secs(60), || matches!(s.status(&user, ""), Err(SpawnError::NotFound))).await;
+    common::until("culled", Duration::from_secs(60), || matches!(s.status(&user, ""), Err(SpawnError::NotFound))).await;
     assert!(ready_at.elapsed() >= Duration::from_secs(15), "culled after {:?}, before its lifespan", ready_at.elapsed());
     assert_eq!(record_field(&home, &name, ".status.failure.reason"), "MaxAge");
     assert_eq!(record_field(&home, &name, ".status.phase"), "Stopped");
@@ -101,7 +93,7 @@ async fn a_pod_copying_another_users_labels_is_not_believed_and_is_collected() {
     let bob = common::unique("bob");
     let zed = common::unique("zed");
     s.spawn(SpawnRequest { user: bob.clone(), profile: "b".into(), ..Default::default() }).await.expect("spawn");
-    eventually("bob's server runs", Duration::from_secs(60), || running(&s, &bob)).await;
+    common::until("bob's server runs", Duration::from_secs(60), || running(&s, &bob)).await;
     let url = s.status(&bob, "").expect("status").url;
     let scratch = common::unique("scratch");
     common::kubectl("cluster-b", &["create", "namespace", &scratch]);
@@ -123,7 +115,7 @@ async fn a_pod_copying_another_users_labels_is_not_believed_and_is_collected() {
         assert!(matches!(s.status(&zed, ""), Err(SpawnError::NotFound)), "a decoy made a server appear for zed");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    eventually("the decoys are collected", Duration::from_secs(30), || {
+    common::until("the decoys are collected", Duration::from_secs(30), || {
         common::kubectl("cluster-b", &["get", "pods", "-n", &scratch, "-o", "name"]).trim().is_empty()
     })
     .await;
@@ -197,7 +189,7 @@ async fn two_replicas_split_the_clusters_and_one_killed_mid_storm_loses_nothing(
     let options = || DaemonOptions { profiles: std::path::Path::new(PROFILES), home_namespace: Some(&home), max_concurrent_spawns: 512, ..Default::default() };
     let (a, b) = (Daemon::start(options()), Daemon::start(options()));
     let (ida, idb) = (identity_of(&a), identity_of(&b));
-    eventually("the replicas split the Leases", Duration::from_secs(90), || {
+    common::until("the replicas split the Leases", Duration::from_secs(90), || {
         let holders: Vec<String> = ["cluster-a", "cluster-b", "cluster-c"].iter().map(|c| lease_holder(&home, c)).collect();
         holders.iter().all(|h| *h == ida || *h == idb) && holders.contains(&ida) && holders.contains(&idb)
     })
@@ -219,7 +211,7 @@ async fn two_replicas_split_the_clusters_and_one_killed_mid_storm_loses_nothing(
     for r in futures::future::join_all(rest.iter().map(put)).await {
         assert!(started(r.expect("put")));
     }
-    eventually("the survivor takes cluster-b's Lease", Duration::from_secs(60), || lease_holder(&home, "cluster-b") == survivor_id).await;
+    common::until("the survivor takes cluster-b's Lease", Duration::from_secs(60), || lease_holder(&home, "cluster-b") == survivor_id).await;
     let takeover = killed_at.elapsed();
     eprintln!("takeover of cluster-b's Lease after SIGKILL: {:.1} s", takeover.as_secs_f64());
     assert!(takeover < Duration::from_secs(30), "takeover took {takeover:?}");

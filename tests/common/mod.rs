@@ -107,3 +107,12 @@ pub fn objects_of(context: &str, key: &str) -> Vec<String> {
     let out = kubectl(context, &["get", kinds, "-A", "-l", &format!("fleetspawn.io/instance={key}"), "-o", "name"]);
     out.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
 }
+
+/// Waits (checking every 200 ms) until `ok`; fails the test naming `what` after `limit`.
+pub async fn until(what: &str, limit: std::time::Duration, mut ok: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + limit;
+    while !ok() {
+        assert!(std::time::Instant::now() < end, "{what}: not within {limit:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

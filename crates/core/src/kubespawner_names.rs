@@ -132,37 +132,21 @@ impl Fields {
 
 /// A KubeSpawner name template (`claim-{username}{servername}`) that cannot be expanded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TemplateError {
-    #[error("{{{0}}} is not a field fleetspawn knows (username, servername, user_server, their safe_ forms, unescaped_username, unescaped_servername)")]
-    UnknownField(String),
-    #[error("unbalanced braces (write {{{{ and }}}} for literal ones)")]
-    Braces,
-}
+#[error("not a name template fleetspawn can expand: {0} (its fields: username, servername, user_server, their safe_ forms, unescaped_username, unescaped_servername; {{{{ and }}}} for literal braces)")]
+pub struct TemplateError(String);
 
 /// Expands a KubeSpawner name template as KubeSpawner does (`str.format`, then trailing `-`
 /// stripped unless the template itself ends with one).
 pub fn expand(template: &str, user: &str, server: &str) -> Result<String, TemplateError> {
+    use crate::import::template::{parse, Segment};
     let fields = Fields::new(user, server);
-    let mut out = String::new();
-    let mut chars = template.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '{' if chars.peek() == Some(&'{') => {
-                chars.next();
-                out.push('{');
-            }
-            '}' if chars.peek() == Some(&'}') => {
-                chars.next();
-                out.push('}');
-            }
-            '{' => {
-                let field: String = chars.by_ref().take_while(|c| *c != '}').collect();
-                out.push_str(fields.get(&field).ok_or(TemplateError::UnknownField(field.clone()))?);
-            }
-            '}' => return Err(TemplateError::Braces),
-            other => out.push(other),
-        }
-    }
+    let segments = parse(template, &|name| fields.get(name).map(str::to_owned)).map_err(TemplateError)?;
+    let mut out: String = segments
+        .into_iter()
+        .map(|s| match s {
+            Segment::Text(t) | Segment::Var(t) => t,
+        })
+        .collect();
     if !template.ends_with('-') {
         out.truncate(out.trim_end_matches('-').len());
     }
@@ -189,8 +173,9 @@ mod tests {
         assert_eq!(expand("claim-{username}--{servername}", "alice", ""), Ok("claim-alice".into()));
         assert_eq!(expand("claim-{user_server}", "alice", "lab"), Ok("claim-alice--lab".into()));
         assert_eq!(expand("x-{{literal}}-", "a", ""), Ok("x-{literal}-".into()));
-        assert_eq!(expand("claim-{userid}", "a", ""), Err(TemplateError::UnknownField("userid".into())));
-        assert_eq!(expand("claim-}", "a", ""), Err(TemplateError::Braces));
+        for bad in ["claim-{userid}", "claim-}", "claim-{username"] {
+            assert!(expand(bad, "a", "").is_err(), "{bad}");
+        }
     }
 
     /// What KubeSpawner 7.1 itself answered for these (tests/kubespawner_names.py).

@@ -15,7 +15,7 @@ mod node;
 mod pyconfig;
 mod pyregex;
 mod slug;
-mod template;
+pub(crate) mod template;
 mod traits;
 mod yaml;
 mod z2jh;
