@@ -31,18 +31,8 @@ async fn instances_on_a_stopped_cluster_are_unknown_not_stopped_and_come_back_ru
     use std::time::Duration;
     let _serial = common::serial();
 
-    let loaded = fleet::load(Some(&common::kubeconfig())).expect("kubeconfig");
-    let profiles = fleetspawn::sources::profiles_builtin(&common::repo().join("tests/fixtures/profiles.toml")).expect("profiles");
-    let renderer = fleetspawn_core::bundle::Renderer::builtin().expect("templates");
-    let s = Spawner::start(
-        Fleet::connect(&loaded).await,
-        profiles,
-        renderer,
-        SpawnerSettings { home_namespace: common::home_namespace(), ..Default::default() },
-        fleetspawn::metrics::Metrics::new(),
-    )
-    .await
-    .expect("spawner");
+    let settings = SpawnerSettings { home_namespace: common::home_namespace(), ..Default::default() };
+    let s = common::spawner(&common::kubeconfig(), &common::repo().join("tests/fixtures/profiles.toml"), settings).await;
     let req = |user: &str, profile: &str| SpawnRequest { user: user.into(), profile: profile.into(), ..Default::default() };
     let on_b = common::unique("outage-b");
     s.spawn(req(&on_b, "b")).await.expect("spawn on b");
@@ -83,19 +73,8 @@ async fn instances_on_a_stopped_cluster_are_unknown_not_stopped_and_come_back_ru
 }
 
 async fn lifecycle_spawner(home: &str) -> fleetspawn::service::Spawner {
-    use fleetspawn::service::{Spawner, SpawnerSettings};
-    let loaded = fleet::load(Some(&common::kubeconfig())).expect("kubeconfig");
-    let profiles = fleetspawn::sources::profiles_builtin(&common::repo().join("tests/fixtures/lifecycle-profiles.toml")).expect("profiles");
-    let settings = SpawnerSettings { max_concurrent_spawns: 256, home_namespace: home.into(), ..Default::default() };
-    Spawner::start(
-        Fleet::connect(&loaded).await,
-        profiles,
-        fleetspawn_core::bundle::Renderer::builtin().expect("templates"),
-        settings,
-        fleetspawn::metrics::Metrics::new(),
-    )
-    .await
-    .expect("spawner")
+    let settings = fleetspawn::service::SpawnerSettings { max_concurrent_spawns: 256, home_namespace: home.into(), ..Default::default() };
+    common::spawner(&common::kubeconfig(), &common::repo().join("tests/fixtures/lifecycle-profiles.toml"), settings).await
 }
 
 /// The home cluster (the records, cluster-a) stopped for 30 s: servers elsewhere run on

@@ -227,18 +227,8 @@ async fn an_exec_plugin_is_asked_near_expiry_and_while_it_fails_its_cluster_is_u
         format!("{defaults}[[profiles]]\nslug = \"exec\"\ndisplay_name = \"Through an exec plugin\"\ncontext = \"exec-c\"\ningress_public_url = \"http://cluster-c.127.0.0.1.nip.io:8080\"\n"),
     )
     .expect("write profiles");
-    let loaded = fleet::load(Some(&kubeconfig)).expect("the exec kubeconfig loads");
-    let profiles = fleetspawn::sources::profiles_builtin(&profiles_path).expect("profiles");
     let settings = SpawnerSettings { home_context: Some("cluster-a".into()), home_namespace: common::home_namespace(), ..Default::default() };
-    let s = Spawner::start(
-        Fleet::connect(&loaded).await,
-        profiles,
-        fleetspawn_core::bundle::Renderer::builtin().expect("templates"),
-        settings,
-        fleetspawn::metrics::Metrics::new(),
-    )
-    .await
-    .expect("spawner");
+    let s = common::spawner(&kubeconfig, &profiles_path, settings).await;
 
     let user = common::unique("exec");
     s.spawn(SpawnRequest { user: user.clone(), profile: "exec".into(), ..Default::default() }).await.expect("spawn through the exec context");

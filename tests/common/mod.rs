@@ -116,3 +116,20 @@ pub async fn until(what: &str, limit: std::time::Duration, mut ok: impl FnMut() 
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// A spawner (built-in templates) on the clusters of `kubeconfig` with the profiles file
+/// `profiles`.
+pub async fn spawner(kubeconfig: &std::path::Path, profiles: &std::path::Path, settings: fleetspawn::service::SpawnerSettings) -> fleetspawn::service::Spawner {
+    let loaded = fleetspawn::kube::fleet::load(Some(kubeconfig)).expect("load the kubeconfig");
+    let profiles = fleetspawn::sources::profiles_builtin(profiles).expect("profiles");
+    let renderer = fleetspawn_core::bundle::Renderer::builtin().expect("templates");
+    fleetspawn::service::Spawner::start(
+        fleetspawn::kube::fleet::Fleet::connect(&loaded).await,
+        profiles,
+        renderer,
+        settings,
+        fleetspawn::metrics::Metrics::new(),
+    )
+    .await
+    .expect("spawner")
+}
