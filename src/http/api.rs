@@ -88,6 +88,12 @@ pub fn validate_start(req: &StartRequest) -> Result<(), ApiError> {
             return Err(ApiError::invalid(field, "contains control characters"));
         }
     }
+    if req.hub_parameters.len() > MAX_MAP_ENTRIES {
+        return Err(ApiError::invalid("hub_parameters", format!("has more than {MAX_MAP_ENTRIES} entries")));
+    }
+    if let Some(key) = req.hub_parameters.keys().find(|k| !is_key(k, &['_'])) {
+        return Err(ApiError::invalid(format!("hub_parameters.{key}"), "is not a parameter name (letters, digits and '_')"));
+    }
     if req.env.len() > MAX_MAP_ENTRIES {
         return Err(ApiError::invalid("env", format!("has more than {MAX_MAP_ENTRIES} entries")));
     }
@@ -553,6 +559,10 @@ mod tests {
         assert_eq!(field_of(validate_start(&start_req(&[], &[("1ABC", "x")]))), "env.1ABC");
         assert_eq!(field_of(validate_start(&start_req(&[], &[("A-B", "x")]))), "env.A-B");
         assert_eq!(field_of(validate_start(&start_req(&[], &[("A", "x\0")]))), "env.A");
+        let params = |key: &str| StartRequest { hub_parameters: [(key.to_string(), serde_json::json!(1))].into(), ..Default::default() };
+        assert!(validate_start(&params("uid")).is_ok());
+        assert_eq!(field_of(validate_start(&params("u-id"))), "hub_parameters.u-id");
+        assert_eq!(field_of(validate_start(&params(&"u".repeat(300)))), format!("hub_parameters.{}", "u".repeat(300)));
         let many: Vec<(String, String)> = (0..=MAX_MAP_ENTRIES).map(|i| (format!("k{i}"), String::new())).collect();
         let req = StartRequest { options: many.into_iter().collect(), ..Default::default() };
         assert_eq!(field_of(validate_start(&req)), "options");
