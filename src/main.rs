@@ -205,8 +205,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let renderer = sources::renderer(config.templates_dir.as_deref())?;
             let set = load_profiles(&profiles_path, &renderer)?;
             let p = set.get(&profile).with_context(|| format!("unknown profile {profile:?} in {}", profiles_path.display()))?;
-            let context = context.unwrap_or_else(|| p.contexts.first().cloned().unwrap_or_default());
             let options: BTreeMap<String, String> = options.into_iter().collect();
+            // The options may move the profile to other contexts: its first one after them.
+            let context = match context {
+                Some(c) => c,
+                None => p.resolve_options(&options)?.profile.contexts.first().cloned().unwrap_or_default(),
+            };
             let secret_env = BTreeMap::new();
             let hub_parameters = fleetspawn_core::profiles::hub_parameters::resolve_text(&p.hub_parameters, &hub_parameters.into_iter().collect())?;
             let input = SpawnInput {

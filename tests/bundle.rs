@@ -523,3 +523,77 @@ fn every_example_profile_renders_for_every_context_and_choice() {
     let bundle = render_with(data, "alice", "", &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(kinds(&bundle), ["Namespace", "ConfigMap", "NetworkPolicy", "PersistentVolumeClaim", "Secret", "ServiceAccount", "Pod", "Ingress", "Service"]);
 }
+
+/// A web app (`kind = "web"`): its own port everywhere (container, probe, Service,
+/// NetworkPolicy, route), no JupyterHub variables, its readiness as the profile says; with
+/// `strip_prefix` the HTTPRoute rewrites the prefix away, and an Ingress route refuses it.
+#[test]
+fn web_apps_choose_their_port_readiness_and_prefix_handling() {
+    let text = r#"
+[defaults]
+image = "img:1"
+kind = "web"
+port = 3838
+
+[[profiles]]
+slug = "under-prefix"
+context = "cluster-a"
+ingress_public_url = "http://a.example"
+
+[[profiles]]
+slug = "stripped"
+context = "cluster-c"
+ingress_public_url = "http://c.example"
+routing = "httproute"
+gateway = "gw/web"
+strip_prefix = true
+readiness = { type = "tcp" }
+
+[[profiles]]
+slug = "probed"
+context = "cluster-a"
+ingress_public_url = "http://a.example"
+readiness = { path = "{{ url_prefix ~ 'healthz' }}", port = 9000 }
+"#;
+    let set = Renderer::builtin().expect("templates").parse_profiles("p.toml", text).unwrap_or_else(|e| panic!("{e}"));
+    let empty = BTreeMap::new();
+    let bundle_of = |slug: &str| render_with(set.get(slug).expect("profile"), "alice", "", &empty).expect("renders");
+
+    let b = bundle_of("under-prefix");
+    let pod = find(&b, "Pod");
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(container["ports"][0]["containerPort"], 3838);
+    assert_eq!(container["readinessProbe"]["httpGet"], serde_json::json!({ "path": "/user/alice/", "port": 3838 }));
+    let env: Vec<&str> = container["env"].as_array().expect("env").iter().filter_map(|e| e["name"].as_str()).collect();
+    assert!(!env.iter().any(|n| n.starts_with("JUPYTERHUB_")), "{env:?}");
+    assert_eq!(find(&b, "Service")["spec"]["ports"][0]["targetPort"], 3838);
+    assert_eq!(find(&b, "NetworkPolicy")["spec"]["ingress"][0]["ports"][0]["port"], 3838);
+    assert_eq!(find(&b, "Ingress")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"]["number"], 3838);
+
+    let b = bundle_of("stripped");
+    let route = find(&b, "HTTPRoute");
+    assert_eq!(route["spec"]["rules"][0]["filters"][0]["urlRewrite"]["path"], serde_json::json!({ "type": "ReplacePrefixMatch", "replacePrefixMatch": "/" }));
+    assert_eq!(route["spec"]["rules"][0]["backendRefs"][0]["port"], 3838);
+    assert_eq!(find(&b, "Pod")["spec"]["containers"][0]["readinessProbe"]["tcpSocket"], serde_json::json!({ "port": 3838 }));
+
+    let probed = bundle_of("probed");
+    let probe = &find(&probed, "Pod")["spec"]["containers"][0]["readinessProbe"];
+    assert_eq!(probe["httpGet"], serde_json::json!({ "path": "/user/alice/healthz", "port": 9000 }));
+
+    // A Jupyter profile keeps JupyterHub's variables and its probe on <prefix>api.
+    let jupyter = render("plain", "alice", "");
+    let container = &find(&jupyter, "Pod")["spec"]["containers"][0];
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/user/alice/api");
+    assert!(container["env"].as_array().expect("env").iter().any(|e| e["name"] == "JUPYTERHUB_SERVICE_PREFIX"));
+
+    // Stripping needs an HTTPRoute; no probe at all is allowed.
+    let refused = Renderer::builtin()
+        .expect("templates")
+        .parse_profiles("p.toml", &text.replace("routing = \"httproute\"\ngateway = \"gw/web\"\n", ""))
+        .expect_err("strip_prefix on an Ingress");
+    assert!(refused.to_string().contains("strip_prefix") && refused.to_string().contains("httproute"), "{refused}");
+    let none = text.replace("readiness = { type = \"tcp\" }", "readiness = { type = \"none\" }");
+    let set = Renderer::builtin().expect("templates").parse_profiles("p.toml", &none).unwrap_or_else(|e| panic!("{e}"));
+    let b = render_with(set.get("stripped").expect("profile"), "alice", "", &empty).expect("renders");
+    assert!(find(&b, "Pod")["spec"]["containers"][0].get("readinessProbe").is_none());
+}

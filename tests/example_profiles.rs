@@ -25,7 +25,7 @@ fn check_passes_on_the_embedded_default() {
     let out = fleetspawn(&["--config", "config/fleetspawn.toml", "check"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("profiles/example.toml: 6 profiles OK"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("profiles/example.toml: 7 profiles OK"));
     assert!(!stderr.contains("warning"), "every context exists on the local clusters: {stderr}");
 }
 
@@ -48,14 +48,16 @@ fn render_output_applies_cleanly_with_a_server_side_dry_run() {
     let set = fleetspawn::sources::profiles_builtin(&common::repo().join("profiles/example.toml")).expect("example profiles");
     let mut runs = 0;
     for profile in set.iter() {
-        let mut variants: Vec<Vec<String>> = vec![vec![]];
+        let mut variants: Vec<(Vec<String>, std::collections::BTreeMap<String, String>)> = vec![(vec![], Default::default())];
         for (key, option) in &profile.options {
             for choice in option.choices.keys() {
-                variants.push(vec!["--option".into(), format!("{key}={choice}")]);
+                variants.push((vec!["--option".into(), format!("{key}={choice}")], [(key.clone(), choice.clone())].into()));
             }
         }
-        for context in &profile.contexts {
-            for extra in &variants {
+        for (extra, chosen) in &variants {
+            // A choice may move the profile to other contexts.
+            let contexts = profile.resolve_options(chosen).expect("the choice resolves").profile.contexts;
+            for context in &contexts {
                 let mut args = vec![
                     "--config",
                     "config/fleetspawn.toml",
@@ -126,14 +128,38 @@ async fn every_example_profile_spawns_a_ready_server() {
         let req = SpawnRequest { user: user.clone(), server: slug.clone(), profile: slug.clone(), ..Default::default() };
         s.spawn(req).await.unwrap_or_else(|e| panic!("{slug}: {e}"));
     }
-    for slug in &slugs {
-        let progress = s.progress(&user, slug).expect("progress");
+    // The web app once more, behind cluster C's Gateway with the prefix stripped.
+    let stripped = SpawnRequest {
+        user: user.clone(),
+        server: "echo-stripped".into(),
+        profile: "echo".into(),
+        options: [("route".to_string(), "stripped".to_string())].into(),
+        ..Default::default()
+    };
+    s.spawn(stripped).await.unwrap_or_else(|e| panic!("echo, stripped: {e}"));
+    let mut servers = slugs.clone();
+    servers.push("echo-stripped".into());
+    for server in &servers {
+        let progress = s.progress(&user, server).expect("progress");
         let events = tokio::time::timeout(Duration::from_secs(90), progress.subscribe().collect::<Vec<_>>()).await.expect("ends");
         let last = events.last().expect("events");
-        assert_eq!(last.ready, Some(true), "{slug}: {events:?}");
+        assert_eq!(last.ready, Some(true), "{server}: {events:?}");
     }
+    // What the web app got, through the real ingress: the whole path under the prefix, or the
+    // path with the prefix stripped by the HTTPRoute.
+    for (server, expected_path) in [("echo", format!("{}any/path?x=1", prefix(&user, "echo"))), ("echo-stripped", "/any/path?x=1".to_string())] {
+        let url = s.status(&user, server).expect("status").url.unwrap_or_default();
+        let answer: serde_json::Value = reqwest::get(format!("{url}any/path?x=1")).await.expect("through the ingress").json().await.expect("the echo's JSON");
+        assert_eq!(answer["path"], expected_path.as_str(), "{server}: {answer}");
+        assert!(answer["headers"]["Host"].as_str().is_some_and(|h| h.starts_with("127.0.0.1:")), "{server}: {answer}");
+    }
+    s.stop(&user, "echo-stripped", true).await.expect("stop echo-stripped");
     for slug in &slugs {
         // The PVC of the persistent profile goes too ("delete forever").
         s.stop(&user, slug, true).await.unwrap_or_else(|e| panic!("stop {slug}: {e}"));
     }
+}
+
+fn prefix(user: &str, server: &str) -> String {
+    fleetspawn_core::naming::url_prefix(user, server)
 }

@@ -27,7 +27,7 @@ use crate::diagnostic::Diagnostics;
 use crate::labels;
 use crate::merge_patch::strategic_merge;
 use crate::naming::{self, is_dns1123_label, InstanceKey};
-use crate::profiles::spec::{NetworkPolicySpec, PatchSpec, SecuritySpec};
+use crate::profiles::spec::{AppKind, NetworkPolicySpec, PatchSpec, ProbeType, SecuritySpec};
 use crate::profiles::{self, Blame, OptionError, Profile, ProfileSet, ProfileSpec, ResolvedOptions, Route};
 use crate::spans::{KeyPath, Seg};
 
@@ -41,7 +41,7 @@ pub fn template_names() -> Vec<&'static str> {
     BUILTIN_TEMPLATES.iter().map(|(n, _)| *n).collect()
 }
 
-/// Port the notebook server listens on.
+/// Port the server listens on unless the profile sets `port`.
 pub const NOTEBOOK_PORT: u16 = 8888;
 
 /// The built-in templates, in the order they are rendered.
@@ -505,6 +505,7 @@ impl Renderer {
             ("ingress", json!(spec.ingress)),
             ("network_policy", network_policy(&spec.network_policy)),
             ("mount_service_account_token", json!(spec.mount_service_account_token)),
+            ("readiness", self.readiness(spec, jinja, ctx, url_prefix)?),
         ];
         for (key, value) in fields {
             ctx[key] = value;
@@ -515,17 +516,43 @@ impl Renderer {
     /// The container's environment, by name: JupyterHub's variables, then the
     /// profile's `environment` (rendered; it may replace them).
     fn pod_env(&self, ctx: &Value, jinja: &Jinja, spec: &ProfileSpec, url_prefix: &str) -> Result<Vec<Value>, BundleError> {
-        let mut env = BTreeMap::from([
-            ("JUPYTERHUB_USER".to_owned(), ctx["username"].clone()),
-            ("JUPYTERHUB_SERVER_NAME".to_owned(), ctx["servername"].clone()),
-            ("JUPYTERHUB_SERVICE_PREFIX".to_owned(), json!(url_prefix)),
-            ("JUPYTERHUB_SERVICE_URL".to_owned(), json!(format!("http://0.0.0.0:{NOTEBOOK_PORT}{url_prefix}"))),
-        ]);
+        let mut env = BTreeMap::new();
+        if spec.kind == AppKind::Jupyter {
+            env.extend([
+                ("JUPYTERHUB_USER".to_owned(), ctx["username"].clone()),
+                ("JUPYTERHUB_SERVER_NAME".to_owned(), ctx["servername"].clone()),
+                ("JUPYTERHUB_SERVICE_PREFIX".to_owned(), json!(url_prefix)),
+                ("JUPYTERHUB_SERVICE_URL".to_owned(), json!(format!("http://0.0.0.0:{}{url_prefix}", ctx["port"]))),
+            ]);
+        }
         for (var, template) in &spec.environment {
             let value = self.render_text(TemplateRef::Profile(key_path(&["environment", var])), template, jinja)?;
             env.insert(var.clone(), json!(value));
         }
         Ok(env.into_iter().map(|(name, value)| json!({"name": name, "value": value})).collect())
+    }
+
+    /// The container's readiness probe (`null`: none): HTTP on `readiness.path` (rendered),
+    /// else on the path the kind implies, or TCP, on `readiness.port` or the app's port.
+    fn readiness(&self, spec: &ProfileSpec, jinja: &Jinja, ctx: &Value, url_prefix: &str) -> Result<Value, BundleError> {
+        let port = spec.readiness.port.map_or_else(|| ctx["port"].clone(), Value::from);
+        let handler = match spec.readiness.probe {
+            ProbeType::None => return Ok(Value::Null),
+            ProbeType::Tcp => json!({ "tcpSocket": { "port": port } }),
+            ProbeType::Http => {
+                let path = match (&spec.readiness.path, spec.kind, spec.strip_prefix) {
+                    (Some(template), _, _) => self.render_text(TemplateRef::Profile(key_path(&["readiness", "path"])), template, jinja)?,
+                    (None, _, true) => "/".to_owned(),
+                    (None, AppKind::Jupyter, false) => format!("{url_prefix}api"),
+                    (None, AppKind::Web, false) => url_prefix.to_owned(),
+                };
+                json!({ "httpGet": { "path": path, "port": port } })
+            }
+        };
+        let mut probe = handler;
+        probe["periodSeconds"] = json!(2);
+        probe["failureThreshold"] = json!(3);
+        Ok(probe)
     }
 
     fn render_builtin(&self, name: &str, ctx: &Jinja) -> Result<String, BundleError> {
@@ -625,7 +652,8 @@ fn template_context(input: &SpawnInput<'_>, identity: &Identity<'_>, resolved: &
         "labels": identity.labels,
         "annotations": identity.annotations,
         "selector": { labels::INSTANCE: key.key() },
-        "port": NOTEBOOK_PORT,
+        "port": profile.spec.port.unwrap_or(NOTEBOOK_PORT),
+        "strip_prefix": profile.spec.strip_prefix,
     })
 }
 

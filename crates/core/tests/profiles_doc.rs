@@ -4,7 +4,9 @@
 //! drift apart.
 
 use fleetspawn_core::profiles::hub_parameters::HubParameterSpec;
-use fleetspawn_core::profiles::spec::{ChoiceSpec, FreeTextSpec, IngressSpec, NetworkPolicySpec, OptionSpec, PatchSpec, SecuritySpec, StorageSpec};
+use fleetspawn_core::profiles::spec::{
+    ChoiceSpec, FreeTextSpec, IngressSpec, NetworkPolicySpec, OptionSpec, PatchSpec, ReadinessSpec, SecuritySpec, StorageSpec,
+};
 use fleetspawn_core::profiles::ProfileSpec;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -46,6 +48,7 @@ fn every_key_of_the_schema_is_in_the_reference() {
         (None, keys(OptionSpec::default())),
         (Some("free_text"), keys(FreeTextSpec::default())),
         (None, keys(HubParameterSpec::default())),
+        (Some("readiness"), keys(ReadinessSpec::default())),
     ];
     let mut missing = Vec::new();
     for (parent, keys) in &tables {

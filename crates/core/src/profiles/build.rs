@@ -77,6 +77,7 @@ impl Profile {
         let idle_timeout = spec.idle_timeout.map(|d| positive("idle_timeout", Some(d), d, &mut issues));
         check_volumes(&spec, &mut issues);
         check_naming(&spec, &mut issues);
+        check_strip_prefix(&spec, &routes, &mut issues);
         check_network_policy(&spec.network_policy, &mut issues);
         let options = options.unwrap_or_else(|| build_options(&spec.options, &mut issues));
         let hub_parameters = super::hub_parameters::build(&spec.hub_parameters, &mut issues);
@@ -330,6 +331,19 @@ fn check_naming(spec: &ProfileSpec, issues: &mut Vec<Issue>) {
             issues.push(Issue::at(&["storage", "claim_name_template"], "only with naming = \"kubespawner\"".into()));
         }
         (spec::Naming::Fleetspawn, None) => {}
+    }
+}
+
+/// Stripping the prefix is an HTTPRoute's URLRewrite: an Ingress has no portable way to.
+fn check_strip_prefix(spec: &ProfileSpec, routes: &BTreeMap<String, Route>, issues: &mut Vec<Issue>) {
+    if !spec.strip_prefix {
+        return;
+    }
+    for (context, _) in routes.iter().filter(|(_, r)| **r == Route::Ingress) {
+        issues.push(Issue::at(
+            &["strip_prefix"],
+            format!("needs routing = \"httproute\" on context {context:?} (an Ingress cannot rewrite paths portably: use your controller's annotation in ingress.annotations instead)"),
+        ));
     }
 }
 

@@ -94,6 +94,16 @@ pub struct ProfileSpec {
     pub mount_service_account_token: bool,
     /// The server's NetworkPolicy (on by default).
     pub network_policy: NetworkPolicySpec,
+    /// What the server is: a Jupyter server (JupyterHub's env, readiness on `<prefix>api`) or
+    /// any other web app.
+    pub kind: AppKind,
+    /// The port the app listens on (default 8888).
+    pub port: Option<u16>,
+    /// How the kubelet tells the app is ready (default: HTTP on the path the kind implies).
+    pub readiness: ReadinessSpec,
+    /// The route strips the URL prefix before the app sees the request (an HTTPRoute's
+    /// URLRewrite), for apps that cannot be served under a path.
+    pub strip_prefix: bool,
     /// Images users may pick through options (exact names, or prefixes
     /// ending with `*`); empty = no restriction.
     pub allowed_images: Vec<String>,
@@ -153,6 +163,39 @@ pub enum PerContext<T> {
 }
 
 /// How a server's URL path is routed to it on a cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppKind {
+    /// A Jupyter server: JupyterHub's variables in its env, ready when `<prefix>api` answers.
+    #[default]
+    Jupyter,
+    /// Any web app: no JupyterHub variables, ready when its path answers.
+    Web,
+}
+
+/// The container's readiness probe.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReadinessSpec {
+    /// `"http"` (the default), `"tcp"` or `"none"`.
+    #[serde(rename = "type")]
+    pub probe: ProbeType,
+    /// HTTP: the path asked (a plain-string template); default `<url_prefix>api` for Jupyter,
+    /// the URL prefix for a web app (`/` when the route strips it).
+    pub path: Option<String>,
+    /// The port probed (default: the app's `port`).
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeType {
+    #[default]
+    Http,
+    Tcp,
+    None,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Naming {
