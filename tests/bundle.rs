@@ -498,8 +498,10 @@ fn every_example_profile_renders_for_every_context_and_choice() {
         for (name, option) in &profile.options {
             option_sets.extend(option.choices.keys().map(|c| BTreeMap::from([(name.clone(), c.clone())])));
         }
-        for context in &profile.contexts {
-            for options in &option_sets {
+        for options in &option_sets {
+            // A choice may move the profile to other contexts.
+            let contexts = profile.resolve_options(options).unwrap_or_else(|e| panic!("{}: {e}", profile.slug)).profile.contexts;
+            for context in &contexts {
                 let bundle = renderer
                     .render(&SpawnInput {
                         user: "alice@example.com",

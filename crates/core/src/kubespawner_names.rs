@@ -1,4 +1,5 @@
-//! KubeSpawner 7's names (its default `safe` slug scheme, `kubespawner/slugs.py`), so that a
+//! KubeSpawner 7's names (its default `safe` slug scheme, `kubespawner/slugs.py`) and its
+//! `str.format` name templates (also read by `fleetspawn import kubespawner`), so that a
 //! server moved from KubeSpawner finds its user's existing PersistentVolumeClaim
 //! (`naming = "kubespawner"`, docs/profiles.md). `tests/kubespawner_names.rs` checks these
 //! functions against KubeSpawner's own on a large set of awkward names.
@@ -130,6 +131,57 @@ impl Fields {
     }
 }
 
+/// A piece of a formatted string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// Literal text.
+    Text(String),
+    /// A template expression (`safe_username`, `options.image`).
+    Var(String),
+}
+
+/// `text` as `str.format` reads it: `{{`/`}}` are braces, `{name}` a field. `field` maps a
+/// field name to its expression; a field it does not know (or a format spec) is an error
+/// naming the field.
+pub fn parse(text: &str, field: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Segment>, String> {
+    let mut out = Vec::new();
+    let mut literal = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+                literal.push('{');
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+                literal.push('}');
+            }
+            '{' => {
+                let mut name = String::new();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some(c) => name.push(c),
+                        None => return Err(format!("unclosed {{{name}")),
+                    }
+                }
+                let expr = field(&name).ok_or_else(|| format!("{{{name}}}"))?;
+                if !literal.is_empty() {
+                    out.push(Segment::Text(std::mem::take(&mut literal)));
+                }
+                out.push(Segment::Var(expr));
+            }
+            '}' => return Err("a single '}'".to_owned()),
+            c => literal.push(c),
+        }
+    }
+    if !literal.is_empty() || out.is_empty() {
+        out.push(Segment::Text(literal));
+    }
+    Ok(out)
+}
+
 /// A KubeSpawner name template (`claim-{username}{servername}`) that cannot be expanded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a name template fleetspawn can expand: {0} (its fields: username, servername, user_server, their safe_ forms, unescaped_username, unescaped_servername; {{{{ and }}}} for literal braces)")]
@@ -138,7 +190,6 @@ pub struct TemplateError(String);
 /// Expands a KubeSpawner name template as KubeSpawner does (`str.format`, then trailing `-`
 /// stripped unless the template itself ends with one).
 pub fn expand(template: &str, user: &str, server: &str) -> Result<String, TemplateError> {
-    use crate::import::template::{parse, Segment};
     let fields = Fields::new(user, server);
     let segments = parse(template, &|name| fields.get(name).map(str::to_owned)).map_err(TemplateError)?;
     let mut out: String = segments

@@ -74,11 +74,11 @@ const NAMESPACE_VERBS: &[&str] = &["get", "create", "patch"];
 pub fn target_rights(renderer: &Renderer, set: &ProfileSet) -> BTreeMap<String, BTreeSet<Right>> {
     let mut by_context: BTreeMap<String, BTreeSet<Right>> = BTreeMap::new();
     for profile in set.iter() {
-        for context in &profile.contexts {
-            let rights = by_context.entry(context.clone()).or_default();
-            let mut swept: BTreeSet<(String, String)> = BUILTIN_KINDS.iter().map(|(v, k)| (v.to_string(), k.to_string())).collect();
-            let hub_parameters = crate::profiles::hub_parameters::samples(&profile.hub_parameters);
-            for options in option_variants(profile) {
+        let hub_parameters = crate::profiles::hub_parameters::samples(&profile.hub_parameters);
+        for options in option_variants(profile) {
+            // A choice may move the profile to other contexts.
+            let Ok(resolved) = profile.resolve_options(&options) else { continue };
+            for context in &resolved.profile.contexts {
                 let render = |user: &str| {
                     let input = SpawnInput {
                         user,
@@ -94,8 +94,12 @@ pub fn target_rights(renderer: &Renderer, set: &ProfileSet) -> BTreeMap<String, 
                     renderer.render(&input).ok()
                 };
                 let (Some(one), Some(other)) = (render("rbac-check-a"), render("rbac-check-b")) else { continue };
+                let rights = by_context.entry(context.clone()).or_default();
                 // A namespace that differs between two users is a per-user template.
                 let scope = if one.namespace == other.namespace { Scope::Namespace(one.namespace.clone()) } else { Scope::AllNamespaces };
+                // Across namespaces: the registry watches the Pods, stop and garbage collection
+                // list every kind they sweep by label.
+                let mut swept: BTreeSet<(String, String)> = BUILTIN_KINDS.iter().map(|(v, k)| (v.to_string(), k.to_string())).collect();
                 for object in &one.objects {
                     let (api_version, kind) = (object.object["apiVersion"].as_str().unwrap_or_default(), object.kind());
                     let cluster_scoped = object.object["metadata"].get("namespace").is_none();
@@ -109,6 +113,8 @@ pub fn target_rights(renderer: &Renderer, set: &ProfileSet) -> BTreeMap<String, 
                         swept.insert((api_version.to_string(), kind.to_string()));
                     }
                 }
+                rights.insert(Right::new(Scope::AllNamespaces, "v1", "Pod", "watch"));
+                rights.extend(swept.iter().map(|(api_version, kind)| Right::new(Scope::AllNamespaces, api_version, kind, "list")));
                 // Following the start: the Pod and its Events; recording Events.
                 for verb in ["list", "watch"] {
                     rights.insert(Right::new(scope.clone(), "v1", "Pod", verb));
@@ -118,10 +124,6 @@ pub fn target_rights(renderer: &Renderer, set: &ProfileSet) -> BTreeMap<String, 
                     rights.insert(Right::new(scope.clone(), "events.k8s.io/v1", "Event", verb));
                 }
             }
-            // Across namespaces: the registry watches the Pods, stop and garbage collection
-            // list every kind they sweep by label.
-            rights.insert(Right::new(Scope::AllNamespaces, "v1", "Pod", "watch"));
-            rights.extend(swept.iter().map(|(api_version, kind)| Right::new(Scope::AllNamespaces, api_version, kind, "list")));
         }
     }
     by_context
@@ -254,6 +256,17 @@ rules: []
         let role = b.iter().find(|r| r.kind == "Role" && r.verb == "create").expect("the option's Role");
         assert_eq!((role.group(), &role.scope), ("rbac.authorization.k8s.io", &Scope::AllNamespaces));
         assert!(!b.iter().any(|r| matches!(r.scope, Scope::Namespace(_))), "{b:#?}");
+    }
+
+    #[test]
+    fn a_choice_that_moves_the_profile_adds_its_rights_on_the_other_context() {
+        let text = PROFILES.replace(
+            "override = { objects = { role = \"\"\"",
+            "override = { context = \"c\", ingress_public_url = \"http://c.example\", objects = { role = \"\"\"",
+        );
+        let rights = target_rights(&Renderer::builtin().unwrap(), &set(&text));
+        assert!(rights["c"].iter().any(|r| r.kind == "Role" && r.verb == "create"), "{:#?}", rights.get("c"));
+        assert!(!rights["b"].iter().any(|r| r.kind == "Role"), "the Role goes to c only");
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod node;
 mod pyconfig;
 mod pyregex;
 mod slug;
-pub(crate) mod template;
+mod template;
 mod traits;
 mod yaml;
 mod z2jh;

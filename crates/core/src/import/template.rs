@@ -3,14 +3,7 @@
 
 use serde_json::Value;
 
-/// A piece of a formatted string.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Segment {
-    /// Literal text.
-    Text(String),
-    /// A template expression (`safe_username`, `options.image`).
-    Var(String),
-}
+pub use crate::kubespawner_names::{parse, Segment};
 
 /// The fleetspawn variable of a KubeSpawner placeholder, as `_expand_user_properties` defines
 /// them with the `safe` slug scheme (KubeSpawner 7's default); `None` when there is none.
@@ -26,48 +19,6 @@ pub fn variable(placeholder: &str) -> Option<&'static str> {
         "namespace" => "namespace",
         _ => return None,
     })
-}
-
-/// `text` as `str.format` reads it: `{{`/`}}` are braces, `{name}` a field. `field` maps a
-/// field name to its expression; a field it does not know (or a format spec) is an error
-/// naming the field.
-pub fn parse(text: &str, field: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Segment>, String> {
-    let mut out = Vec::new();
-    let mut literal = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '{' if chars.peek() == Some(&'{') => {
-                chars.next();
-                literal.push('{');
-            }
-            '}' if chars.peek() == Some(&'}') => {
-                chars.next();
-                literal.push('}');
-            }
-            '{' => {
-                let mut name = String::new();
-                loop {
-                    match chars.next() {
-                        Some('}') => break,
-                        Some(c) => name.push(c),
-                        None => return Err(format!("unclosed {{{name}")),
-                    }
-                }
-                let expr = field(&name).ok_or_else(|| format!("{{{name}}}"))?;
-                if !literal.is_empty() {
-                    out.push(Segment::Text(std::mem::take(&mut literal)));
-                }
-                out.push(Segment::Var(expr));
-            }
-            '}' => return Err("a single '}'".to_owned()),
-            c => literal.push(c),
-        }
-    }
-    if !literal.is_empty() || out.is_empty() {
-        out.push(Segment::Text(literal));
-    }
-    Ok(out)
 }
 
 /// Whether the text would be read as template syntax by minijinja.
