@@ -340,7 +340,7 @@ fn the_example_file_loads_cleanly() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/example.toml");
     let set = fleetspawn::sources::profiles_builtin(&path).unwrap_or_else(|e| panic!("{e}"));
     let slugs: Vec<&str> = set.iter().map(|p| p.slug.as_str()).collect();
-    assert_eq!(slugs, ["small-cluster-a", "anywhere", "weighted", "gpu", "data", "lab"]);
+    assert_eq!(slugs, ["small-cluster-a", "anywhere", "weighted", "gpu", "data", "lab", "echo"]);
     assert_eq!(set.default_profile().map(|p| p.slug.as_str()), Some("small-cluster-a"));
     assert!(set.check_contexts(&["cluster-a", "cluster-b", "cluster-c"]).is_empty());
     assert_eq!(set.get("anywhere").map(|p| p.placement.clone()), Some(Placement::LeastLoaded));
