@@ -719,9 +719,41 @@ struct RegistryResult {
     idle_seconds: f64,
     idle_requests: Split,
     overhead: Overhead,
+    /// The hub-facing API under poll load, and the admin page (at the largest size only).
+    http: Option<HttpResult>,
 }
 
-async fn child_registry(dir: &Path, expected: usize) {
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, Default)]
+struct HttpResult {
+    /// `GET /api/v1/users/{user}/servers/{server}` with the hub token, over every record.
+    poll: Load,
+    /// The same rate against a bare axum handler answering the same JSON.
+    floor: Load,
+    /// The daemon's CPU (utime+stime of its process, the reconciler and watches included)
+    /// during the poll window, in cores.
+    poll_cpu_cores: f64,
+    /// The bytes of one status answer.
+    answer_bytes: usize,
+    /// `/admin`, first page, no filter; and filtered (`cluster=cluster-b&state=running`).
+    admin: Stats,
+    admin_bytes: usize,
+    admin_filtered: Stats,
+    admin_filtered_bytes: usize,
+    admin_rows: usize,
+}
+
+/// What the load generator saw.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, Default)]
+struct Load {
+    rate: usize,
+    seconds: f64,
+    sent: usize,
+    ok: usize,
+    errors: usize,
+    latency: Stats,
+}
+
+async fn child_registry(dir: &Path, expected: usize, with_http: bool) {
     let env = start_env(dir).await;
     let s = &env.spawner;
     let records_synced = s.list().len();
@@ -737,7 +769,8 @@ async fn child_registry(dir: &Path, expected: usize) {
     let secs = t0.elapsed().as_secs_f64();
     let cpu_s = (cpu_ticks() - c0) as f64 / clock_ticks_per_second();
     let idle_requests = sent().since(r0).split();
-    let overhead = overhead(s, &env.fleet, &env.renderer, &env.profiles, runs(), 2, expected, "o10k").await;
+    let http = if with_http { Some(http_figures(s, dir).await) } else { None };
+    let overhead = overhead(s, &env.fleet, &env.renderer, &env.profiles, runs(), 2, expected, &format!("o{expected}")).await;
     s.shutdown(Duration::from_secs(10)).await;
     result(&RegistryResult {
         instances_expected: expected,
@@ -750,7 +783,132 @@ async fn child_registry(dir: &Path, expected: usize) {
         idle_seconds: secs,
         idle_requests,
         overhead,
+        http,
     });
+}
+
+const HUB_TOKEN: &str = "fsbench-hub-token";
+const ADMIN_TOKEN: &str = "fsbench-admin-token";
+
+/// The daemon's HTTP app over `s` (the hub and admin tokens of the bench), served by its own
+/// accept loop on a loopback port.
+async fn serve_app(s: &Spawner) -> std::net::SocketAddr {
+    use fleetspawn::config::{AuthConfig, HttpConfig, Role, TokenConfig};
+    use sha2::{Digest, Sha256};
+    let token = |name: &str, value: &str, role: Role| TokenConfig { name: name.into(), sha256: hex::encode(Sha256::digest(value)), role };
+    let auth = AuthConfig { tokens: vec![token("hub", HUB_TOKEN, Role::Hub), token("admin", ADMIN_TOKEN, Role::Admin)], ..Default::default() };
+    let auth = std::sync::Arc::new(fleetspawn::http::auth::Auth::new(&auth).expect("auth"));
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    let shutdown = fleetspawn::http::state::ShutdownSignal::new(rx);
+    let metrics = Metrics::new();
+    let state = fleetspawn::http::state::AppState::new(s.clone(), auth, metrics.clone(), Default::default(), shutdown).expect("state");
+    let limits = HttpConfig::default();
+    let app = fleetspawn::http::app(state, &limits);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _stop = _stop;
+        fleetspawn::http::listen::serve(listener, app, &limits, metrics, std::future::pending()).await;
+    });
+    addr
+}
+
+/// The floor of the poll figure: a bare axum handler answering `body` to every GET.
+async fn serve_floor(body: String) -> std::net::SocketAddr {
+    use axum::routing::get;
+    let body = std::sync::Arc::new(body);
+    // Every path: the default server's is `/servers/`, which a `{server}` route does not match.
+    let app = axum::Router::new().fallback(get(move || {
+        let body = body.clone();
+        async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], (*body).clone()) }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("floor server") });
+    addr
+}
+
+/// `n` timed GETs of `url` with `token`: their times and the size of the last answer.
+async fn timed_gets(client: &reqwest::Client, url: &str, token: &str, n: usize) -> (Stats, usize) {
+    let mut samples = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = client.get(url).bearer_auth(token).send().await.expect("GET");
+        assert!(r.status().is_success(), "GET {url}: {}", r.status());
+        bytes = r.bytes().await.expect("body").len();
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    (stats(&samples), bytes)
+}
+
+/// Figures 5 and 6 of docs/benchmarks.md, with every record live: the status reads a hub
+/// makes, at a fixed rate from a load generator in a process of its own, against the daemon's
+/// app and against the floor; then the admin page.
+async fn http_figures(s: &Spawner, dir: &Path) -> HttpResult {
+    let rate = env_usize("FSBENCH_POLL_RATE", 1000);
+    let seconds = env_usize("FSBENCH_POLL_SECONDS", 60);
+    let daemon = serve_app(s).await;
+    let servers: Vec<String> =
+        s.list().iter().map(|v| format!("/api/v1/users/{}/servers/{}", fleetspawn::http::pages::percent_encode(&v.user), v.server)).collect();
+    let paths = dir.join("poll-paths");
+    std::fs::write(&paths, servers.join("\n")).expect("paths");
+    let client = reqwest::Client::new();
+    let sample = client.get(format!("http://{daemon}{}", servers[0])).bearer_auth(HUB_TOKEN).send().await.expect("a status");
+    assert!(sample.status().is_success(), "status: {}", sample.status());
+    let body = sample.text().await.expect("body");
+    let floor_addr = serve_floor(body.clone()).await;
+    let run = |addr: std::net::SocketAddr| {
+        let args = ["loader".to_string(), format!("http://{addr}"), rate.to_string(), seconds.to_string(), paths.display().to_string()];
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || run_child(&args.iter().map(String::as_str).collect::<Vec<_>>(), &dir))
+    };
+    eprintln!("fsbench: poll load, floor: {rate}/s for {seconds}s");
+    let floor: Load = serde_json::from_value(run(floor_addr).await.expect("loader")).expect("floor load");
+    eprintln!("fsbench: poll load, fleetspawn over {} servers: {rate}/s for {seconds}s", servers.len());
+    let (c0, t0) = (cpu_ticks(), Instant::now());
+    let poll: Load = serde_json::from_value(run(daemon).await.expect("loader")).expect("poll load");
+    let poll_cpu_cores = (cpu_ticks() - c0) as f64 / clock_ticks_per_second() / t0.elapsed().as_secs_f64();
+    let (admin, admin_bytes) = timed_gets(&client, &format!("http://{daemon}/admin"), ADMIN_TOKEN, 20).await;
+    let filtered = format!("http://{daemon}/admin?cluster=cluster-b&state=running");
+    let (admin_filtered, admin_filtered_bytes) = timed_gets(&client, &filtered, ADMIN_TOKEN, 20).await;
+    let page = client.get(format!("http://{daemon}/admin")).bearer_auth(ADMIN_TOKEN).send().await.expect("admin").text().await.expect("admin page");
+    let admin_rows = page.matches("<tr>").count().saturating_sub(1);
+    eprintln!(
+        "fsbench: poll p50/p99 {:.2}/{:.2} ms (floor {:.2}/{:.2}), CPU {poll_cpu_cores:.2} cores; /admin {:.0} ms, {admin_bytes} bytes",
+        poll.latency.median_ms, poll.latency.p99_ms, floor.latency.median_ms, floor.latency.p99_ms, admin.median_ms
+    );
+    HttpResult { poll, floor, poll_cpu_cores, answer_bytes: body.len(), admin, admin_bytes, admin_filtered, admin_filtered_bytes, admin_rows }
+}
+
+/// The load generator: GETs of the paths in `paths_file` (round robin) at `rate` a second for
+/// `seconds`, open loop (each request leaves at its time, whatever the earlier ones do), with
+/// the hub token, over a keep-alive connection pool.
+async fn child_loader(base: &str, rate: usize, seconds: usize, paths_file: &Path) {
+    let paths: Vec<String> = std::fs::read_to_string(paths_file).expect("paths").lines().map(String::from).collect();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("client");
+    let total = rate * seconds;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let t0 = Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        tick.tick().await;
+        let (client, url) = (client.clone(), format!("{base}{}", paths[i % paths.len()]));
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let ok = match client.get(&url).bearer_auth(HUB_TOKEN).send().await {
+                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            (ok, t.elapsed().as_secs_f64() * 1000.0)
+        }));
+    }
+    let done = futures::future::join_all(tasks).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let latencies: Vec<f64> = done.iter().filter_map(|r| r.as_ref().ok()).filter(|(ok, _)| *ok).map(|(_, ms)| *ms).collect();
+    let ok = latencies.len();
+    result(&Load { rate, seconds: elapsed, sent: total, ok, errors: total - ok, latency: stats(&latencies) });
 }
 
 async fn child_overhead(dir: &Path) {
@@ -997,10 +1155,10 @@ async fn create_scale_instance(home: &Home, cluster: &str, client: &Client, i: u
     retried("write a scale record's status", move || home.write_status(key, status, None)).await.is_some()
 }
 
-/// Creates `n` scale instances ([`create_scale_instance`]) spread over the clusters,
+/// Creates scale instances `from..to` ([`create_scale_instance`]) spread over the clusters,
 /// [`IN_FLIGHT`] at a time; waits (bounded) until kwok reports their Pods Running. Returns
-/// (instances created, Pods running).
-async fn create_scale_instances(clients: &[(String, Client)], n: usize) -> (usize, usize) {
+/// (instances there, counting the `from` made before; Pods running).
+async fn create_scale_instances(clients: &[(String, Client)], from: usize, to: usize) -> (usize, usize) {
     let home = Home::new(clients[0].1.clone(), BENCH_HOME);
     home.ensure_namespace().await.expect("the bench's home namespace");
     home.install_crd().await.expect("the UserServer CRD");
@@ -1017,16 +1175,21 @@ async fn create_scale_instances(clients: &[(String, Client)], n: usize) -> (usiz
     }
     let t0 = Instant::now();
     let home = &home;
-    let made = stream::iter(0..n)
-        .map(|i| {
-            let (cluster, client) = &clients[i % clients.len()];
-            create_scale_instance(home, cluster, client, i)
-        })
-        .buffer_unordered(IN_FLIGHT)
-        .filter(|ok| futures::future::ready(*ok))
-        .count()
-        .await;
-    eprintln!("fsbench: created {made}/{n} scale instances (record, pod, status) in {:.1}s; waiting for kwok to run them", t0.elapsed().as_secs_f64());
+    let made = from
+        + stream::iter(from..to)
+            .map(|i| {
+                let (cluster, client) = &clients[i % clients.len()];
+                create_scale_instance(home, cluster, client, i)
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .filter(|ok| futures::future::ready(*ok))
+            .count()
+            .await;
+    eprintln!(
+        "fsbench: {made}/{to} scale instances (record, pod, status), the last {} in {:.1}s; waiting for kwok to run them",
+        to - from,
+        t0.elapsed().as_secs_f64()
+    );
     // Until kwok runs them all, or the count has not moved for 30 s (kwok may drop a stage).
     let deadline = Instant::now() + Duration::from_secs(env_usize("FSBENCH_SCALE_WAIT", 600) as u64);
     let (mut last, mut last_change) = (usize::MAX, Instant::now());
@@ -1105,7 +1268,7 @@ fn side(by: &BTreeMap<String, f64>, side: &str) -> String {
 fn table(r: &Value) -> String {
     let o0: Overhead = serde_json::from_value(r["overhead0"].clone()).unwrap_or_default();
     let storm: Option<StormResult> = serde_json::from_value(r["storm"].clone()).ok();
-    let reg: Option<RegistryResult> = serde_json::from_value(r["registry"].clone()).ok();
+    let regs: Vec<RegistryResult> = serde_json::from_value(r["registries"].clone()).unwrap_or_default();
     let mcks: Option<Mcks> = serde_json::from_value(r["mcks"].clone()).ok();
     let mut t = String::new();
     t.push_str(&format!(
@@ -1172,7 +1335,7 @@ fn table(r: &Value) -> String {
         t.push_str(&format!("| of which to the clusters' objects (cluster-a's included) | {} | |\n", side(&s.requests_by_kind, "clusters")));
         t.push_str(&format!("| peak RSS of fleetspawn (VmHWM) | {:.1} MiB | |\n", s.peak_rss_mib));
     }
-    if let Some(g) = &reg {
+    for g in &regs {
         let n = g.instances_expected;
         t.push_str(&format!("\n**3. Registry scale**: {n} UserServer records, Running, and their Pods across three clusters\n\n"));
         t.push_str("| figure | value | target |\n|---|---|---|\n");
@@ -1198,9 +1361,7 @@ fn table(r: &Value) -> String {
     if let Some(s) = &storm {
         rows.push(s.overhead.clone());
     }
-    if let Some(g) = &reg {
-        rows.push(g.overhead.clone());
-    }
+    rows.extend(regs.iter().map(|g| g.overhead.clone()));
     for o in rows {
         t.push_str(&format!(
             "| {} | {} | {} | {:.2}× | {:.2}× |\n",
@@ -1210,6 +1371,36 @@ fn table(r: &Value) -> String {
             o.fleetspawn.median_ms / o.floor.median_ms,
             o.fleetspawn.median_ms / o0.fleetspawn.median_ms
         ));
+    }
+    if let Some((g, h)) = regs.iter().rev().find_map(|g| Some((g, g.http.as_ref()?))) {
+        let n = g.records_synced;
+        t.push_str(&format!(
+            "\n**5. Hub-facing API under poll load**: `GET /api/v1/users/{{user}}/servers/{{server}}` with the hub token over {n} servers, {} a second for {:.0} s (answers of {} bytes)\n\n",
+            h.poll.rate, h.poll.seconds, h.answer_bytes
+        ));
+        t.push_str("| server | p50 / p99 (ms) | requests ok / sent | CPU | target |\n|---|---|---|---|---|\n");
+        let p99 = h.poll.latency.p99_ms / h.floor.latency.p99_ms;
+        t.push_str(&format!(
+            "| fleetspawn | {} | {} / {} | {:.2} of a core | p99 ≤ 2× the floor's: {p99:.2}× {}; CPU ≤ 0.3 core: {} |\n",
+            ms(&h.poll.latency),
+            h.poll.ok,
+            h.poll.sent,
+            h.poll_cpu_cores,
+            mark(p99 <= 2.0),
+            mark(h.poll_cpu_cores <= 0.3)
+        ));
+        t.push_str(&format!("| floor: a bare axum handler answering the same bytes | {} | {} / {} | | |\n", ms(&h.floor.latency), h.floor.ok, h.floor.sent));
+        t.push_str(&format!("\n**6. The admin page** with {n} servers live (median / slowest of {} loads, ms)\n\n", h.admin.n));
+        t.push_str("| page | time | size | target |\n|---|---|---|---|\n");
+        t.push_str(&format!(
+            "| `/admin`, first page ({} rows) | {} | {:.0} KB | ≤ 200 ms: {}; ≤ 200 KB: {} |\n",
+            h.admin_rows,
+            ms(&h.admin),
+            h.admin_bytes as f64 / 1000.0,
+            mark(h.admin.median_ms <= 200.0),
+            mark(h.admin_bytes <= 200_000)
+        ));
+        t.push_str(&format!("| `/admin?cluster=cluster-b&state=running` | {} | {:.0} KB | |\n", ms(&h.admin_filtered), h.admin_filtered_bytes as f64 / 1000.0));
     }
     t
 }
@@ -1238,7 +1429,11 @@ async fn parent() {
     let fleet = counted_fleet(&loaded).await;
     let clients: Vec<(String, Client)> = CLUSTERS.iter().map(|c| (c.to_string(), client_of(&fleet, c))).collect();
     let storm_users = env_usize("FSBENCH_STORM", 1000);
-    let scale = env_usize("FSBENCH_SCALE", 10_000);
+    // Sizes of the registry figure, smallest first: each adds records to the last.
+    let mut scales: Vec<usize> =
+        std::env::var("FSBENCH_SCALE").unwrap_or_else(|_| "10000,30000".into()).split(',').filter_map(|n| n.trim().parse().ok()).filter(|n| *n > 0).collect();
+    scales.sort_unstable();
+    scales.dedup();
     let mut report = serde_json::Map::new();
     report.insert("machine".into(), json!(machine()));
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ");
@@ -1279,11 +1474,18 @@ async fn parent() {
         }
         delete_namespace(a, NS_OVERHEAD).await;
     }
-    if scale > 0 {
-        eprintln!("==> 3. registry scale: creating {scale} records and their pods");
-        let (made, running) = create_scale_instances(&clients, scale).await;
-        eprintln!("==> 3. registry scale: measuring ({made} records, {running} pods running)");
-        report.insert("registry".into(), run_child(&["registry", &scale.to_string()], dir.path()));
+    if let Some(largest) = scales.last().copied() {
+        let mut registries = Vec::new();
+        let mut made = 0;
+        for &scale in &scales {
+            eprintln!("==> 3. registry scale: {scale} records and their pods ({made} there)");
+            let (now_made, running) = create_scale_instances(&clients, made, scale).await;
+            made = now_made;
+            let http = if scale == largest { "http" } else { "no-http" };
+            eprintln!("==> 3. registry scale: measuring ({made} records, {running} pods running){}", if scale == largest { ", then 5. and 6." } else { "" });
+            registries.push(run_child(&["registry", &scale.to_string(), http], dir.path()));
+        }
+        report.insert("registries".into(), Value::Array(registries));
         eprintln!("==> cleaning up the scale records and pods");
         clear_bench_records(a).await;
         for (_, c) in &clients {
@@ -1315,7 +1517,12 @@ fn main() {
     let fut: Pin<Box<dyn Future<Output = ()>>> = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["child", "overhead"] => Box::pin(child_overhead(&dir)),
         ["child", "storm", n] => Box::pin(child_storm(&dir, n.parse().expect("users"))),
-        ["child", "registry", n] => Box::pin(child_registry(&dir, n.parse().expect("instances"))),
+        ["child", "registry", n, http] => Box::pin(child_registry(&dir, n.parse().expect("instances"), *http == "http")),
+        ["child", "loader", base, rate, secs, paths] => {
+            let (base, paths) = (base.to_string(), PathBuf::from(paths));
+            let (rate, secs) = (rate.parse().expect("rate"), secs.parse().expect("seconds"));
+            Box::pin(async move { child_loader(&base, rate, secs, &paths).await })
+        }
         ["table", file] => {
             let v: Value = serde_json::from_str(&std::fs::read_to_string(file).expect("report")).expect("json");
             let t = table(&v);

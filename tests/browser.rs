@@ -265,6 +265,18 @@ async fn start_a_server_with_options_watch_it_start_land_on_it_and_stop_it() {
     }
     assert!(b.text(".clusters-grid").await.contains("cluster-b"));
     b.screenshot_full("07-admin").await;
+    // Filtered with the page's form (the filter lands in the URL): this user's running servers.
+    b.find(".filters select[name='state']").await.select_by_value("running").await.expect("pick running");
+    b.find(".filters input[name='user']").await.send_keys(&user).await.expect("type the user");
+    b.find(".filters button[type='submit']").await.click().await.expect("filter");
+    let filtered = b.wait_for_url("the filtered list", |u| u.contains("state=running")).await;
+    assert!(filtered.contains(&format!("user={user}")), "{filtered}");
+    let rows = b.find_all("tbody tr").await;
+    assert_eq!(rows.len(), 1, "exactly this user's one server");
+    assert!(rows[0].text().await.expect("row").contains(&user));
+    assert!(b.text("h1 .count").await.contains(" of "), "the count says it is filtered");
+    b.goto(&format!("{}/admin?state=sleeping", admin.url)).await;
+    assert!(b.text("main").await.contains("“state”"), "a wrong filter names its field");
     drop(admin);
 
     // Stop it from the home page.

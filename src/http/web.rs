@@ -22,7 +22,7 @@ use crate::http::auth::{Caller, CSRF_FIELD};
 use crate::http::error::ApiError;
 use crate::http::pages::{percent_encode, progress_href};
 use crate::http::state::AppState;
-use crate::http::wire::{ProfileInfo, ServerPath, StartRequest};
+use crate::http::wire::{InstanceFilter, ProfileInfo, ServerPath, StartRequest};
 use crate::kube::fleet::Health;
 use fleetspawn_core::instance::InstanceState;
 use fleetspawn_core::instance::{gone_after, InstanceView, SpawnEnd};
@@ -96,6 +96,9 @@ pub struct ProgressPage {
     pub cause: String,
 }
 
+/// Rows on one page of the administrators' instance list.
+pub const ADMIN_PAGE_ROWS: usize = 100;
+
 /// The administrators' page.
 #[derive(Debug, Clone, Serialize)]
 pub struct AdminPage {
@@ -103,10 +106,73 @@ pub struct AdminPage {
     pub active: &'static str,
     pub header: Header,
     pub clusters: Vec<Health>,
+    /// The rows of this page: the instances that pass the filter, sorted by cluster, user and
+    /// server, [`ADMIN_PAGE_ROWS`] at most.
     pub instances: Vec<InstanceView>,
-    /// Instances per cluster.
+    /// Instances per cluster (all of them, whatever the filter).
     pub counts: BTreeMap<String, usize>,
+    /// Instances in all.
+    pub all: usize,
+    /// Instances that pass the filter.
+    pub total: usize,
+    /// The filter as the page's form shows it (trimmed; the page number it ended on).
+    pub filter: AdminQuery,
+    /// Whether any filter is set.
+    pub filtered: bool,
+    /// The profiles to filter by: those of the profile set and those of live instances.
+    pub profiles: Vec<String>,
+    /// The states to filter by.
+    pub states: Vec<&'static str>,
+    /// This page (from 1), the number of pages, and the rows shown (from 1; 0 when none).
+    pub page: usize,
+    pub pages: usize,
+    pub first: usize,
+    pub last: usize,
+    /// Links to the previous and the next page, with the same filter.
+    pub prev_url: Option<String>,
+    pub next_url: Option<String>,
     pub profiles_error: Option<String>,
+}
+
+/// The administrators' page's query, as its form puts it in the URL: filters (an empty one
+/// filters nothing) and the page number.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct AdminQuery {
+    pub cluster: String,
+    pub profile: String,
+    pub state: String,
+    pub user: String,
+    pub page: String,
+}
+
+impl AdminQuery {
+    /// The filter it asks for and the page (from 1), or which field is wrong.
+    pub fn parse(&self) -> Result<(InstanceFilter, usize), ApiError> {
+        let set = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+        let state = match set(&self.state) {
+            None => None,
+            Some(s) => {
+                let known = InstanceState::ALL.into_iter().find(|k| k.as_str() == s);
+                let names: Vec<&str> = InstanceState::ALL.iter().map(|k| k.as_str()).collect();
+                Some(known.ok_or_else(|| ApiError::invalid("state", format!("is not one of {}", names.join(", "))))?.into())
+            }
+        };
+        let page = match set(&self.page) {
+            None => 1,
+            Some(p) => p.parse::<usize>().ok().filter(|p| *p >= 1).ok_or_else(|| ApiError::invalid("page", "is not a page number (1, 2, …)"))?,
+        };
+        Ok((InstanceFilter { cluster: set(&self.cluster), profile: set(&self.profile), state, user: set(&self.user) }, page))
+    }
+
+    /// The link to `page` with this (trimmed) filter: `/admin?cluster=…&page=2`, empty filters
+    /// left out.
+    fn href(&self, page: usize) -> String {
+        let fields = [("cluster", &self.cluster), ("profile", &self.profile), ("state", &self.state), ("user", &self.user)];
+        let mut query: Vec<String> = fields.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| format!("{k}={}", percent_encode(v))).collect();
+        query.push(format!("page={page}"));
+        format!("/admin?{}", query.join("&"))
+    }
 }
 
 /// A page that says what went wrong.
@@ -467,28 +533,86 @@ pub fn progress_page(caller: &Caller, instance: &InstanceView, history: Vec<Prog
     }
 }
 
-async fn admin(State(state): State<AppState>, caller: Result<Caller, ApiError>) -> Response {
+async fn admin(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    query: Result<Query<AdminQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let caller = match caller {
         Ok(c) if c.is_admin() => c,
         Ok(c) => return error_page(&state, Some(&c), &ApiError::Forbidden("administrators only".into())),
         Err(e) => return error_page(&state, None, &e),
     };
-    let mut instances: Vec<InstanceView> = state.spawner.list().into_iter().collect();
-    instances.sort_by(|a, b| (&a.cluster, &a.user, &a.server).cmp(&(&b.cluster, &b.user, &b.server)));
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return error_page(&state, Some(&caller), &ApiError::from(e)),
+    };
     let clusters: Vec<Health> = state.spawner.cluster_health().into_iter().collect();
-    let page = admin_page(&caller, clusters, instances, state.reload.last_error());
-    render(&state, StatusCode::OK, "admin.html", &page)
+    let slugs = state.spawner.profiles().iter().map(|p| p.slug.clone()).collect();
+    match admin_page(&caller, clusters, state.spawner.list(), &query, slugs, state.reload.last_error()) {
+        Ok(page) => render(&state, StatusCode::OK, "admin.html", &page),
+        Err(e) => error_page(&state, Some(&caller), &e),
+    }
 }
 
-/// The admin page's data.
-pub fn admin_page(caller: &Caller, clusters: Vec<Health>, instances: Vec<InstanceView>, profiles_error: Option<String>) -> AdminPage {
+/// The admin page's data: one page of the instances that pass the query's filter.
+pub fn admin_page(
+    caller: &Caller,
+    clusters: Vec<Health>,
+    instances: Vec<InstanceView>,
+    query: &AdminQuery,
+    mut profiles: Vec<String>,
+    profiles_error: Option<String>,
+) -> Result<AdminPage, ApiError> {
+    let (filter, asked) = query.parse()?;
     // Every cluster has a count (0 too): the template looks each one up, and an undefined value
     // is an error with the strict templates.
     let mut counts: BTreeMap<String, usize> = clusters.iter().map(|c| (c.context.clone(), 0)).collect();
     for i in &instances {
         *counts.entry(i.cluster.clone()).or_default() += 1;
     }
-    AdminPage { title: "Instances", active: "admin", header: Header::new(Some(caller)), clusters, instances, counts, profiles_error }
+    profiles.extend(instances.iter().map(|i| i.profile.clone()));
+    profiles.sort();
+    profiles.dedup();
+    let all = instances.len();
+    let mut rows: Vec<InstanceView> = instances.into_iter().filter(|i| filter.matches(i)).collect();
+    rows.sort_by(|a, b| (&a.cluster, &a.user, &a.server).cmp(&(&b.cluster, &b.user, &b.server)));
+    let total = rows.len();
+    let pages = total.div_ceil(ADMIN_PAGE_ROWS).max(1);
+    // A page past the end (the list shrank since the link was made) shows the last one.
+    let page = asked.min(pages);
+    let skip = (page - 1) * ADMIN_PAGE_ROWS;
+    let instances: Vec<InstanceView> = rows.into_iter().skip(skip).take(ADMIN_PAGE_ROWS).collect();
+    let (first, last) = if instances.is_empty() { (0, 0) } else { (skip + 1, skip + instances.len()) };
+    let filtered = filter.cluster.is_some() || filter.profile.is_some() || filter.state.is_some() || filter.user.is_some();
+    let shown = AdminQuery {
+        cluster: filter.cluster.clone().unwrap_or_default(),
+        profile: filter.profile.clone().unwrap_or_default(),
+        state: query.state.trim().to_string(),
+        user: filter.user.clone().unwrap_or_default(),
+        page: page.to_string(),
+    };
+    Ok(AdminPage {
+        title: "Instances",
+        active: "admin",
+        header: Header::new(Some(caller)),
+        clusters,
+        instances,
+        counts,
+        all,
+        total,
+        filtered,
+        profiles,
+        states: InstanceState::ALL.iter().map(|s| s.as_str()).collect(),
+        page,
+        pages,
+        first,
+        last,
+        prev_url: (page > 1).then(|| shown.href(page - 1)),
+        next_url: (page < pages).then(|| shown.href(page + 1)),
+        filter: shown,
+        profiles_error,
+    })
 }
 
 #[cfg(test)]
@@ -753,7 +877,9 @@ mod tests {
         ];
         let idle = Health { context: "idle".into(), server: None, healthy: true, version: Some("v1.34.1".into()), latency_ms: Some(3), cause: None };
         let clusters = [clusters, vec![idle]].concat();
-        let page = admin_page(&boss(), clusters, instances, Some("profiles.toml:12: unknown field `imagee`".into()));
+        let page =
+            admin_page(&boss(), clusters, instances, &AdminQuery::default(), vec!["scipy".into()], Some("profiles.toml:12: unknown field `imagee`".into()))
+                .expect("no filter");
         assert_eq!(page.counts["eu-west"], 2);
         assert_eq!(page.counts["idle"], 0, "a cluster without instances renders too");
         let html = rendered("admin.html", "admin.html", &page);
@@ -763,6 +889,73 @@ mod tests {
         assert!(html.contains("2026-05-02 10:01 UTC"));
         assert_eq!(html.matches("<tr>").count(), 4);
         assert!(html.contains(r#"<span class="tag">admin</span>"#));
+    }
+
+    /// `n` instances: users u0000.., on three clusters, every third one failed.
+    fn many(n: usize) -> Vec<InstanceView> {
+        let clusters = ["eu-west", "us-gpu", "eu-central"];
+        let states = [InstanceState::Running, InstanceState::Running, InstanceState::Failed];
+        (0..n).map(|k| instance(&format!("u{k:04}"), "", clusters[k % 3], states[k % 3])).collect()
+    }
+
+    fn query(pairs: &[(&str, &str)]) -> AdminQuery {
+        let text: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect();
+        Query::<AdminQuery>::try_from_uri(&format!("/admin?{}", text.join("&")).parse().expect("uri")).expect("query").0
+    }
+
+    #[test]
+    fn admin_page_shows_one_page_of_the_filtered_instances_with_links_that_keep_the_filter() {
+        let health = |c: &str| Health { context: c.into(), server: None, healthy: true, version: None, latency_ms: None, cause: None };
+        let clusters = || vec![health("eu-west"), health("us-gpu"), health("eu-central")];
+        let page = |q: AdminQuery| admin_page(&boss(), clusters(), many(1000), &q, vec!["scipy".into(), "gpu".into()], None);
+
+        // No filter: the first 100 of 1,000, sorted by cluster then user; a link to page 2.
+        let p = page(AdminQuery::default()).expect("page 1");
+        assert_eq!((p.all, p.total, p.page, p.pages, p.first, p.last), (1000, 1000, 1, 10, 1, 100));
+        assert_eq!(p.instances.len(), ADMIN_PAGE_ROWS);
+        assert_eq!((p.instances[0].cluster.as_str(), p.instances[0].user.as_str()), ("eu-central", "u0002"));
+        assert_eq!((p.prev_url, p.next_url.as_deref()), (None, Some("/admin?page=2")));
+        assert_eq!(p.profiles, ["gpu", "scipy"], "the set's profiles and the live ones, once each");
+        let html = rendered("admin.html", "admin.html", &page(AdminQuery::default()).expect("page 1"));
+        assert_eq!(html.matches("<tr>").count(), 101, "a header and 100 rows");
+        assert!(html.contains(r#"<a rel="next" href="/admin?page=2">"#), "{html}");
+        assert!(html.contains("1–100 of 1000 · page 1 of 10"));
+
+        // The failed ones of eu-central (333, every third user), page 3 of 4, the filter kept in
+        // both links; us-gpu has none failed.
+        let p = page(query(&[("cluster", "eu-central"), ("state", "failed"), ("page", "3")])).expect("page 3");
+        assert_eq!((p.total, p.page, p.pages, p.first, p.last), (333, 3, 4, 201, 300));
+        assert!(p.instances.iter().all(|i| i.cluster == "eu-central" && i.state == InstanceState::Failed));
+        assert_eq!(p.prev_url.as_deref(), Some("/admin?cluster=eu-central&state=failed&page=2"));
+        assert_eq!(p.next_url.as_deref(), Some("/admin?cluster=eu-central&state=failed&page=4"));
+        let html = rendered("admin.html", "admin.html", &p);
+        assert!(html.contains(r#"<option value="eu-central" selected>"#) && html.contains(r#"<option value="failed" selected>"#), "{html}");
+        assert!(html.contains("333 of 1000"), "the count says it is filtered");
+        assert!(html.contains(r#"href="/admin?cluster=eu-central&amp;state=failed&amp;page=2""#), "{html}");
+        assert_eq!(page(query(&[("cluster", "us-gpu"), ("state", "failed")])).expect("none").total, 0);
+
+        // A form's empty fields filter nothing; a page past the end shows the last page.
+        let p = page(query(&[("cluster", ""), ("profile", " "), ("state", ""), ("user", ""), ("page", "99")])).expect("last page");
+        assert_eq!((p.total, p.page, p.first, p.last, p.next_url), (1000, 10, 901, 1000, None));
+        assert!(!p.filtered);
+
+        // One user, exactly; a user value is escaped into the form and percent-encoded into links.
+        let p = page(query(&[("user", "u0042")])).expect("one user");
+        assert_eq!((p.total, p.instances[0].user.as_str()), (1, "u0042"));
+        let odd = "<b>\"&amp;/x?y=1";
+        let p = page(query(&[("user", odd)])).expect("no such user");
+        assert_eq!((p.total, p.first, p.last), (0, 0, 0));
+        let html = rendered("admin.html", "admin.html", &p);
+        assert!(!html.contains("<b>") && html.contains("&lt;b&gt;"), "{html}");
+        assert!(html.contains("No instance matches this filter."));
+
+        // Wrong values name their field.
+        for (field, value) in [("state", "sleeping"), ("page", "0"), ("page", "two"), ("page", "-1")] {
+            match page(query(&[(field, value)])) {
+                Err(ApiError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}={value}: {other:?}"),
+            }
+        }
     }
 
     #[test]
